@@ -1,0 +1,1 @@
+//! Controller: target state, reconcile loop, health checks, routing table publication

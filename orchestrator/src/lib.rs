@@ -1,0 +1,1 @@
+//! Starts and stops replicas: local child processes (and later Kubernetes pods)

@@ -1,0 +1,9 @@
+//! Generates the gRPC code with protox (pure Rust), so no system `protoc` is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let files = ["proto/photon/v1/controller.proto", "proto/photon/v1/replica.proto"];
+    let descriptors = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! Generated protobuf and gRPC code: Photon's internal API (`photon.v1`). Generated modules only;
+//! conversions into domain types live in the crates that use them.
+
+/// Photon's internal controller and replica API.
+#[allow(missing_docs, clippy::all)]
+pub mod photon {
+    /// Version 1 of the internal API.
+    pub mod v1 {
+        tonic::include_proto!("photon.v1");
+    }
+}
+
+pub use photon::v1;

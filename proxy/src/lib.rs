@@ -1,0 +1,1 @@
+//! HTTP front door: route matching and request hand-off to the router

@@ -1,0 +1,1 @@
+//! Replica runtime: the Deployment trait, the registry and the ReplicaService

@@ -1,0 +1,1 @@
+//! Routing tables, per-deployment queues, replica choice and DeploymentHandle
