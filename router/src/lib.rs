@@ -1,1 +1,167 @@
-//! Routing tables, per-deployment queues, replica choice and DeploymentHandle
+//! The router: applies routing tables from the controller, matches routes, and sends requests
+//! through per-deployment queues to replicas. Proxies and replicas (for their handle calls)
+//! each own one.
+
+#![warn(missing_docs)]
+
+mod choose;
+mod client;
+mod error;
+mod handle;
+pub mod matcher;
+mod queue;
+mod subscribe;
+mod table;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+pub use client::{ReplicaClient, ReplicaFailure, MAX_MESSAGE_BYTES};
+pub use error::RouterError;
+pub use handle::DeploymentHandle;
+pub use queue::{DeploymentQueue, Permit};
+pub use subscribe::follow_controller;
+pub use table::{AppRoute, DeploymentId, DeploymentTargets, InvalidTable, ReplicaEndpoint, RoutingTable};
+
+/// An application's route, with its ingress queue resolved.
+#[derive(Clone)]
+pub struct Route {
+    /// Application name.
+    pub app: String,
+    /// HTTP prefix (`None`: handles only).
+    pub route_prefix: Option<String>,
+    /// The ingress deployment's queue.
+    pub ingress: Arc<DeploymentQueue>,
+}
+
+/// What the front doors read per request: routes sorted for longest-prefix matching.
+#[derive(Default)]
+pub struct Snapshot {
+    /// Version of the table this came from (0: none received yet).
+    pub version: u64,
+    /// Routes with a prefix, longest prefix first.
+    pub by_prefix: Vec<Route>,
+    /// Every application, in config order.
+    pub apps: Vec<Route>,
+}
+
+impl Snapshot {
+    /// The route that serves `path`, by longest matching prefix.
+    pub fn match_path(&self, path: &str) -> Option<&Route> {
+        let i = matcher::longest_match(self.by_prefix.iter().map(|r| r.route_prefix.as_deref().unwrap_or("")), path)?;
+        self.by_prefix.get(i)
+    }
+}
+
+/// Routes requests to deployments; cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    snapshot: ArcSwap<Snapshot>,
+    queues: Mutex<HashMap<DeploymentId, Arc<DeploymentQueue>>>,
+    clients: Mutex<HashMap<String, ReplicaClient>>,
+    table: Mutex<Arc<RoutingTable>>,
+    ready: watch::Sender<bool>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Router {
+    /// A router with no table yet (not ready).
+    pub fn new() -> Self {
+        Router {
+            inner: Arc::new(Inner {
+                snapshot: ArcSwap::from_pointee(Snapshot::default()),
+                queues: Mutex::new(HashMap::new()),
+                clients: Mutex::new(HashMap::new()),
+                table: Mutex::new(Arc::new(RoutingTable::default())),
+                ready: watch::Sender::new(false),
+            }),
+        }
+    }
+
+    /// The current route snapshot (lock-free).
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.inner.snapshot.load()
+    }
+
+    /// The last table applied.
+    pub fn table(&self) -> Arc<RoutingTable> {
+        self.inner.table.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether a first table has arrived.
+    pub fn is_ready(&self) -> bool {
+        *self.inner.ready.borrow()
+    }
+
+    /// Resolves once a first table has arrived.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.inner.ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// The queue of one deployment (created empty if the table does not list it yet).
+    pub fn queue(&self, id: &DeploymentId) -> Arc<DeploymentQueue> {
+        let mut queues = self.inner.queues.lock().unwrap_or_else(|e| e.into_inner());
+        queues.entry(id.clone()).or_insert_with(|| DeploymentQueue::new(id.clone())).clone()
+    }
+
+    /// A handle for calls to one deployment.
+    pub fn handle(&self, app: &str, deployment: &str) -> DeploymentHandle {
+        DeploymentHandle::new(self.queue(&DeploymentId::new(app, deployment)))
+    }
+
+    /// Applies a new table. Tables arrive in order on one subscription, and a restarted
+    /// controller may start counting versions again, so every table applied replaces the last.
+    pub fn apply(&self, table: RoutingTable) {
+        let table = Arc::new(table);
+        *self.inner.table.lock().unwrap_or_else(|e| e.into_inner()) = table.clone();
+        let client_for = |replica_id: &str, address: &str| {
+            let mut clients = self.inner.clients.lock().unwrap_or_else(|e| e.into_inner());
+            clients.entry(format!("{replica_id}@{address}")).or_insert_with(|| ReplicaClient::lazy(address)).clone()
+        };
+        let queues: Vec<(DeploymentId, Arc<DeploymentQueue>)> = {
+            let mut map = self.inner.queues.lock().unwrap_or_else(|e| e.into_inner());
+            for id in table.deployments.keys() {
+                map.entry(id.clone()).or_insert_with(|| DeploymentQueue::new(id.clone()));
+            }
+            map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        for (id, queue) in &queues {
+            queue.update(table.deployments.get(id), client_for);
+        }
+        // Drop connections to replicas no table lists any more.
+        {
+            let live: std::collections::HashSet<String> = table
+                .deployments
+                .values()
+                .flat_map(|d| d.replicas.iter().map(|r| format!("{}@{}", r.replica_id, r.address)))
+                .collect();
+            self.inner.clients.lock().unwrap_or_else(|e| e.into_inner()).retain(|k, _| live.contains(k));
+        }
+        let apps: Vec<Route> = table
+            .routes
+            .iter()
+            .map(|r| Route {
+                app: r.app.clone(),
+                route_prefix: r.route_prefix.clone(),
+                ingress: self.queue(&DeploymentId::new(&r.app, &r.ingress)),
+            })
+            .collect();
+        let mut by_prefix: Vec<Route> = apps.iter().filter(|r| r.route_prefix.is_some()).cloned().collect();
+        by_prefix.sort_by_key(|r| std::cmp::Reverse(r.route_prefix.as_ref().map_or(0, String::len)));
+        self.inner.snapshot.store(Arc::new(Snapshot { version: table.version, by_prefix, apps }));
+        self.inner.ready.send_replace(true);
+    }
+}
