@@ -1,1 +1,142 @@
-//! Replica runtime: the Deployment trait, the registry and the ReplicaService
+//! The replica runtime: the `Deployment` trait, the registry of applications, the built-in
+//! samples, and `run`, which turns a process into one replica of one deployment (build,
+//! configure, serve, register with the controller, drain on shutdown).
+
+#![warn(missing_docs)]
+
+mod deployment;
+pub mod pyvalue;
+mod registry;
+mod samples;
+mod server;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use photon_proto::v1 as pb;
+use photon_proto::v1::controller_service_client::ControllerServiceClient;
+use photon_proto::v1::replica_service_server::ReplicaServiceServer;
+use photon_router::{follow_controller, Router, MAX_MESSAGE_BYTES};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+pub use deployment::{call_handle, BuildContext, Deployment, DeploymentError, Reply, Request};
+pub use registry::{AppDef, Constructor, DeploymentDef, Registry};
+pub use server::{user_config_json, ReplicaServer, ReplicaState};
+
+/// Why a replica could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// The deployment could not be built, configured, or failed its first health check.
+    #[error("deployment {deployment} failed to start: {source}")]
+    Startup {
+        /// Which deployment.
+        deployment: String,
+        /// What its code said.
+        source: DeploymentError,
+    },
+    /// The listener could not be bound or served.
+    #[error("replica server: {0}")]
+    Io(#[from] std::io::Error),
+    /// The controller could not be reached to register.
+    #[error("could not register with the controller at {controller}: {reason}")]
+    Register {
+        /// Controller URL.
+        controller: String,
+        /// Last error.
+        reason: String,
+    },
+    /// The gRPC server failed.
+    #[error("replica server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// What one replica process runs.
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    /// Unique replica id.
+    pub replica_id: String,
+    /// Application name.
+    pub app: String,
+    /// Deployment name.
+    pub deployment: String,
+    /// The application's import path in the registry.
+    pub import_path: String,
+    /// Controller URL, e.g. `http://127.0.0.1:4567`.
+    pub controller: String,
+    /// Admission limit.
+    pub max_ongoing_requests: u32,
+    /// Initial `user_config`.
+    pub user_config: Option<Value>,
+    /// Longest wait for in-flight requests when stopping.
+    pub graceful_shutdown_timeout: Duration,
+    /// Address to listen on (port 0 picks one).
+    pub bind: String,
+}
+
+/// Runs one replica until `shutdown` resolves, then drains and returns.
+pub async fn run(registry: Arc<Registry>, opts: ReplicaOptions, shutdown: impl Future<Output = ()>) -> Result<(), ReplicaError> {
+    let router = Router::new();
+    let follow = tokio::spawn(follow_controller(router.clone(), opts.controller.clone(), opts.replica_id.clone()));
+    let startup = |source| ReplicaError::Startup { deployment: opts.deployment.clone(), source };
+
+    let ctx = BuildContext::new(&opts.app, &opts.deployment, &opts.replica_id, router);
+    let built = registry.build(&opts.import_path, &opts.deployment, &ctx).map_err(startup)?;
+    built.reconfigure(opts.user_config.as_ref()).await.map_err(startup)?;
+    built.check_health().await.map_err(startup)?;
+
+    let state = ReplicaState::new(built, opts.max_ongoing_requests, opts.user_config.clone());
+    let listener = TcpListener::bind(&opts.bind).await?;
+    let address = listener.local_addr()?;
+    let service = ReplicaServiceServer::new(ReplicaServer(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(service)
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+            }),
+    );
+
+    register(&opts, &address.to_string()).await?;
+    tracing::info!(replica = %opts.replica_id, %address, "replica ready");
+
+    shutdown.await;
+    tracing::info!(replica = %opts.replica_id, "draining");
+    if tokio::time::timeout(opts.graceful_shutdown_timeout, state.drain()).await.is_err() {
+        tracing::warn!(replica = %opts.replica_id, ongoing = state.ongoing(), "graceful shutdown timed out");
+    }
+    let _ = stop_tx.send(());
+    follow.abort();
+    match tokio::time::timeout(Duration::from_secs(2), server).await {
+        Ok(Ok(result)) => result?,
+        _ => tracing::debug!("replica server did not stop in time"),
+    }
+    Ok(())
+}
+
+async fn register(opts: &ReplicaOptions, address: &str) -> Result<(), ReplicaError> {
+    let request = pb::RegisterReplicaRequest {
+        replica_id: opts.replica_id.clone(),
+        app: opts.app.clone(),
+        deployment: opts.deployment.clone(),
+        address: address.to_string(),
+        pid: std::process::id(),
+    };
+    let mut last = String::new();
+    for attempt in 0..20u32 {
+        match ControllerServiceClient::connect(opts.controller.clone()).await {
+            Ok(mut client) => match client.register_replica(request.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(status) => last = status.to_string(),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt + 1))).await;
+    }
+    Err(ReplicaError::Register { controller: opts.controller.clone(), reason: last })
+}

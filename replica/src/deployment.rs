@@ -1,0 +1,153 @@
+//! The `Deployment` trait (what a deployment's code implements) and the request and reply types
+//! it sees. A reply is built the way Ray converts a handler's return value: `str` as
+//! `text/plain; charset=utf-8`, anything else as compact JSON.
+
+use bytes::Bytes;
+use photon_router::{DeploymentHandle, Router};
+use serde_json::Value;
+
+use crate::pyvalue;
+
+/// The deployment's code failed (Ray: the user code raised). The front door answers 500.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct DeploymentError(pub String);
+
+impl From<String> for DeploymentError {
+    fn from(s: String) -> Self {
+        DeploymentError(s)
+    }
+}
+
+impl From<&str> for DeploymentError {
+    fn from(s: &str) -> Self {
+        DeploymentError(s.to_string())
+    }
+}
+
+/// One request as a deployment sees it.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// `x-request-id` of the request that caused this call.
+    pub request_id: String,
+    /// `__call__` for front-door requests; the method name for handle calls.
+    pub method: String,
+    /// HTTP method (empty for handle calls).
+    pub http_method: String,
+    /// Full request path.
+    pub path: String,
+    /// Query string without `?`.
+    pub query: String,
+    /// Request headers, names lower-case.
+    pub headers: Vec<(String, Bytes)>,
+    /// Body bytes (for handle calls: the JSON-encoded argument list).
+    pub body: Bytes,
+}
+
+impl Request {
+    /// The body parsed as JSON (Starlette's `await request.json()`).
+    pub fn json(&self) -> Result<Value, DeploymentError> {
+        serde_json::from_slice(&self.body).map_err(|e| DeploymentError(format!("JSONDecodeError: {e}")))
+    }
+
+    /// The first header named `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&Bytes> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// Positional argument `i` of a handle call.
+    pub fn arg(&self, i: usize) -> Result<Value, DeploymentError> {
+        let args = self.json()?;
+        args.get(i).cloned().ok_or_else(|| DeploymentError(format!("TypeError: {} missing positional argument {i}", self.method)))
+    }
+}
+
+/// What a deployment answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: Vec<(String, Bytes)>,
+    /// Response body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// A `str` result: `text/plain; charset=utf-8`.
+    pub fn text(s: impl Into<String>) -> Self {
+        Reply::with_type(Bytes::from(s.into()), "text/plain; charset=utf-8")
+    }
+
+    /// Any other result: compact JSON with Python's number formatting, `application/json`.
+    pub fn json(v: &Value) -> Result<Self, DeploymentError> {
+        Ok(Reply::with_type(Bytes::from(pyvalue::json_dumps(v)?), "application/json"))
+    }
+
+    /// Raw bytes with the given content type (none when `content_type` is `None`).
+    pub fn bytes(body: Bytes, content_type: Option<Bytes>) -> Self {
+        Reply {
+            status: 200,
+            headers: content_type.map(|t| vec![("content-type".to_string(), t)]).unwrap_or_default(),
+            body,
+        }
+    }
+
+    fn with_type(body: Bytes, content_type: &'static str) -> Self {
+        Reply { status: 200, headers: vec![("content-type".to_string(), Bytes::from_static(content_type.as_bytes()))], body }
+    }
+}
+
+/// What a deployment's constructor gets: where it runs and handles to its siblings.
+#[derive(Clone)]
+pub struct BuildContext {
+    /// Application name.
+    pub app: String,
+    /// Deployment name.
+    pub deployment: String,
+    /// Replica id.
+    pub replica_id: String,
+    pub(crate) router: Router,
+}
+
+impl BuildContext {
+    /// A context whose handles route through `router`.
+    pub fn new(app: &str, deployment: &str, replica_id: &str, router: Router) -> Self {
+        BuildContext { app: app.into(), deployment: deployment.into(), replica_id: replica_id.into(), router }
+    }
+
+    /// A handle to another deployment of the same application.
+    pub fn handle(&self, deployment: &str) -> DeploymentHandle {
+        self.router.handle(&self.app, deployment)
+    }
+}
+
+/// A deployment's code: Ray's deployment class.
+///
+/// Lifecycle: built once per replica, then `reconfigure` with the `user_config` (before the
+/// first request and again on every in-place update), `check_health` periodically, `call` for
+/// every request, concurrently up to `max_ongoing_requests`.
+#[async_trait::async_trait]
+pub trait Deployment: Send + Sync + 'static {
+    /// Handles one request (Ray's `__call__`, or a method called through a handle).
+    async fn call(&self, request: Request) -> Result<Reply, DeploymentError>;
+
+    /// Applies a new `user_config`. The default accepts none: as in Ray, setting a
+    /// `user_config` on a deployment without `reconfigure` fails the replica's start.
+    async fn reconfigure(&self, user_config: Option<&Value>) -> Result<(), DeploymentError> {
+        match user_config {
+            None => Ok(()),
+            Some(_) => Err(DeploymentError("user_config is set but the deployment has no reconfigure method".into())),
+        }
+    }
+
+    /// Reports health; an error counts as a failed health check.
+    async fn check_health(&self) -> Result<(), DeploymentError> {
+        Ok(())
+    }
+}
+
+/// Helper for handle calls that return a JSON value.
+pub async fn call_handle(handle: &DeploymentHandle, method: &str, args: Value, request_id: &str) -> Result<Value, DeploymentError> {
+    handle.call(method, args, request_id).await.map_err(|e| DeploymentError(e.to_string()))
+}

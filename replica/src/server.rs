@@ -1,0 +1,145 @@
+//! The ReplicaService: the authoritative `max_ongoing_requests` admission (a request over the
+//! limit is refused with RESOURCE_EXHAUSTED, before anything runs, so the router retries it
+//! elsewhere), health checks, in-place reconfigure, and draining.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+
+use photon_proto::v1 as pb;
+use photon_proto::v1::replica_service_server::ReplicaService;
+use serde_json::Value;
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+
+use crate::deployment::{self, Deployment};
+
+/// Shared state of one replica's service.
+pub struct ReplicaState {
+    deployment: Arc<dyn Deployment>,
+    ongoing: AtomicU32,
+    max_ongoing: AtomicU32,
+    draining: AtomicBool,
+    idle: Notify,
+    user_config: tokio::sync::Mutex<Option<Value>>,
+}
+
+impl ReplicaState {
+    /// State for a built and configured deployment.
+    pub fn new(deployment: Arc<dyn Deployment>, max_ongoing: u32, user_config: Option<Value>) -> Arc<Self> {
+        Arc::new(ReplicaState {
+            deployment,
+            ongoing: AtomicU32::new(0),
+            max_ongoing: AtomicU32::new(max_ongoing),
+            draining: AtomicBool::new(false),
+            idle: Notify::new(),
+            user_config: tokio::sync::Mutex::new(user_config),
+        })
+    }
+
+    /// Requests executing now.
+    pub fn ongoing(&self) -> u32 {
+        self.ongoing.load(Ordering::Acquire)
+    }
+
+    /// Stops accepting requests; resolves when none is executing.
+    pub async fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        loop {
+            let notified = self.idle.notified();
+            if self.ongoing() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn admit(self: &Arc<Self>) -> Option<Admission> {
+        if self.draining.load(Ordering::Acquire) {
+            return None;
+        }
+        let max = self.max_ongoing.load(Ordering::Acquire);
+        let prev = self.ongoing.fetch_add(1, Ordering::AcqRel);
+        let admission = Admission(self.clone());
+        (prev < max).then_some(admission)
+    }
+}
+
+/// One admitted request; gives its slot back on drop (also when the call is cancelled).
+struct Admission(Arc<ReplicaState>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if self.0.ongoing.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// The gRPC service over a replica's state.
+pub struct ReplicaServer(pub Arc<ReplicaState>);
+
+fn to_request(r: pb::CallRequest) -> deployment::Request {
+    deployment::Request {
+        request_id: r.request_id,
+        method: r.method,
+        http_method: r.http_method,
+        path: r.path,
+        query: r.query,
+        headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+        body: r.body,
+    }
+}
+
+#[tonic::async_trait]
+impl ReplicaService for ReplicaServer {
+    async fn call(&self, request: Request<pb::CallRequest>) -> Result<Response<pb::CallResponse>, Status> {
+        let Some(_admission) = self.0.admit() else {
+            return Err(Status::resource_exhausted("replica is at max_ongoing_requests or draining"));
+        };
+        let request = to_request(request.into_inner());
+        let request_id = request.request_id.clone();
+        match self.0.deployment.call(request).await {
+            Ok(reply) => Ok(Response::new(pb::CallResponse {
+                status: reply.status as u32,
+                headers: reply.headers.into_iter().map(|(name, value)| pb::Header { name, value }).collect(),
+                body: reply.body,
+            })),
+            Err(e) => {
+                tracing::error!(request_id = %request_id, error = %e, "deployment raised an error");
+                Err(Status::internal(e.0))
+            }
+        }
+    }
+
+    async fn health(&self, _request: Request<pb::HealthRequest>) -> Result<Response<pb::HealthResponse>, Status> {
+        match self.0.deployment.check_health().await {
+            Ok(()) => Ok(Response::new(pb::HealthResponse { ongoing_requests: self.0.ongoing() })),
+            Err(e) => Err(Status::internal(e.0)),
+        }
+    }
+
+    async fn reconfigure(&self, request: Request<pb::ReconfigureRequest>) -> Result<Response<pb::ReconfigureResponse>, Status> {
+        let r = request.into_inner();
+        let user_config: Option<Value> = if r.user_config_json.is_empty() {
+            None
+        } else {
+            Some(serde_json::from_str(&r.user_config_json).map_err(|e| Status::invalid_argument(format!("user_config: {e}")))?)
+        };
+        let mut current = self.0.user_config.lock().await;
+        if *current != user_config {
+            self.0.deployment.reconfigure(user_config.as_ref()).await.map_err(|e| Status::internal(e.0))?;
+            *current = user_config;
+        }
+        if r.max_ongoing_requests > 0 {
+            self.0.max_ongoing.store(r.max_ongoing_requests, Ordering::Release);
+        }
+        Ok(Response::new(pb::ReconfigureResponse {}))
+    }
+}
+
+/// Encodes a `user_config` for a Reconfigure request.
+pub fn user_config_json(user_config: Option<&Value>) -> String {
+    user_config.map(Value::to_string).unwrap_or_default()
+}
+
