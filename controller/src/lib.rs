@@ -1,1 +1,22 @@
-//! Controller: target state, reconcile loop, health checks, routing table publication
+//! The controller: holds target state from applied configs, reconciles it against the replicas
+//! the orchestrator runs, health-checks replicas, and publishes the routing table to every
+//! router (in-process through a `watch`, remote through `WatchRoutingTable`).
+
+#![warn(missing_docs)]
+
+mod actor;
+mod grpc;
+pub mod state;
+pub mod status;
+
+pub use actor::{spawn, ControllerHandle};
+pub use grpc::ControllerGrpc;
+pub use state::Placement;
+
+/// Controller failures.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ControllerError {
+    /// The actor has stopped (shutdown).
+    #[error("the controller has stopped")]
+    Stopped,
+}

@@ -1,1 +1,79 @@
-//! Starts and stops replicas: local child processes (and later Kubernetes pods)
+//! Starts and stops replicas. The controller asks for replicas by spec and learns about their
+//! end through events; how a replica runs (a local process, later a Kubernetes pod) is the
+//! backend's business.
+
+#![warn(missing_docs)]
+
+mod local;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub use local::LocalOrchestrator;
+
+/// Everything needed to start one replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaSpec {
+    /// Unique replica id.
+    pub replica_id: String,
+    /// Application name.
+    pub app: String,
+    /// Deployment name.
+    pub deployment: String,
+    /// The application's import path.
+    pub import_path: String,
+    /// Controller URL the replica registers with.
+    pub controller: String,
+    /// Admission limit.
+    pub max_ongoing_requests: u32,
+    /// Initial `user_config`.
+    pub user_config: Option<Value>,
+    /// Environment of the replica (`runtime_env.env_vars`).
+    pub env_vars: BTreeMap<String, String>,
+    /// Longest drain when stopping.
+    pub graceful_shutdown_timeout: Duration,
+}
+
+/// Something that happened to a replica the orchestrator started.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplicaEvent {
+    /// The replica's process (or pod) ended.
+    Exited {
+        /// Which replica.
+        replica_id: String,
+        /// How it ended, for status messages (e.g. `exit status: 1`, `signal: 9 (SIGKILL)`).
+        how: String,
+    },
+}
+
+/// Why a replica could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    /// The replica process could not be spawned.
+    #[error("could not start replica {replica_id}: {source}")]
+    Spawn {
+        /// Which replica.
+        replica_id: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A backend that runs replicas.
+pub trait Orchestrator: Send + Sync + 'static {
+    /// Starts a replica; its end is reported as a [`ReplicaEvent`].
+    fn start(&self, spec: ReplicaSpec) -> Result<(), OrchestratorError>;
+
+    /// Asks a replica to stop: it drains for up to `grace`, then is killed.
+    fn stop(&self, replica_id: &str, grace: Duration);
+
+    /// Ids of the replicas that run now.
+    fn running(&self) -> Vec<String>;
+
+    /// Stops every replica (grace, then kill) and resolves when all have ended.
+    fn shutdown(&self, grace: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}

@@ -1,0 +1,216 @@
+//! The controller actor: owns `State`, takes commands (config applies, registrations, replica
+//! events, health results) from one bounded channel, runs reconcile after each and on a
+//! periodic tick, executes the resulting actions, and publishes the routing table on a `watch`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use photon_config::{AppCatalog, ServeConfig};
+use photon_orchestrator::{Orchestrator, ReplicaEvent};
+use photon_proto::v1 as pb;
+use photon_router::{ReplicaClient, RoutingTable};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::state::{Action, Placement, State};
+use crate::status::InstanceStatus;
+use crate::ControllerError;
+
+/// How often reconcile runs without any event.
+const TICK: Duration = Duration::from_millis(100);
+/// Capacity of the command channel.
+const COMMANDS: usize = 1024;
+
+pub(crate) enum Command {
+    Apply(Box<ServeConfig>, oneshot::Sender<()>),
+    Registered { replica_id: String, address: String, pid: u32, reply: oneshot::Sender<bool> },
+    Health { replica_id: String, result: Result<(), String> },
+    Reconfigured { replica_id: String, result: Result<(Option<Value>, u32), String> },
+    Status(oneshot::Sender<InstanceStatus>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Talks to the controller actor; cheap to clone.
+#[derive(Clone)]
+pub struct ControllerHandle {
+    commands: mpsc::Sender<Command>,
+    table: watch::Receiver<Arc<RoutingTable>>,
+}
+
+impl ControllerHandle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ControllerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| ControllerError::Stopped)?;
+        rx.await.map_err(|_| ControllerError::Stopped)
+    }
+
+    /// Applies a validated config (declaratively: apps it does not list are deleted).
+    pub async fn apply(&self, config: ServeConfig) -> Result<(), ControllerError> {
+        self.ask(|tx| Command::Apply(Box::new(config), tx)).await
+    }
+
+    /// A replica's registration; `false` when the controller does not want it.
+    pub async fn register(&self, replica_id: String, address: String, pid: u32) -> Result<bool, ControllerError> {
+        self.ask(|reply| Command::Registered { replica_id, address, pid, reply }).await
+    }
+
+    /// The current status of every application.
+    pub async fn status(&self) -> Result<InstanceStatus, ControllerError> {
+        self.ask(Command::Status).await
+    }
+
+    /// Stops every replica and the actor.
+    pub async fn shutdown(&self) -> Result<(), ControllerError> {
+        self.ask(Command::Shutdown).await
+    }
+
+    /// The routing table, updated on every change.
+    pub fn routing_table(&self) -> watch::Receiver<Arc<RoutingTable>> {
+        self.table.clone()
+    }
+}
+
+/// Starts the controller actor.
+pub fn spawn(
+    placement: Placement,
+    catalog: Arc<dyn AppCatalog>,
+    orchestrator: Arc<dyn Orchestrator>,
+    replica_events: mpsc::UnboundedReceiver<ReplicaEvent>,
+) -> ControllerHandle {
+    let (tx, rx) = mpsc::channel(COMMANDS);
+    let (table_tx, table_rx) = watch::channel(Arc::new(RoutingTable::default()));
+    let actor = Actor { state: State::new(placement), catalog, orchestrator, commands: tx.clone(), table: table_tx };
+    tokio::spawn(actor.run(rx, replica_events));
+    ControllerHandle { commands: tx, table: table_rx }
+}
+
+struct Actor {
+    state: State,
+    catalog: Arc<dyn AppCatalog>,
+    orchestrator: Arc<dyn Orchestrator>,
+    commands: mpsc::Sender<Command>,
+    table: watch::Sender<Arc<RoutingTable>>,
+}
+
+impl Actor {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut events: mpsc::UnboundedReceiver<ReplicaEvent>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Shutdown(reply)) => {
+                        self.shutdown().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(cmd) => self.handle(cmd),
+                    None => return,
+                },
+                Some(event) = events.recv() => match event {
+                    ReplicaEvent::Exited { replica_id, how } => self.state.on_exited(&replica_id, &how, Instant::now()),
+                },
+                _ = tick.tick() => {}
+            }
+            self.reconcile();
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Apply(config, reply) => {
+                self.state.apply(&config, self.catalog.as_ref(), now);
+                let _ = reply.send(());
+            }
+            Command::Registered { replica_id, address, pid, reply } => {
+                let wanted = self.state.on_registered(&replica_id, &address, pid, now);
+                if wanted {
+                    tracing::info!(replica = %replica_id, %address, "replica registered");
+                }
+                let _ = reply.send(wanted);
+            }
+            Command::Health { replica_id, result } => {
+                if let Some(action) = self.state.on_health(&replica_id, result, now) {
+                    self.execute(action);
+                }
+            }
+            Command::Reconfigured { replica_id, result } => {
+                if let Some(action) = self.state.on_reconfigured(&replica_id, result) {
+                    self.execute(action);
+                }
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(self.state.status());
+            }
+            Command::Shutdown(_) => unreachable!("handled in run"),
+        }
+    }
+
+    fn reconcile(&mut self) {
+        // Publish first: a replica leaving must be out of the table before it is told to stop.
+        let actions = self.state.reconcile(Instant::now());
+        self.publish();
+        for action in actions {
+            self.execute(action);
+        }
+    }
+
+    fn publish(&mut self) {
+        let table = self.state.routing_table();
+        if table.version != self.table.borrow().version {
+            self.table.send_replace(Arc::new(table.clone()));
+        }
+    }
+
+    fn execute(&mut self, action: Action) {
+        match action {
+            Action::Start(spec) => {
+                let replica_id = spec.replica_id.clone();
+                if let Err(e) = self.orchestrator.start(spec) {
+                    tracing::error!(error = %e, "replica start failed");
+                    self.state.on_exited(&replica_id, &e.to_string(), Instant::now());
+                }
+            }
+            Action::Stop { replica_id, grace } => {
+                tracing::info!(replica = %replica_id, "stopping replica");
+                self.orchestrator.stop(&replica_id, grace);
+            }
+            Action::CheckHealth { replica_id, address, timeout } => {
+                let commands = self.commands.clone();
+                tokio::spawn(async move {
+                    let mut client = ReplicaClient::lazy(&address).grpc();
+                    let result = match tokio::time::timeout(timeout, client.health(pb::HealthRequest {})).await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(status)) => Err(status.message().to_string()),
+                        Err(_) => Err(format!("health check timed out after {}s", timeout.as_secs_f64())),
+                    };
+                    let _ = commands.send(Command::Health { replica_id, result }).await;
+                });
+            }
+            Action::Reconfigure { replica_id, address, user_config, max_ongoing_requests } => {
+                let commands = self.commands.clone();
+                tokio::spawn(async move {
+                    let mut client = ReplicaClient::lazy(&address).grpc();
+                    let request = pb::ReconfigureRequest {
+                        user_config_json: user_config.as_ref().map(Value::to_string).unwrap_or_default(),
+                        max_ongoing_requests,
+                    };
+                    let result = match client.reconfigure(request).await {
+                        Ok(_) => Ok((user_config, max_ongoing_requests)),
+                        Err(status) => Err(status.message().to_string()),
+                    };
+                    let _ = commands.send(Command::Reconfigured { replica_id, result }).await;
+                });
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        self.state.delete_all();
+        self.reconcile();
+        let grace = Duration::from_secs(30);
+        self.orchestrator.shutdown(grace).await;
+    }
+}

@@ -1,0 +1,626 @@
+//! The controller's state as plain data with synchronous methods: target state from applied
+//! configs, observed replicas, and `reconcile`, which turns the difference into actions. The
+//! actor (`actor.rs`) executes the actions and feeds observations back; this module never
+//! performs I/O, so it is tested directly.
+//!
+//! Reconcile guarantees: each deployment converges to its target count of replicas at its
+//! current version; old-version replicas leave only once enough new ones run (updates never
+//! drop capacity); a replica leaves the routing table before it is asked to stop.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use photon_config::{
+    defaults, resolve_app, AppCatalog, ApplicationConfig, ReplicaTarget, ResolvedDeployment, ServeConfig,
+};
+use photon_orchestrator::ReplicaSpec;
+use photon_router::{AppRoute, DeploymentId, DeploymentTargets, ReplicaEndpoint, RoutingTable};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::status::*;
+
+/// What the actor must do after a state change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Start a replica.
+    Start(ReplicaSpec),
+    /// Drain and stop a replica (killed after `grace`).
+    Stop {
+        /// Which replica.
+        replica_id: String,
+        /// How long it may drain.
+        grace: Duration,
+    },
+    /// Run one health check.
+    CheckHealth {
+        /// Which replica.
+        replica_id: String,
+        /// Its address.
+        address: String,
+        /// A check not answered within this fails.
+        timeout: Duration,
+    },
+    /// Apply a new `user_config` / `max_ongoing_requests` in place.
+    Reconfigure {
+        /// Which replica.
+        replica_id: String,
+        /// Its address.
+        address: String,
+        /// The new user_config.
+        user_config: Option<Value>,
+        /// The new limit.
+        max_ongoing_requests: u32,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Replica {
+    id: String,
+    version: u64,
+    state: ReplicaState,
+    address: Option<String>,
+    pid: Option<u32>,
+    start_time_s: f64,
+    health_failures: u32,
+    next_health_check: Instant,
+    health_check_in_flight: bool,
+    last_health_error: Option<String>,
+    user_config: Option<Value>,
+    max_ongoing_requests: u32,
+    reconfiguring: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Deployment {
+    spec: ResolvedDeployment,
+    /// Bumped when an option that needs new replicas changes.
+    version: u64,
+    heavy_key: String,
+    replicas: BTreeMap<String, Replica>,
+    status: DeploymentStatus,
+    trigger: DeploymentStatusTrigger,
+    message: String,
+    start_failures: u32,
+    next_start_at: Instant,
+    ever_healthy: bool,
+    deleting: bool,
+}
+
+#[derive(Debug, Clone)]
+struct App {
+    config: ApplicationConfig,
+    ingress: Option<String>,
+    deployments: Vec<String>,
+    deploy_error: Option<String>,
+    last_deployed_time_s: f64,
+    deleting: bool,
+}
+
+/// Where replicas run, as far as scheduling is concerned.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// Controller URL given to replicas.
+    pub controller_url: String,
+    /// Nodes available (the local orchestrator is one node).
+    pub nodes: u32,
+}
+
+/// The controller's whole state.
+pub struct State {
+    placement: Placement,
+    apps: Vec<App>,
+    deployments: BTreeMap<DeploymentId, Deployment>,
+    table: RoutingTable,
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+fn new_replica_id() -> String {
+    (0..8).map(|_| fastrand::alphanumeric().to_ascii_lowercase()).collect()
+}
+
+/// Options whose change needs new replicas (Ray's HeavyWeight class).
+fn heavy_key(d: &ResolvedDeployment) -> String {
+    serde_json::json!({
+        "import_path": d.import_path,
+        "env_vars": d.env_vars,
+        "ray_actor_options": d.effective.ray_actor_options,
+        "max_replicas_per_node": d.max_replicas_per_node,
+        "placement_group_bundles": d.effective.placement_group_bundles,
+        "request_router_config": d.effective.request_router_config,
+    })
+    .to_string()
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+impl State {
+    /// Empty state.
+    pub fn new(placement: Placement) -> Self {
+        State { placement, apps: Vec::new(), deployments: BTreeMap::new(), table: RoutingTable::default() }
+    }
+
+    /// Applies a whole config declaratively: apps it does not list are deleted. Applications
+    /// whose code cannot be found or whose overrides do not match it become DEPLOY_FAILED; the
+    /// others are unaffected.
+    pub fn apply(&mut self, config: &ServeConfig, catalog: &dyn AppCatalog, now: Instant) {
+        let wanted: Vec<&str> = config.applications.iter().map(|a| a.name.as_str()).collect();
+        for app in &mut self.apps {
+            if !wanted.contains(&app.config.name.as_str()) && !app.deleting {
+                app.deleting = true;
+                for name in &app.deployments {
+                    if let Some(d) = self.deployments.get_mut(&DeploymentId::new(&app.config.name, name)) {
+                        d.deleting = true;
+                    }
+                }
+            }
+        }
+        for cfg in &config.applications {
+            let resolved = catalog.blueprint(&cfg.import_path, &cfg.args).and_then(|bp| {
+                let deps = resolve_app(cfg, &bp)?;
+                Ok((bp.ingress, deps))
+            });
+            let existing = self.apps.iter().position(|a| a.config.name == cfg.name);
+            let previous: Vec<String> = existing.map(|i| self.apps[i].deployments.clone()).unwrap_or_default();
+            let mut app = App {
+                config: cfg.clone(),
+                ingress: None,
+                deployments: Vec::new(),
+                deploy_error: None,
+                last_deployed_time_s: unix_now(),
+                deleting: false,
+            };
+            match resolved {
+                Err(e) => app.deploy_error = Some(e),
+                Ok((ingress, deps)) => {
+                    app.ingress = Some(ingress);
+                    for spec in deps {
+                        app.deployments.push(spec.name.clone());
+                        self.upsert_deployment(spec, now);
+                    }
+                }
+            }
+            // Deployments the new code no longer has go away.
+            for old in previous.iter().filter(|n| !app.deployments.contains(n)) {
+                if let Some(d) = self.deployments.get_mut(&DeploymentId::new(&cfg.name, old)) {
+                    d.deleting = true;
+                }
+            }
+            match existing {
+                Some(i) => self.apps[i] = app,
+                None => self.apps.push(app),
+            }
+        }
+        // Keep config order for the apps that remain.
+        self.apps.sort_by_key(|a| wanted.iter().position(|w| *w == a.config.name).unwrap_or(usize::MAX));
+    }
+
+    fn upsert_deployment(&mut self, spec: ResolvedDeployment, now: Instant) {
+        let id = DeploymentId::new(&spec.app, &spec.name);
+        let key = heavy_key(&spec);
+        match self.deployments.get_mut(&id) {
+            Some(d) => {
+                if d.heavy_key != key {
+                    d.version += 1;
+                    d.heavy_key = key;
+                }
+                d.spec = spec;
+                d.deleting = false;
+                d.start_failures = 0;
+                d.next_start_at = now;
+                d.status = DeploymentStatus::UPDATING;
+                d.trigger = DeploymentStatusTrigger::CONFIG_UPDATE_STARTED;
+                d.message.clear();
+            }
+            None => {
+                self.deployments.insert(
+                    id,
+                    Deployment {
+                        spec,
+                        version: 1,
+                        heavy_key: key,
+                        replicas: BTreeMap::new(),
+                        status: DeploymentStatus::UPDATING,
+                        trigger: DeploymentStatusTrigger::CONFIG_UPDATE_STARTED,
+                        message: String::new(),
+                        start_failures: 0,
+                        next_start_at: now,
+                        ever_healthy: false,
+                        deleting: false,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A replica announced its address: it is built, configured and passed its first health
+    /// check, so it becomes RUNNING and routable. `false` when the replica is not wanted.
+    pub fn on_registered(&mut self, replica_id: &str, address: &str, pid: u32, now: Instant) -> bool {
+        for d in self.deployments.values_mut() {
+            if let Some(r) = d.replicas.get_mut(replica_id) {
+                if r.state != ReplicaState::STARTING {
+                    return r.state == ReplicaState::RUNNING;
+                }
+                r.state = ReplicaState::RUNNING;
+                r.address = Some(address.to_string());
+                r.pid = Some(pid);
+                r.next_health_check = now + secs(d.spec.health_check_period_s);
+                d.start_failures = 0;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// A replica's process ended.
+    pub fn on_exited(&mut self, replica_id: &str, how: &str, now: Instant) {
+        for (id, d) in self.deployments.iter_mut() {
+            let Some(r) = d.replicas.remove(replica_id) else { continue };
+            match r.state {
+                ReplicaState::STARTING => {
+                    d.start_failures += 1;
+                    let backoff = Duration::from_millis(100 * 2u64.pow(d.start_failures.min(6)));
+                    d.next_start_at = now + backoff.min(Duration::from_secs(5));
+                    d.message = format!("replica {replica_id} of {id} exited while starting ({how})");
+                    tracing::warn!(replica = replica_id, deployment = %id, %how, "replica exited while starting");
+                }
+                ReplicaState::STOPPING => {}
+                _ => {
+                    tracing::error!(replica = replica_id, deployment = %id, %how, "replica died; starting a replacement");
+                    d.message = format!("replica {replica_id} died ({how}); a replacement is starting");
+                    if d.status == DeploymentStatus::HEALTHY {
+                        d.status = DeploymentStatus::UNHEALTHY;
+                        d.trigger = DeploymentStatusTrigger::HEALTH_CHECK_FAILED;
+                    }
+                }
+            }
+            return;
+        }
+    }
+
+    /// A health check finished.
+    pub fn on_health(&mut self, replica_id: &str, result: Result<(), String>, now: Instant) -> Option<Action> {
+        for (id, d) in self.deployments.iter_mut() {
+            let Some(r) = d.replicas.get_mut(replica_id) else { continue };
+            r.health_check_in_flight = false;
+            let period = d.spec.health_check_period_s * (0.9 + 0.2 * fastrand::f64());
+            r.next_health_check = now + secs(period);
+            match result {
+                Ok(()) => {
+                    r.health_failures = 0;
+                    return None;
+                }
+                Err(e) => {
+                    r.health_failures += 1;
+                    tracing::warn!(replica = replica_id, deployment = %id, error = %e, failures = r.health_failures, "health check failed");
+                    r.last_health_error = Some(e.clone());
+                    if r.health_failures >= defaults::HEALTH_CHECK_FAILURE_THRESHOLD && r.state == ReplicaState::RUNNING {
+                        r.state = ReplicaState::STOPPING;
+                        d.message = format!("replica {replica_id} failed {} health checks in a row: {e}", r.health_failures);
+                        if d.status == DeploymentStatus::HEALTHY {
+                            d.status = DeploymentStatus::UNHEALTHY;
+                            d.trigger = DeploymentStatusTrigger::HEALTH_CHECK_FAILED;
+                        }
+                        return Some(Action::Stop {
+                            replica_id: replica_id.to_string(),
+                            grace: secs(d.spec.graceful_shutdown_timeout_s),
+                        });
+                    }
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    /// An in-place reconfigure finished.
+    pub fn on_reconfigured(&mut self, replica_id: &str, result: Result<(Option<Value>, u32), String>) -> Option<Action> {
+        for d in self.deployments.values_mut() {
+            let Some(r) = d.replicas.get_mut(replica_id) else { continue };
+            r.reconfiguring = false;
+            match result {
+                Ok((user_config, max_ongoing)) => {
+                    r.user_config = user_config;
+                    r.max_ongoing_requests = max_ongoing;
+                    if r.state == ReplicaState::UPDATING {
+                        r.state = ReplicaState::RUNNING;
+                    }
+                    return None;
+                }
+                Err(e) => {
+                    // Ray treats a failing reconfigure like a failing replica: replace it.
+                    r.state = ReplicaState::STOPPING;
+                    d.message = format!("replica {replica_id} failed to apply the new user_config: {e}");
+                    return Some(Action::Stop { replica_id: replica_id.to_string(), grace: secs(d.spec.graceful_shutdown_timeout_s) });
+                }
+            }
+        }
+        None
+    }
+
+    /// Every replica should stop (shutdown).
+    pub fn delete_all(&mut self) {
+        for app in &mut self.apps {
+            app.deleting = true;
+        }
+        for d in self.deployments.values_mut() {
+            d.deleting = true;
+        }
+    }
+
+    /// Replicas one node may hold for this deployment, and the count this instance aims for.
+    fn placeable(&self, d: &Deployment) -> (u32, u32) {
+        let wanted = if d.deleting { 0 } else { d.spec.replicas.initial() };
+        let cap = d.spec.max_replicas_per_node.map_or(u32::MAX, |per_node| per_node.saturating_mul(self.placement.nodes));
+        (wanted, wanted.min(cap))
+    }
+
+    /// Compares target and observed state and returns what to do now.
+    pub fn reconcile(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let ids: Vec<DeploymentId> = self.deployments.keys().cloned().collect();
+        for id in ids {
+            let (wanted, target) = self.placeable(&self.deployments[&id]);
+            let controller_url = self.placement.controller_url.clone();
+            let d = self.deployments.get_mut(&id).expect("listed above");
+            let budget = defaults::MAX_CONSTRUCTOR_RETRY_COUNT.min(defaults::MAX_PER_REPLICA_RETRY_COUNT * target.max(1));
+            let current: Vec<&Replica> = d.replicas.values().filter(|r| r.version == d.version && r.state != ReplicaState::STOPPING).collect();
+            let running_current = current.iter().filter(|r| matches!(r.state, ReplicaState::RUNNING | ReplicaState::UPDATING)).count() as u32;
+            let exhausted = d.start_failures >= budget && running_current == 0 && !d.deleting;
+
+            // Start what is missing.
+            let missing = target.saturating_sub(current.len() as u32);
+            if missing > 0 && !exhausted && now >= d.next_start_at {
+                for _ in 0..missing {
+                    let replica_id = new_replica_id();
+                    let spec = ReplicaSpec {
+                        replica_id: replica_id.clone(),
+                        app: id.app.clone(),
+                        deployment: id.name.clone(),
+                        import_path: d.spec.import_path.clone(),
+                        controller: controller_url.clone(),
+                        max_ongoing_requests: d.spec.max_ongoing_requests,
+                        user_config: d.spec.user_config.clone(),
+                        env_vars: d.spec.env_vars.clone(),
+                        graceful_shutdown_timeout: secs(d.spec.graceful_shutdown_timeout_s),
+                    };
+                    d.replicas.insert(
+                        replica_id.clone(),
+                        Replica {
+                            id: replica_id,
+                            version: d.version,
+                            state: ReplicaState::STARTING,
+                            address: None,
+                            pid: None,
+                            start_time_s: unix_now(),
+                            health_failures: 0,
+                            next_health_check: now,
+                            health_check_in_flight: false,
+                            last_health_error: None,
+                            user_config: d.spec.user_config.clone(),
+                            max_ongoing_requests: d.spec.max_ongoing_requests,
+                            reconfiguring: false,
+                        },
+                    );
+                    actions.push(Action::Start(spec));
+                }
+            }
+
+            // Stop surplus current-version replicas: not yet running first, then the newest.
+            let mut current: Vec<&Replica> =
+                d.replicas.values().filter(|r| r.version == d.version && r.state != ReplicaState::STOPPING).collect();
+            let surplus = current.len().saturating_sub(target as usize);
+            current.sort_by(|a, b| {
+                (a.state == ReplicaState::STARTING).cmp(&(b.state == ReplicaState::STARTING)).reverse().then(b.start_time_s.total_cmp(&a.start_time_s))
+            });
+            let mut to_stop: Vec<String> = current.iter().take(surplus).map(|r| r.id.clone()).collect();
+            // Old-version replicas leave once the new version carries the full target.
+            if running_current >= target {
+                to_stop.extend(d.replicas.values().filter(|r| r.version != d.version && r.state != ReplicaState::STOPPING).map(|r| r.id.clone()));
+            }
+            for replica_id in to_stop {
+                if let Some(r) = d.replicas.get_mut(&replica_id) {
+                    let grace = if r.state == ReplicaState::STARTING { Duration::ZERO } else { secs(d.spec.graceful_shutdown_timeout_s) };
+                    r.state = ReplicaState::STOPPING;
+                    actions.push(Action::Stop { replica_id, grace });
+                }
+            }
+
+            // Health checks and in-place reconfiguration of running replicas.
+            for r in d.replicas.values_mut() {
+                let Some(address) = r.address.clone() else { continue };
+                if r.state == ReplicaState::RUNNING && !r.health_check_in_flight && now >= r.next_health_check {
+                    r.health_check_in_flight = true;
+                    actions.push(Action::CheckHealth {
+                        replica_id: r.id.clone(),
+                        address: address.clone(),
+                        timeout: secs(d.spec.health_check_timeout_s),
+                    });
+                }
+                let stale = r.user_config != d.spec.user_config || r.max_ongoing_requests != d.spec.max_ongoing_requests;
+                if r.version == d.version && stale && !r.reconfiguring && r.state == ReplicaState::RUNNING {
+                    r.reconfiguring = true;
+                    r.state = ReplicaState::UPDATING;
+                    actions.push(Action::Reconfigure {
+                        replica_id: r.id.clone(),
+                        address,
+                        user_config: d.spec.user_config.clone(),
+                        max_ongoing_requests: d.spec.max_ongoing_requests,
+                    });
+                }
+            }
+
+            Self::update_status(&id, d, wanted, target, exhausted, budget);
+        }
+        // Deleted deployments with no replicas left are forgotten, and so are their apps.
+        self.deployments.retain(|_, d| !(d.deleting && d.replicas.is_empty()));
+        let deployments = &self.deployments;
+        self.apps.retain(|a| !(a.deleting && a.deployments.iter().all(|n| !deployments.contains_key(&DeploymentId::new(&a.config.name, n)))));
+        actions
+    }
+
+    fn update_status(id: &DeploymentId, d: &mut Deployment, wanted: u32, target: u32, exhausted: bool, budget: u32) {
+        if d.deleting {
+            d.status = DeploymentStatus::UPDATING;
+            d.trigger = DeploymentStatusTrigger::DELETING;
+            return;
+        }
+        let settled = d.replicas.values().all(|r| r.version == d.version && r.state == ReplicaState::RUNNING);
+        let running = d.replicas.values().filter(|r| r.state == ReplicaState::RUNNING).count() as u32;
+        if exhausted {
+            d.status = if d.ever_healthy { DeploymentStatus::UNHEALTHY } else { DeploymentStatus::DEPLOY_FAILED };
+            d.trigger = DeploymentStatusTrigger::REPLICA_STARTUP_FAILED;
+            d.message = format!(
+                "The deployment failed to start {budget} times in a row. This may be due to a problem with its constructor or initial health check failing. Last failure: {}",
+                d.message.rsplit("Last failure: ").next().unwrap_or_default()
+            );
+        } else if settled && running == target {
+            if d.status != DeploymentStatus::HEALTHY {
+                tracing::info!(deployment = %id, replicas = running, "deployment is HEALTHY");
+                d.trigger = DeploymentStatusTrigger::CONFIG_UPDATE_COMPLETED;
+            }
+            d.status = DeploymentStatus::HEALTHY;
+            d.ever_healthy = true;
+            d.message = if target < wanted {
+                format!(
+                    "Running {target} of {wanted} replicas: max_replicas_per_node is {} and this instance has {} node(s).",
+                    d.spec.max_replicas_per_node.unwrap_or(0),
+                    target / d.spec.max_replicas_per_node.unwrap_or(1).max(1)
+                )
+            } else {
+                String::new()
+            };
+        } else if d.status == DeploymentStatus::HEALTHY {
+            d.status = DeploymentStatus::UPDATING;
+            d.trigger = DeploymentStatusTrigger::CONFIG_UPDATE_STARTED;
+        }
+    }
+
+    /// The routing table this state implies; its version increases whenever its content changes.
+    pub fn routing_table(&mut self) -> &RoutingTable {
+        let mut table = RoutingTable { version: self.table.version, ..Default::default() };
+        for app in self.apps.iter().filter(|a| !a.deleting) {
+            let Some(ingress) = &app.ingress else { continue };
+            table.routes.push(AppRoute { app: app.config.name.clone(), route_prefix: app.config.route_prefix.clone(), ingress: ingress.clone() });
+        }
+        for (id, d) in &self.deployments {
+            let replicas: Vec<ReplicaEndpoint> = d
+                .replicas
+                .values()
+                .filter(|r| matches!(r.state, ReplicaState::RUNNING | ReplicaState::UPDATING))
+                .filter_map(|r| r.address.as_ref().map(|a| ReplicaEndpoint { replica_id: r.id.clone(), address: a.clone() }))
+                .collect();
+            let unavailable = replicas.is_empty() && (d.status == DeploymentStatus::DEPLOY_FAILED || d.deleting);
+            table.deployments.insert(
+                id.clone(),
+                DeploymentTargets {
+                    max_ongoing_requests: d.spec.max_ongoing_requests,
+                    max_queued_requests: d.spec.max_queued_requests,
+                    backpressure_status_code: d.spec.backpressure.status_code,
+                    retry_after_s: d.spec.backpressure.retry_after_s,
+                    replicas,
+                    unavailable,
+                },
+            );
+        }
+        if table.routes != self.table.routes || table.deployments != self.table.deployments {
+            table.version += 1;
+            self.table = table;
+        }
+        &self.table
+    }
+
+    /// A snapshot for status output.
+    pub fn status(&self) -> InstanceStatus {
+        let applications = self
+            .apps
+            .iter()
+            .map(|app| {
+                let deployments: Vec<DeploymentStatusInfo> = app
+                    .deployments
+                    .iter()
+                    .filter_map(|name| {
+                        let d = self.deployments.get(&DeploymentId::new(&app.config.name, name))?;
+                        Some(DeploymentStatusInfo {
+                            name: name.clone(),
+                            status: d.status,
+                            status_trigger: d.trigger,
+                            message: d.message.clone(),
+                            target_num_replicas: self.placeable(d).1,
+                            replicas: d
+                                .replicas
+                                .values()
+                                .map(|r| ReplicaStatus {
+                                    replica_id: r.id.clone(),
+                                    state: r.state,
+                                    pid: r.pid,
+                                    start_time_s: r.start_time_s,
+                                    address: r.address.clone(),
+                                    last_health_check_error: r.last_health_error.clone(),
+                                })
+                                .collect(),
+                        })
+                    })
+                    .collect();
+                let (status, message) = app_status(app, &deployments);
+                ApplicationStatusInfo {
+                    name: app.config.name.clone(),
+                    route_prefix: app.config.route_prefix.clone(),
+                    status,
+                    message,
+                    last_deployed_time_s: app.last_deployed_time_s,
+                    deployments,
+                }
+            })
+            .collect();
+        InstanceStatus { applications }
+    }
+
+    /// Whether any replica is still around (shutdown waits for none).
+    pub fn has_replicas(&self) -> bool {
+        self.deployments.values().any(|d| !d.replicas.is_empty())
+    }
+
+    /// The deployment specs by id (tests and status).
+    pub fn spec(&self, id: &DeploymentId) -> Option<&ResolvedDeployment> {
+        self.deployments.get(id).map(|d| &d.spec)
+    }
+
+    /// Which replica target a deployment has (tests).
+    pub fn replica_target(&self, id: &DeploymentId) -> Option<ReplicaTarget> {
+        self.deployments.get(id).map(|d| d.spec.replicas.clone())
+    }
+}
+
+fn app_status(app: &App, deployments: &[DeploymentStatusInfo]) -> (ApplicationStatus, String) {
+    if app.deleting {
+        return (ApplicationStatus::DELETING, String::new());
+    }
+    if let Some(e) = &app.deploy_error {
+        return (ApplicationStatus::DEPLOY_FAILED, e.clone());
+    }
+    let names = |s: DeploymentStatus| -> Vec<String> {
+        deployments.iter().filter(|d| d.status == s).map(|d| format!("'{}'", d.name)).collect()
+    };
+    let failed = names(DeploymentStatus::DEPLOY_FAILED);
+    if !failed.is_empty() {
+        return (ApplicationStatus::DEPLOY_FAILED, format!("Failed to update the deployments [{}].", failed.join(", ")));
+    }
+    let unhealthy = names(DeploymentStatus::UNHEALTHY);
+    if !unhealthy.is_empty() {
+        return (ApplicationStatus::UNHEALTHY, format!("The deployments [{}] are UNHEALTHY.", unhealthy.join(", ")));
+    }
+    if deployments.iter().all(|d| d.status == DeploymentStatus::HEALTHY) {
+        (ApplicationStatus::RUNNING, String::new())
+    } else {
+        (ApplicationStatus::DEPLOYING, String::new())
+    }
+}
+
+#[cfg(test)]
+mod tests;

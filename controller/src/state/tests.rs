@@ -1,0 +1,145 @@
+//! Reconcile tests on the plain state, with a catalog written inline.
+
+use super::*;
+use photon_config::{AppBlueprint, DeploymentOverride};
+use serde_json::Map;
+
+struct Catalog;
+
+impl AppCatalog for Catalog {
+    fn blueprint(&self, import_path: &str, _args: &Map<String, Value>) -> Result<AppBlueprint, String> {
+        match import_path {
+            "two.app" => Ok(AppBlueprint {
+                ingress: "Front".into(),
+                deployments: vec![
+                    DeploymentOverride { name: "Back".into(), ..Default::default() },
+                    DeploymentOverride { name: "Front".into(), ..Default::default() },
+                ],
+            }),
+            other => Err(format!("unknown import path {other:?}")),
+        }
+    }
+}
+
+fn state() -> State {
+    State::new(Placement { controller_url: "http://127.0.0.1:1".into(), nodes: 1 })
+}
+
+fn config(yaml: &str) -> ServeConfig {
+    photon_config::parse_yaml(yaml).unwrap().config
+}
+
+fn starts(actions: &[Action]) -> Vec<ReplicaSpec> {
+    actions.iter().filter_map(|a| if let Action::Start(s) = a { Some(s.clone()) } else { None }).collect()
+}
+
+fn register_all(s: &mut State, specs: &[ReplicaSpec], now: Instant) {
+    for (i, spec) in specs.iter().enumerate() {
+        assert!(s.on_registered(&spec.replica_id, &format!("127.0.0.1:{}", 1000 + i), 1, now));
+    }
+}
+
+const TWO: &str = "applications:\n  - name: a\n    import_path: two.app\n    route_prefix: /a\n    deployments:\n      - name: Back\n        num_replicas: 2\n        max_replicas_per_node: 1\n";
+
+#[test]
+fn starts_replicas_then_runs_and_publishes_routes() {
+    let mut s = state();
+    let now = Instant::now();
+    s.apply(&config(TWO), &Catalog, now);
+    let specs = starts(&s.reconcile(now));
+    // Back wants 2 but one node holds at most 1; Front wants 1.
+    assert_eq!(specs.len(), 2);
+    assert!(s.routing_table().routes.iter().any(|r| r.ingress == "Front"));
+    assert_eq!(s.status().applications[0].status, ApplicationStatus::DEPLOYING);
+    register_all(&mut s, &specs, now);
+    assert!(starts(&s.reconcile(now)).is_empty());
+    let status = s.status();
+    assert_eq!(status.applications[0].status, ApplicationStatus::RUNNING);
+    let back = &status.applications[0].deployments[0];
+    assert!(back.message.contains("max_replicas_per_node"), "{}", back.message);
+    let table = s.routing_table();
+    assert!(table.deployments.values().all(|d| d.replicas.len() == 1));
+}
+
+#[test]
+fn a_dead_replica_is_replaced_and_leaves_the_table() {
+    let mut s = state();
+    let now = Instant::now();
+    s.apply(&config(TWO), &Catalog, now);
+    let specs = starts(&s.reconcile(now));
+    register_all(&mut s, &specs, now);
+    s.reconcile(now);
+    let v = s.routing_table().version;
+    s.on_exited(&specs[0].replica_id, "signal: 9 (SIGKILL)", now);
+    let table = s.routing_table().clone();
+    assert!(table.version > v);
+    assert!(table.deployments.values().any(|d| d.replicas.is_empty()));
+    let again = starts(&s.reconcile(now));
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].deployment, specs[0].deployment);
+}
+
+#[test]
+fn startup_failures_end_in_deploy_failed() {
+    let mut s = state();
+    let mut now = Instant::now();
+    s.apply(&config("applications:\n  - name: a\n    import_path: two.app\n"), &Catalog, now);
+    for _ in 0..10 {
+        for spec in starts(&s.reconcile(now)) {
+            if spec.deployment == "Back" {
+                s.on_exited(&spec.replica_id, "exit status: 1", now);
+            }
+        }
+        now += Duration::from_secs(10);
+    }
+    let status = s.status();
+    assert_eq!(status.applications[0].status, ApplicationStatus::DEPLOY_FAILED);
+    assert!(status.applications[0].deployments[0].message.contains("failed to start 3 times in a row"));
+    assert!(s.routing_table().deployments[&DeploymentId::new("a", "Back")].unavailable);
+}
+
+#[test]
+fn unknown_import_path_fails_only_that_app() {
+    let mut s = state();
+    let now = Instant::now();
+    s.apply(&config("applications:\n  - name: bad\n    import_path: no.such\n    route_prefix: /bad\n  - name: good\n    import_path: two.app\n    route_prefix: /good\n"), &Catalog, now);
+    s.reconcile(now);
+    let status = s.status();
+    assert_eq!(status.applications[0].status, ApplicationStatus::DEPLOY_FAILED);
+    assert!(status.applications[0].message.contains("unknown import path"));
+    assert_eq!(status.applications[1].status, ApplicationStatus::DEPLOYING);
+}
+
+#[test]
+fn user_config_change_reconfigures_in_place() {
+    let mut s = state();
+    let now = Instant::now();
+    s.apply(&config("applications:\n  - name: a\n    import_path: two.app\n    deployments:\n      - name: Back\n        user_config: {p: 1}\n"), &Catalog, now);
+    let specs = starts(&s.reconcile(now));
+    register_all(&mut s, &specs, now);
+    s.reconcile(now);
+    s.apply(&config("applications:\n  - name: a\n    import_path: two.app\n    deployments:\n      - name: Back\n        user_config: {p: 2}\n"), &Catalog, now);
+    let actions = s.reconcile(now);
+    assert!(starts(&actions).is_empty(), "no new replicas for a user_config change");
+    let reconf: Vec<_> = actions.iter().filter(|a| matches!(a, Action::Reconfigure { .. })).collect();
+    assert_eq!(reconf.len(), 1);
+}
+
+#[test]
+fn removed_app_is_deleted() {
+    let mut s = state();
+    let now = Instant::now();
+    s.apply(&config(TWO), &Catalog, now);
+    let specs = starts(&s.reconcile(now));
+    register_all(&mut s, &specs, now);
+    s.reconcile(now);
+    s.apply(&config("applications: []\n"), &Catalog, now);
+    let stops = s.reconcile(now).into_iter().filter(|a| matches!(a, Action::Stop { .. })).count();
+    assert_eq!(stops, 2);
+    assert!(s.routing_table().routes.is_empty());
+    for spec in &specs {
+        s.on_exited(&spec.replica_id, "exit status: 0", now);
+    }
+    s.reconcile(now);
+    assert!(s.status().applications.is_empty());
+}

@@ -1,0 +1,130 @@
+//! The local backend: each replica is a child process (`photon replica ...`) in its own process
+//! group, so a terminal's Ctrl-C reaches only the head, which then stops replicas gracefully:
+//! SIGTERM, then SIGKILL after the grace period. Replicas also exit by themselves if the head
+//! dies (they watch their parent), so no replica outlives the head.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::Command;
+use tokio::sync::{mpsc, Notify};
+
+use crate::{Orchestrator, OrchestratorError, ReplicaEvent, ReplicaSpec};
+
+/// Environment variable carrying the replica's initial `user_config` as JSON.
+pub const USER_CONFIG_ENV: &str = "PHOTON_REPLICA_USER_CONFIG";
+
+/// Runs replicas as child processes of this process.
+pub struct LocalOrchestrator {
+    binary: PathBuf,
+    children: Arc<Mutex<HashMap<String, u32>>>,
+    events: mpsc::UnboundedSender<ReplicaEvent>,
+    all_exited: Arc<Notify>,
+}
+
+impl LocalOrchestrator {
+    /// Replicas run `binary replica ...`; their ends are sent to `events`.
+    pub fn new(binary: PathBuf, events: mpsc::UnboundedSender<ReplicaEvent>) -> Self {
+        LocalOrchestrator { binary, children: Arc::default(), events, all_exited: Arc::new(Notify::new()) }
+    }
+
+    fn signal(&self, replica_id: &str, signal: Signal) -> bool {
+        let pid = self.children.lock().unwrap_or_else(|e| e.into_inner()).get(replica_id).copied();
+        match pid {
+            Some(pid) => kill(Pid::from_raw(pid as i32), signal).is_ok(),
+            None => false,
+        }
+    }
+}
+
+impl Orchestrator for LocalOrchestrator {
+    fn start(&self, spec: ReplicaSpec) -> Result<(), OrchestratorError> {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("replica")
+            .args(["--app", &spec.app, "--deployment", &spec.deployment])
+            .args(["--replica-id", &spec.replica_id, "--import-path", &spec.import_path])
+            .args(["--controller", &spec.controller])
+            .args(["--max-ongoing-requests", &spec.max_ongoing_requests.to_string()])
+            .args(["--graceful-shutdown-timeout-s", &spec.graceful_shutdown_timeout.as_secs_f64().to_string()])
+            .arg("--exit-with-parent")
+            .envs(&spec.env_vars)
+            .env_remove(USER_CONFIG_ENV)
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(cfg) = &spec.user_config {
+            cmd.env(USER_CONFIG_ENV, cfg.to_string());
+        }
+        let mut child = cmd.spawn().map_err(|source| OrchestratorError::Spawn { replica_id: spec.replica_id.clone(), source })?;
+        let pid = child.id().unwrap_or_default();
+        self.children.lock().unwrap_or_else(|e| e.into_inner()).insert(spec.replica_id.clone(), pid);
+        tracing::info!(replica = %spec.replica_id, app = %spec.app, deployment = %spec.deployment, pid, "replica process started");
+        let children = self.children.clone();
+        let events = self.events.clone();
+        let all_exited = self.all_exited.clone();
+        let replica_id = spec.replica_id;
+        tokio::spawn(async move {
+            let how = match child.wait().await {
+                Ok(status) => status.to_string(),
+                Err(e) => format!("wait failed: {e}"),
+            };
+            let empty = {
+                let mut map = children.lock().unwrap_or_else(|e| e.into_inner());
+                map.remove(&replica_id);
+                map.is_empty()
+            };
+            let _ = events.send(ReplicaEvent::Exited { replica_id, how });
+            if empty {
+                all_exited.notify_waiters();
+            }
+        });
+        Ok(())
+    }
+
+    fn stop(&self, replica_id: &str, grace: Duration) {
+        if !self.signal(replica_id, Signal::SIGTERM) {
+            return;
+        }
+        let children = self.children.clone();
+        let replica_id = replica_id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let pid = children.lock().unwrap_or_else(|e| e.into_inner()).get(&replica_id).copied();
+            if let Some(pid) = pid {
+                tracing::warn!(replica = %replica_id, "replica did not stop within its grace period; killing it");
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        });
+    }
+
+    fn running(&self) -> Vec<String> {
+        self.children.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
+    }
+
+    fn shutdown(&self, grace: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let notified = self.all_exited.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let ids = self.running();
+            if ids.is_empty() {
+                return;
+            }
+            for id in &ids {
+                self.signal(id, Signal::SIGTERM);
+            }
+            if tokio::time::timeout(grace, &mut notified).await.is_err() {
+                for id in self.running() {
+                    tracing::warn!(replica = %id, "replica did not stop within its grace period; killing it");
+                    self.signal(&id, Signal::SIGKILL);
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(5), notified).await;
+            }
+        })
+    }
+}
