@@ -1,1 +1,48 @@
-fn main() {}
+//! `photon`: serves Ray Serve configs from one binary.
+
+mod cmd;
+mod head;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "photon", version, about = "Ray Serve's data plane in Rust: serve a Ray Serve config from one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every application of a Ray Serve config (or RayService manifest) in the foreground.
+    Run(cmd::run::RunArgs),
+    /// One replica of one deployment (started by the orchestrator, not by hand).
+    Replica(cmd::replica::ReplicaArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("photon: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => cmd::run::run(args).await,
+            Command::Replica(args) => cmd::replica::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("photon: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub use local::LocalOrchestrator;
+pub use local::{LocalOrchestrator, USER_CONFIG_ENV};
 
 /// Everything needed to start one replica.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,1 +1,10 @@
-//! HTTP front door: route matching and request hand-off to the router
+//! The front doors: the HTTP proxy (and, later, gRPC) that match a request to an application
+//! and hand it to the router. Depends only on the routing table the router is given, never on
+//! controller internals.
+
+#![warn(missing_docs)]
+
+mod http;
+pub mod respond;
+
+pub use crate::http::{serve, HttpConfig};

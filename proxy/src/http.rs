@@ -1,0 +1,188 @@
+//! The HTTP front door (hyper, HTTP/1.1 keep-alive and h2c): built-in endpoints, longest-prefix
+//! routing, request ids, body limit, and the hand-off to the ingress deployment's queue.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use photon_proto::v1 as pb;
+use photon_router::Router;
+use tokio::net::TcpListener;
+
+use crate::respond::{self, Body};
+
+/// Options of the HTTP front door.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Ray's `http_options.root_path`: prepended to the path the application sees.
+    pub root_path: String,
+    /// Larger request bodies are answered with 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { root_path: String::new(), max_body_bytes: 100 << 20 }
+    }
+}
+
+struct Proxy {
+    router: Router,
+    config: HttpConfig,
+}
+
+/// Serves HTTP on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, router: Router, config: HttpConfig) {
+    let proxy = Arc::new(Proxy { router, config });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(proxy.handle(req).await) }
+            });
+            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// A random UUID4, as Ray generates request ids.
+fn uuid4() -> String {
+    let mut b: [u8; 16] = fastrand::u128(..).to_le_bytes();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+impl Proxy {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let request_id = req
+            .headers()
+            .get(&X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_else(uuid4);
+        let mut response = self.route(req, &request_id).await;
+        if !respond::is_bare(&response) {
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert(X_REQUEST_ID.clone(), v);
+            }
+        }
+        response
+    }
+
+    async fn route(&self, req: Request<Incoming>, request_id: &str) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        match path.as_str() {
+            "/-/healthz" => return self.healthz(),
+            "/-/routes" => return self.routes(),
+            _ => {}
+        }
+        let snapshot = self.router.snapshot();
+        let full_path = format!("{}{}", self.config.root_path, path);
+        let Some(route) = snapshot.match_path(&path) else {
+            return respond::text(
+                StatusCode::NOT_FOUND,
+                format!("Path '{full_path}' not found. Ping http://.../-/routes for available routes."),
+            );
+        };
+        let ingress = route.ingress.clone();
+        let route_prefix = route.route_prefix.clone().unwrap_or_default();
+        drop(snapshot);
+
+        if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+            if len > self.config.max_body_bytes as u64 {
+                return self.too_large();
+            }
+        }
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, self.config.max_body_bytes).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return self.too_large(),
+            Err(e) => return respond::text(StatusCode::BAD_REQUEST, format!("Could not read the request body: {e}")),
+        };
+        let call = pb::CallRequest {
+            request_id: request_id.to_string(),
+            method: "__call__".to_string(),
+            http_method: parts.method.as_str().to_string(),
+            path: full_path,
+            query: parts.uri.query().unwrap_or_default().to_string(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(name, value)| pb::Header { name: name.as_str().to_string(), value: Bytes::copy_from_slice(value.as_bytes()) })
+                .collect(),
+            body,
+            route_prefix,
+        };
+        match ingress.call(call).await {
+            Ok(reply) => to_response(reply),
+            Err(e) => {
+                tracing::warn!(request_id, deployment = %ingress.id(), error = %e, "request failed");
+                respond::router_error(&e)
+            }
+        }
+    }
+
+    fn too_large(&self) -> Response<Body> {
+        respond::text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Request body is larger than the limit of {} bytes.", self.config.max_body_bytes),
+        )
+    }
+
+    fn healthz(&self) -> Response<Body> {
+        if self.router.is_ready() {
+            respond::text(StatusCode::OK, "success")
+        } else {
+            respond::text(StatusCode::SERVICE_UNAVAILABLE, "Route table is not populated yet.")
+        }
+    }
+
+    fn routes(&self) -> Response<Body> {
+        if !self.router.is_ready() {
+            return respond::text(StatusCode::SERVICE_UNAVAILABLE, "Route table is not populated yet.");
+        }
+        let snapshot = self.router.snapshot();
+        let mut map = serde_json::Map::new();
+        for r in &snapshot.apps {
+            if let Some(prefix) = &r.route_prefix {
+                map.insert(prefix.clone(), serde_json::Value::String(r.app.clone()));
+            }
+        }
+        let mut r = Response::new(Full::new(Bytes::from(serde_json::Value::Object(map).to_string())));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r
+    }
+}
+
+fn to_response(reply: pb::CallResponse) -> Response<Body> {
+    let mut r = Response::new(Full::new(reply.body));
+    *r.status_mut() = StatusCode::from_u16(reply.status as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for h in reply.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(&h.value)) {
+            r.headers_mut().append(name, value);
+        }
+    }
+    r
+}

@@ -1,0 +1,4 @@
+//! Subcommands.
+
+pub mod replica;
+pub mod run;

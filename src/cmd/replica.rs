@@ -1,0 +1,94 @@
+//! `photon replica`: one replica process. Its command line names the application and the
+//! deployment, so `ps` shows which replica is which.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use photon_replica::{Registry, ReplicaOptions};
+use tracing::Instrument;
+
+#[derive(Args)]
+pub struct ReplicaArgs {
+    /// Application name.
+    #[arg(long)]
+    app: String,
+    /// Deployment name.
+    #[arg(long)]
+    deployment: String,
+    /// Replica id.
+    #[arg(long)]
+    replica_id: String,
+    /// Import path of the application.
+    #[arg(long)]
+    import_path: String,
+    /// Controller URL.
+    #[arg(long)]
+    controller: String,
+    /// Admission limit.
+    #[arg(long, default_value_t = photon_config::defaults::MAX_ONGOING_REQUESTS)]
+    max_ongoing_requests: u32,
+    /// Longest drain when stopping, seconds.
+    #[arg(long, default_value_t = photon_config::defaults::GRACEFUL_SHUTDOWN_TIMEOUT_S)]
+    graceful_shutdown_timeout_s: f64,
+    /// Address for the replica's service.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    bind: String,
+    /// Exit when the parent process (the head) goes away.
+    #[arg(long)]
+    exit_with_parent: bool,
+    /// Initial user_config as JSON.
+    #[arg(long, env = photon_orchestrator::USER_CONFIG_ENV, hide_env_values = true)]
+    user_config: Option<String>,
+}
+
+pub async fn run(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
+    crate::logging::init();
+    let user_config = match &args.user_config {
+        Some(text) => Some(serde_json::from_str(text).context("user_config is not valid JSON")?),
+        None => None,
+    };
+    let opts = ReplicaOptions {
+        replica_id: args.replica_id.clone(),
+        app: args.app.clone(),
+        deployment: args.deployment.clone(),
+        import_path: args.import_path,
+        controller: args.controller,
+        max_ongoing_requests: args.max_ongoing_requests,
+        user_config,
+        graceful_shutdown_timeout: Duration::from_secs_f64(args.graceful_shutdown_timeout_s.max(0.0)),
+        bind: args.bind,
+    };
+    let span = tracing::info_span!("replica", app = %args.app, deployment = %args.deployment, id = %args.replica_id);
+    let shutdown = shutdown_signal(args.exit_with_parent);
+    match photon_replica::run(Arc::new(Registry::builtin()), opts, shutdown).instrument(span).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            tracing::error!(replica = %args.replica_id, "{e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// SIGTERM, SIGINT, or (with `watch_parent`) the head going away.
+async fn shutdown_signal(watch_parent: bool) {
+    let parent = std::os::unix::process::parent_id();
+    let orphaned = async move {
+        if !watch_parent {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if std::os::unix::process::parent_id() != parent {
+                tracing::warn!("the head process is gone; stopping");
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = crate::head::terminate_signal() => {}
+        _ = orphaned => {}
+    }
+}

@@ -1,0 +1,99 @@
+//! `photon run CONFIG`: validate the config, start the head, deploy, serve until SIGINT/SIGTERM.
+//! A config error exits non-zero with every field-path message and starts nothing.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use photon_config::{resolve_app, AppCatalog, ConfigError, FieldError, ServeConfig};
+use photon_proxy::HttpConfig;
+use photon_replica::Registry;
+
+use crate::head::{Head, HeadOptions};
+
+/// Exit status for a config that does not validate (sysexits' EX_DATAERR).
+const EXIT_BAD_CONFIG: u8 = 65;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// A Ray Serve config (YAML or JSON), or a RayService manifest.
+    config: PathBuf,
+    /// HTTP port (overrides `http_options.port`; 0 picks a free port).
+    #[arg(long, env = "PHOTON_HTTP_PORT")]
+    http_port: Option<u16>,
+    /// HTTP bind address (overrides `http_options.host`).
+    #[arg(long, env = "PHOTON_HTTP_HOST")]
+    http_host: Option<IpAddr>,
+    /// gRPC port (overrides `grpc_options.port`).
+    #[arg(long, env = "PHOTON_GRPC_PORT")]
+    grpc_port: Option<u16>,
+    /// REST API (dashboard) port.
+    #[arg(long, env = "PHOTON_DASHBOARD_PORT", default_value_t = photon_config::defaults::DASHBOARD_PORT)]
+    dashboard_port: u16,
+    /// Internal controller port (0 picks a free port).
+    #[arg(long, env = "PHOTON_CONTROLLER_PORT", default_value_t = 0)]
+    controller_port: u16,
+    /// Largest accepted request body in bytes (413 above it).
+    #[arg(long, env = "PHOTON_MAX_REQUEST_BODY_BYTES", default_value_t = 100 << 20)]
+    max_request_body_bytes: usize,
+}
+
+/// Checks what only this binary can know: that each import path exists in the registry and
+/// that each override names one of its deployments.
+fn check_against_registry(config: &ServeConfig, registry: &Registry) -> Result<(), ConfigError> {
+    let mut errors = Vec::new();
+    for (i, app) in config.applications.iter().enumerate() {
+        match registry.blueprint(&app.import_path, &app.args) {
+            Err(e) => errors.push(FieldError { path: format!("applications[{i}].import_path"), message: e }),
+            Ok(bp) => {
+                if let Err(e) = resolve_app(app, &bp) {
+                    errors.push(FieldError { path: format!("applications[{i}].deployments"), message: e });
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { errors })
+    }
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    crate::logging::init();
+    let text = std::fs::read_to_string(&args.config).with_context(|| format!("cannot read {}", args.config.display()))?;
+    let registry = Arc::new(Registry::builtin());
+    let parsed = match photon_config::parse_yaml(&text).and_then(|p| check_against_registry(&p.config, &registry).map(|()| p)) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("photon: {}: {e}", args.config.display());
+            return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+        }
+    };
+    for w in &parsed.warnings {
+        tracing::warn!("{}: {w}", args.config.display());
+    }
+    let config = parsed.config;
+    let host: IpAddr = match args.http_host {
+        Some(h) => h,
+        None => config.http_options.host.parse().with_context(|| format!("http_options.host: not an IP address: {:?}", config.http_options.host))?,
+    };
+    let http_port = args.http_port.unwrap_or(config.http_options.port);
+    if !config.grpc_options.grpc_servicer_functions.is_empty() {
+        tracing::warn!("grpc_options.grpc_servicer_functions is set, but the gRPC proxy is not built yet; only HTTP is served");
+    }
+    let _ = (args.grpc_port, args.dashboard_port);
+    let opts = HeadOptions {
+        http: SocketAddr::new(host, http_port),
+        controller: SocketAddr::from(([127, 0, 0, 1], args.controller_port)),
+        http_config: HttpConfig { root_path: config.http_options.root_path.clone(), max_body_bytes: args.max_request_body_bytes },
+    };
+    let head = Head::start(opts, registry).await?;
+    head.controller.apply(config).await?;
+    crate::head::terminate_signal().await;
+    head.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,110 @@
+//! The head process: controller (with its internal gRPC service), the local orchestrator, and
+//! the HTTP proxy fed in-process by the controller's routing table. Ports are bound before
+//! anything starts, and each listener's address is logged once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use photon_controller::{ControllerGrpc, ControllerHandle, Placement};
+use photon_orchestrator::LocalOrchestrator;
+use photon_proto::v1::controller_service_server::ControllerServiceServer;
+use photon_proxy::HttpConfig;
+use photon_replica::Registry;
+use photon_router::Router;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// Where the head listens.
+pub struct HeadOptions {
+    /// HTTP proxy address.
+    pub http: SocketAddr,
+    /// Internal controller gRPC address.
+    pub controller: SocketAddr,
+    /// HTTP front door options.
+    pub http_config: HttpConfig,
+}
+
+/// A running head.
+pub struct Head {
+    /// The controller.
+    pub controller: ControllerHandle,
+    /// Where the HTTP proxy listens.
+    pub http_addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen for {what} on {addr}"))
+}
+
+impl Head {
+    /// Binds every listener, then starts the controller, its gRPC service and the proxy.
+    pub async fn start(opts: HeadOptions, registry: Arc<Registry>) -> anyhow::Result<Head> {
+        let controller_listener = bind(opts.controller, "the controller").await?;
+        let http_listener = bind(opts.http, "HTTP").await?;
+        let controller_addr = controller_listener.local_addr()?;
+        let http_addr = http_listener.local_addr()?;
+
+        let binary: PathBuf = std::env::current_exe().context("cannot find the photon binary for replicas")?;
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let orchestrator = Arc::new(LocalOrchestrator::new(binary, events_tx));
+        let placement = Placement { controller_url: format!("http://{controller_addr}"), nodes: 1 };
+        let controller = photon_controller::spawn(placement, registry, orchestrator, events_rx);
+
+        let mut tasks = Vec::new();
+        let grpc = ControllerServiceServer::new(ControllerGrpc(controller.clone()));
+        tasks.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(controller_listener);
+            if let Err(e) = tonic::transport::Server::builder().add_service(grpc).serve_with_incoming(incoming).await {
+                tracing::error!(error = %e, "controller service stopped");
+            }
+        }));
+
+        let router = Router::new();
+        let mut table = controller.routing_table();
+        let feed = router.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let current = table.borrow_and_update().clone();
+                if current.version > 0 {
+                    feed.apply((*current).clone());
+                }
+                if table.changed().await.is_err() {
+                    return;
+                }
+            }
+        }));
+        tasks.push(tokio::spawn(photon_proxy::serve(http_listener, router, opts.http_config)));
+
+        tracing::info!("controller listening on {controller_addr}");
+        tracing::info!("HTTP proxy listening on http://{http_addr}");
+        Ok(Head { controller, http_addr, tasks })
+    }
+
+    /// Stops every replica, then the head's own tasks.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down: stopping replicas");
+        if let Err(e) = self.controller.shutdown().await {
+            tracing::warn!(error = %e, "controller shutdown");
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+        tracing::info!("shutdown complete");
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn terminate_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
