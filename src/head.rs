@@ -22,6 +22,10 @@ pub struct HeadOptions {
     pub http: SocketAddr,
     /// Internal controller gRPC address.
     pub controller: SocketAddr,
+    /// REST API (dashboard) address.
+    pub dashboard: SocketAddr,
+    /// The config whose top-level options the instance starts with.
+    pub startup_config: photon_config::ServeConfig,
     /// HTTP front door options.
     pub http_config: HttpConfig,
 }
@@ -30,8 +34,6 @@ pub struct HeadOptions {
 pub struct Head {
     /// The controller.
     pub controller: ControllerHandle,
-    /// Where the HTTP proxy listens.
-    pub http_addr: SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -44,8 +46,10 @@ impl Head {
     pub async fn start(opts: HeadOptions, registry: Arc<Registry>) -> anyhow::Result<Head> {
         let controller_listener = bind(opts.controller, "the controller").await?;
         let http_listener = bind(opts.http, "HTTP").await?;
+        let dashboard_listener = bind(opts.dashboard, "the REST API").await?;
         let controller_addr = controller_listener.local_addr()?;
         let http_addr = http_listener.local_addr()?;
+        let dashboard_addr = dashboard_listener.local_addr()?;
 
         let binary: PathBuf = std::env::current_exe().context("cannot find the photon binary for replicas")?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -77,10 +81,13 @@ impl Head {
             }
         }));
         tasks.push(tokio::spawn(photon_proxy::serve(http_listener, router, opts.http_config)));
+        let info = instance_info(&opts.startup_config, http_addr);
+        tasks.push(tokio::spawn(photon_controller::rest::serve(dashboard_listener, controller.clone(), info)));
 
         tracing::info!("controller listening on {controller_addr}");
+        tracing::info!("REST API listening on http://{dashboard_addr}");
         tracing::info!("HTTP proxy listening on http://{http_addr}");
-        Ok(Head { controller, http_addr, tasks })
+        Ok(Head { controller, tasks })
     }
 
     /// Stops every replica, then the head's own tasks.
@@ -93,6 +100,19 @@ impl Head {
             t.abort();
         }
         tracing::info!("shutdown complete");
+    }
+}
+
+fn instance_info(config: &photon_config::ServeConfig, http_addr: SocketAddr) -> photon_controller::rest::InstanceInfo {
+    let node_id: String = (0..28).map(|_| format!("{:02x}", fastrand::u8(..))).collect();
+    let mut http_options = serde_json::to_value(&config.http_options).unwrap_or_default();
+    http_options["port"] = serde_json::json!(http_addr.port());
+    photon_controller::rest::InstanceInfo {
+        node_id,
+        node_ip: "127.0.0.1".to_string(),
+        proxy_location: serde_json::to_value(config.proxy_location).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        http_options,
+        grpc_options: serde_json::to_value(&config.grpc_options).unwrap_or_default(),
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod actor;
 mod grpc;
+pub mod rest;
 pub mod state;
 pub mod status;
 

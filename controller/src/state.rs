@@ -564,6 +564,8 @@ impl State {
                                     last_health_check_error: r.last_health_error.clone(),
                                 })
                                 .collect(),
+                            deployment_config: deployment_config(&d.spec),
+                            required_resources: required_resources(&d.spec),
                         })
                     })
                     .collect();
@@ -575,6 +577,8 @@ impl State {
                     message,
                     last_deployed_time_s: app.last_deployed_time_s,
                     deployments,
+                    deployed_app_config: app.config.submitted.clone(),
+                    ingress: app.ingress.clone(),
                 }
             })
             .collect();
@@ -595,6 +599,60 @@ impl State {
     pub fn replica_target(&self, id: &DeploymentId) -> Option<ReplicaTarget> {
         self.deployments.get(id).map(|d| d.spec.replicas.clone())
     }
+}
+
+/// Ray's full dump of a deployment's effective options.
+fn deployment_config(d: &ResolvedDeployment) -> Value {
+    let e = &d.effective;
+    let mut actor = serde_json::to_value(e.ray_actor_options.clone().unwrap_or_default()).unwrap_or_default();
+    if let Value::Object(m) = &mut actor {
+        m.entry("num_cpus").or_insert(serde_json::json!(d.num_cpus));
+    }
+    let mut out = serde_json::json!({ "name": d.name });
+    let m = out.as_object_mut().expect("object literal");
+    match &d.replicas {
+        ReplicaTarget::Fixed(n) => {
+            m.insert("num_replicas".into(), serde_json::json!(n));
+        }
+        ReplicaTarget::Autoscaling(a) => {
+            m.insert("autoscaling_config".into(), serde_json::to_value(a).unwrap_or_default());
+        }
+    }
+    m.insert("max_ongoing_requests".into(), serde_json::json!(d.max_ongoing_requests));
+    m.insert("max_queued_requests".into(), serde_json::json!(d.max_queued_requests));
+    m.insert("backpressure_config".into(), serde_json::to_value(d.backpressure).unwrap_or_default());
+    m.insert("user_config".into(), d.user_config.clone().unwrap_or(Value::Null));
+    m.insert("graceful_shutdown_wait_loop_s".into(), serde_json::json!(d.graceful_shutdown_wait_loop_s));
+    m.insert("graceful_shutdown_timeout_s".into(), serde_json::json!(d.graceful_shutdown_timeout_s));
+    m.insert("health_check_period_s".into(), serde_json::json!(d.health_check_period_s));
+    m.insert("health_check_timeout_s".into(), serde_json::json!(d.health_check_timeout_s));
+    m.insert("ray_actor_options".into(), actor);
+    m.insert(
+        "request_router_config".into(),
+        e.request_router_config.clone().unwrap_or_else(|| {
+            serde_json::json!({
+                "request_router_class": "ray.serve._private.request_router:PowerOfTwoChoicesRequestRouter",
+                "request_router_kwargs": {}, "request_routing_stats_period_s": 10.0,
+                "request_routing_stats_timeout_s": 30.0, "initial_backoff_s": 0.025,
+                "backoff_multiplier": 2.0, "max_backoff_s": 0.5
+            })
+        }),
+    );
+    m.insert("rolling_update_percentage".into(), serde_json::json!(e.rolling_update_percentage.unwrap_or(defaults::ROLLING_UPDATE_PERCENTAGE)));
+    m.insert("max_surge_percent".into(), serde_json::json!(e.max_surge_percent.unwrap_or(defaults::MAX_SURGE_PERCENT)));
+    if let Some(n) = d.max_replicas_per_node {
+        m.insert("max_replicas_per_node".into(), serde_json::json!(n));
+    }
+    out
+}
+
+fn required_resources(d: &ResolvedDeployment) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert("CPU".into(), serde_json::json!(d.num_cpus));
+    if d.num_gpus > 0.0 {
+        m.insert("GPU".into(), serde_json::json!(d.num_gpus));
+    }
+    Value::Object(m)
 }
 
 fn app_status(app: &App, deployments: &[DeploymentStatusInfo]) -> (ApplicationStatus, String) {

@@ -87,6 +87,10 @@ pub struct DeploymentStatusInfo {
     pub target_num_replicas: u32,
     /// Replicas.
     pub replicas: Vec<ReplicaStatus>,
+    /// Effective options, every field filled (Ray's `deployment_config`).
+    pub deployment_config: serde_json::Value,
+    /// Resources one replica needs (`{"CPU": 1.0}`).
+    pub required_resources: serde_json::Value,
 }
 
 /// One application in a status snapshot.
@@ -104,6 +108,10 @@ pub struct ApplicationStatusInfo {
     pub last_deployed_time_s: f64,
     /// Deployments in blueprint order.
     pub deployments: Vec<DeploymentStatusInfo>,
+    /// The application exactly as submitted.
+    pub deployed_app_config: serde_json::Value,
+    /// The ingress deployment, once the application's code was found.
+    pub ingress: Option<String>,
 }
 
 /// The whole instance.

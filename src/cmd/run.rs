@@ -33,6 +33,9 @@ pub struct RunArgs {
     /// REST API (dashboard) port.
     #[arg(long, env = "PHOTON_DASHBOARD_PORT", default_value_t = photon_config::defaults::DASHBOARD_PORT)]
     dashboard_port: u16,
+    /// REST API (dashboard) bind address.
+    #[arg(long, env = "PHOTON_DASHBOARD_HOST", default_value = "127.0.0.1")]
+    dashboard_host: IpAddr,
     /// Internal controller port (0 picks a free port).
     #[arg(long, env = "PHOTON_CONTROLLER_PORT", default_value_t = 0)]
     controller_port: u16,
@@ -85,10 +88,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !config.grpc_options.grpc_servicer_functions.is_empty() {
         tracing::warn!("grpc_options.grpc_servicer_functions is set, but the gRPC proxy is not built yet; only HTTP is served");
     }
-    let _ = (args.grpc_port, args.dashboard_port);
+    if let Some(port) = args.grpc_port {
+        tracing::warn!(port, "--grpc-port is accepted, but the gRPC proxy is not built yet");
+    }
     let opts = HeadOptions {
         http: SocketAddr::new(host, http_port),
         controller: SocketAddr::from(([127, 0, 0, 1], args.controller_port)),
+        dashboard: SocketAddr::new(args.dashboard_host, args.dashboard_port),
+        startup_config: config.clone(),
         http_config: HttpConfig { root_path: config.http_options.root_path.clone(), max_body_bytes: args.max_request_body_bytes },
     };
     let head = Head::start(opts, registry).await?;

@@ -1,0 +1,227 @@
+//! The Ray dashboard's serve REST API (spec/ray-serve.md section 4), so Ray's CLI and KubeRay
+//! can drive Photon: `GET/PUT/DELETE /api/serve/applications/` and `GET /api/ray/version`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+
+use crate::actor::ControllerHandle;
+use crate::status::InstanceStatus;
+
+/// The Ray version Photon answers as (the REST contract it follows).
+pub const RAY_VERSION: &str = "2.60.0";
+
+/// Facts about this instance that the GET response reports.
+#[derive(Debug, Clone)]
+pub struct InstanceInfo {
+    /// Stable id of this node (hex).
+    pub node_id: String,
+    /// Its IP.
+    pub node_ip: String,
+    /// `proxy_location` the instance started with.
+    pub proxy_location: String,
+    /// `http_options` the instance started with (full dump).
+    pub http_options: Value,
+    /// `grpc_options` the instance started with (full dump).
+    pub grpc_options: Value,
+}
+
+struct Rest {
+    controller: ControllerHandle,
+    info: InstanceInfo,
+}
+
+type Body = Full<Bytes>;
+
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    respond(status, "text/plain; charset=utf-8", body)
+}
+
+fn json_response(v: &Value) -> Response<Body> {
+    respond(StatusCode::OK, "application/json", v.to_string())
+}
+
+/// Serves the REST API on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, controller: ControllerHandle, info: InstanceInfo) {
+    let rest = Arc::new(Rest { controller, info });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let rest = rest.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let rest = rest.clone();
+                async move { Ok::<_, Infallible>(rest.handle(req).await) }
+            });
+            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+impl Rest {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        match (req.method().clone(), path.as_str()) {
+            (Method::GET, "/api/ray/version") => json_response(&json!({
+                "version": "4",
+                "ray_version": RAY_VERSION,
+                "ray_commit": concat!("photon-", env!("CARGO_PKG_VERSION")),
+                "session_name": "photon",
+            })),
+            (Method::GET, "/api/gcs_healthz") | (Method::GET, "/api/healthz") => text(StatusCode::OK, "success"),
+            (Method::GET, "/api/serve/applications/") => self.get(req.uri().query()).await,
+            (Method::PUT, "/api/serve/applications/") => self.put(req).await,
+            (Method::DELETE, "/api/serve/applications/") => self.delete().await,
+            (_, "/api/serve/applications/") => text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+            _ => text(StatusCode::NOT_FOUND, format!("Not found: {path}")),
+        }
+    }
+
+    async fn get(&self, query: Option<&str>) -> Response<Body> {
+        let api_type = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("api_type=")));
+        if let Some(t) = api_type {
+            if t != "declarative" && t != "imperative" {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("Invalid 'api_type' value: '{t}'. Must be one of: imperative, declarative"),
+                );
+            }
+        }
+        match self.controller.status().await {
+            // Every application Photon runs came from a config: none is imperative.
+            Ok(status) => json_response(&self.details(&status, api_type != Some("imperative"))),
+            Err(e) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("Failed to get a response from the controller. The GCS may be down, please retry later: {e}"),
+            ),
+        }
+    }
+
+    async fn put(&self, req: Request<Incoming>) -> Response<Body> {
+        let body = match req.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}")),
+        };
+        let doc: Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("request body is not valid JSON: {e}")),
+        };
+        let parsed = match photon_config::from_value(&doc) {
+            Ok(p) => p,
+            Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        for w in &parsed.warnings {
+            tracing::warn!("PUT /api/serve/applications/: {w}");
+        }
+        match self.controller.apply(parsed.config).await {
+            Ok(()) => respond(StatusCode::OK, "text/plain; charset=utf-8", Bytes::new()),
+            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
+
+    async fn delete(&self) -> Response<Body> {
+        let empty = match photon_config::from_value(&json!({ "applications": [] })) {
+            Ok(p) => p.config,
+            Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        };
+        match self.controller.apply(empty).await {
+            Ok(()) => respond(StatusCode::OK, "text/plain; charset=utf-8", Bytes::new()),
+            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
+
+    /// `ServeInstanceDetails`, with only the fields Ray's client models accept.
+    fn details(&self, status: &InstanceStatus, include_apps: bool) -> Value {
+        let info = &self.info;
+        let actor = |name: String| {
+            json!({
+                "node_id": info.node_id, "node_ip": info.node_ip, "node_instance_id": "",
+                "actor_id": "", "actor_name": name, "worker_id": "", "log_file_path": "",
+            })
+        };
+        let mut proxy = actor(format!("SERVE_PROXY_ACTOR-{}", info.node_id));
+        proxy["status"] = json!("HEALTHY");
+        let mut applications = Map::new();
+        for app in status.applications.iter().filter(|_| include_apps) {
+            let mut deployments = Map::new();
+            for d in &app.deployments {
+                let replicas: Vec<Value> = d
+                    .replicas
+                    .iter()
+                    .map(|r| {
+                        let mut v = actor(format!("SERVE_REPLICA::{}#{}#{}", app.name, d.name, r.replica_id));
+                        v["replica_id"] = json!(r.replica_id);
+                        v["state"] = json!(r.state);
+                        v["pid"] = json!(r.pid);
+                        v["start_time_s"] = json!(r.start_time_s);
+                        v
+                    })
+                    .collect();
+                deployments.insert(
+                    d.name.clone(),
+                    json!({
+                        "name": d.name, "status": d.status, "status_trigger": d.status_trigger,
+                        "message": d.message, "deployment_config": d.deployment_config,
+                        "target_num_replicas": d.target_num_replicas,
+                        "required_resources": d.required_resources,
+                        "replicas": replicas, "recent_dead_replicas": [],
+                    }),
+                );
+            }
+            let topology = app.ingress.as_ref().map(|ingress| {
+                let nodes: Map<String, Value> = app
+                    .deployments
+                    .iter()
+                    .map(|d| {
+                        let outbound: Vec<Value> = if &d.name == ingress {
+                            app.deployments.iter().filter(|o| &o.name != ingress).map(|o| json!({"name": o.name, "app_name": app.name})).collect()
+                        } else {
+                            Vec::new()
+                        };
+                        (d.name.clone(), json!({"name": d.name, "app_name": app.name, "outbound_deployments": outbound, "is_ingress": &d.name == ingress}))
+                    })
+                    .collect();
+                json!({"app_name": app.name, "nodes": nodes, "ingress_deployment": ingress})
+            });
+            applications.insert(
+                app.name.clone(),
+                json!({
+                    "name": app.name, "route_prefix": app.route_prefix, "docs_path": null,
+                    "status": app.status, "message": app.message,
+                    "last_deployed_time_s": app.last_deployed_time_s,
+                    "deployed_app_config": app.deployed_app_config, "source": "declarative",
+                    "deployments": deployments, "external_scaler_enabled": false,
+                    "deployment_topology": topology,
+                }),
+            );
+        }
+        let mut proxies = Map::new();
+        proxies.insert(info.node_id.clone(), proxy);
+        json!({
+            "controller_info": actor("SERVE_CONTROLLER_ACTOR".into()),
+            "proxy_location": info.proxy_location,
+            "http_options": info.http_options,
+            "grpc_options": info.grpc_options,
+            "proxies": proxies,
+            "applications": applications,
+            "target_capacity": null,
+            "target_groups": [],
+            "restores_unset_config_options": true,
+        })
+    }
+}

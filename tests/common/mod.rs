@@ -1,0 +1,235 @@
+//! End-to-end test support: starts the real `photon` binary on ephemeral ports, reads the
+//! addresses it logs, talks HTTP to it over real sockets, and stops it (and checks that its
+//! replicas are gone) when dropped.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+pub const PHOTON: &str = env!("CARGO_BIN_EXE_photon");
+
+/// A file in a fresh temporary directory, removed with it.
+pub struct TempFile {
+    pub path: PathBuf,
+}
+
+impl TempFile {
+    pub fn new(name: &str, contents: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("photon-test-{}-{}", std::process::id(), fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        TempFile { path }
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A running `photon run`.
+pub struct Photon {
+    child: Option<Child>,
+    pub http: String,
+    pub rest: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+    _config: Option<TempFile>,
+}
+
+fn address_after(line: &str, marker: &str) -> Option<String> {
+    line.split(marker).nth(1).map(|rest| rest.trim().trim_start_matches("http://").to_string())
+}
+
+impl Photon {
+    /// Starts `photon run` on a config text with every port ephemeral, and waits until the
+    /// listeners are up.
+    pub fn run_yaml(yaml: &str, extra: &[&str]) -> Photon {
+        let file = TempFile::new("config.yaml", yaml);
+        let mut p = Photon::run_file(&file.path, extra);
+        p._config = Some(file);
+        p
+    }
+
+    pub fn run_file(path: &std::path::Path, extra: &[&str]) -> Photon {
+        let mut child = Command::new(PHOTON)
+            .arg("run")
+            .arg(path)
+            .args(["--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("photon binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let (mut http, mut rest) = (None, None);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(a) = address_after(&line, "HTTP proxy listening on ") {
+                    http = Some(a);
+                }
+                if let Some(a) = address_after(&line, "REST API listening on ") {
+                    rest = Some(a);
+                }
+                if let (Some(h), Some(r)) = (&http, &rest) {
+                    let _ = tx.send((h.clone(), r.clone()));
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let (http, rest) = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addrs) => addrs,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("photon did not report its listeners; log:\n{}", log.lock().unwrap().join("\n"));
+            }
+        };
+        Photon { child: Some(child), http, rest, log, _config: None }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits until every application reports RUNNING.
+    pub async fn wait_running(&self, apps: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = get(&self.rest, "/api/serve/applications/").await;
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            let ready = apps.iter().all(|a| v["applications"][a]["status"] == "RUNNING");
+            if ready {
+                return;
+            }
+            assert!(Instant::now() < deadline, "apps {apps:?} not RUNNING in time: {v}\nlog:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The REST API's view of the instance.
+    pub async fn details(&self) -> serde_json::Value {
+        serde_json::from_slice(&get(&self.rest, "/api/serve/applications/").await.body).unwrap()
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        signal(child.id(), nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("photon did not exit after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Photon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+/// Processes (pid, command line) whose parent is `parent`.
+pub fn children_of(parent: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // Fields after the command name (which may hold spaces): state, ppid, ...
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        let ppid: u32 = after.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        let state = after.split_whitespace().next().unwrap_or("");
+        if ppid == parent && state != "Z" {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            out.push((pid, cmd));
+        }
+    }
+    out
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().next() != Some("Z")).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(|v| v.to_str().unwrap().to_string())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+pub async fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let mut req = http::Request::builder().method(method).uri(path).header("host", addr);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+    let resp = sender.send_request(req).await.expect("response");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+}
+
+pub async fn get(addr: &str, path: &str) -> Reply {
+    request(addr, "GET", path, &[], b"").await
+}
+
+pub async fn post_json(addr: &str, path: &str, body: &str) -> Reply {
+    request(addr, "POST", path, &[("content-type", "application/json")], body.as_bytes()).await
+}
