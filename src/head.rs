@@ -110,7 +110,10 @@ fn instance_info(config: &photon_config::ServeConfig, http_addr: SocketAddr) -> 
     photon_controller::rest::InstanceInfo {
         node_id,
         node_ip: "127.0.0.1".to_string(),
-        proxy_location: serde_json::to_value(config.proxy_location).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        proxy_location: serde_json::to_value(config.proxy_location)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
         http_options,
         grpc_options: serde_json::to_value(&config.grpc_options).unwrap_or_default(),
     }

@@ -19,6 +19,16 @@ struct Cli {
 enum Command {
     /// Serve every application of a Ray Serve config (or RayService manifest) in the foreground.
     Run(cmd::run::RunArgs),
+    /// Start the head (controller, REST API, proxy) with no applications, in the foreground.
+    Start(cmd::run::StartArgs),
+    /// Send a config to a running head and wait until its applications are RUNNING.
+    Deploy(cmd::deploy::DeployArgs),
+    /// Print the status of every application (YAML, as `serve status`).
+    Status(cmd::inspect::StatusArgs),
+    /// Print the deployed config of every application (YAML, as `serve config`).
+    Config(cmd::inspect::ConfigArgs),
+    /// Delete every application of a running head.
+    Shutdown(cmd::inspect::ShutdownArgs),
     /// One replica of one deployment (started by the orchestrator, not by hand).
     Replica(cmd::replica::ReplicaArgs),
 }
@@ -35,6 +45,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => cmd::run::run(args).await,
+            Command::Start(args) => cmd::run::start(args).await,
+            Command::Deploy(args) => cmd::deploy::run(args).await,
+            Command::Status(args) => cmd::inspect::status(args).await,
+            Command::Config(args) => cmd::inspect::config(args).await,
+            Command::Shutdown(args) => cmd::inspect::shutdown(args).await,
             Command::Replica(args) => cmd::replica::run(args).await,
         }
     });

@@ -30,7 +30,12 @@ async fn backpressure_admits_max_ongoing_plus_max_queued() {
         match status {
             200 => ok += 1,
             503 => {
-                assert!(body.starts_with("Request dropped due to backpressure (num_queued_requests=4, max_queued_requests=4)"), "{body}");
+                assert!(
+                    body.starts_with(
+                        "Request dropped due to backpressure (num_queued_requests=4, max_queued_requests=4)"
+                    ),
+                    "{body}"
+                );
                 rejected.push(took);
             }
             other => panic!("unexpected status {other}: {body}"),

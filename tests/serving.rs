@@ -78,7 +78,8 @@ async fn max_replicas_per_node_caps_local_replicas_and_says_why() {
     let message = mango["message"].as_str().unwrap();
     assert!(message.contains("max_replicas_per_node"), "{message}");
     assert_eq!(mango["deployment_config"]["num_replicas"], 2);
-    let replica_processes = children_of(p.pid()).into_iter().filter(|(_, cmd)| cmd.contains("--deployment MangoStand")).count();
+    let replica_processes =
+        children_of(p.pid()).into_iter().filter(|(_, cmd)| cmd.contains("--deployment MangoStand")).count();
     assert_eq!(replica_processes, 1);
 }
 
@@ -91,7 +92,8 @@ async fn request_ids_keep_alive_h2c_and_body_limit() {
     p.wait_running(&["echo"]).await;
 
     // The client's id is echoed; otherwise a UUID4 is generated.
-    let r = request(&p.http, "POST", "/echo", &[("x-request-id", "abc-123"), ("content-type", "text/csv")], b"a,b").await;
+    let r =
+        request(&p.http, "POST", "/echo", &[("x-request-id", "abc-123"), ("content-type", "text/csv")], b"a,b").await;
     assert_eq!((r.status, r.text()), (200, "a,b".to_string()));
     assert_eq!(r.header("content-type").as_deref(), Some("text/csv"));
     assert_eq!(r.header("x-request-id").as_deref(), Some("abc-123"));
@@ -108,7 +110,8 @@ async fn request_ids_keep_alive_h2c_and_body_limit() {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     for i in 0..3 {
-        let req = http::Request::post("/echo").body(http_body_util::Full::new(bytes::Bytes::from(format!("n{i}")))).unwrap();
+        let req =
+            http::Request::post("/echo").body(http_body_util::Full::new(bytes::Bytes::from(format!("n{i}")))).unwrap();
         let resp = sender.send_request(req).await.unwrap();
         use http_body_util::BodyExt;
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), format!("n{i}"));
@@ -116,11 +119,16 @@ async fn request_ids_keep_alive_h2c_and_body_limit() {
 
     // HTTP/2 with prior knowledge (h2c).
     let stream = tokio::net::TcpStream::connect(&p.http).await.unwrap();
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
-    let req = http::Request::post(format!("http://{}/echo", p.http)).body(http_body_util::Full::new(bytes::Bytes::from("over h2"))).unwrap();
+    let req = http::Request::post(format!("http://{}/echo", p.http))
+        .body(http_body_util::Full::new(bytes::Bytes::from("over h2")))
+        .unwrap();
     let resp = h2.send_request(req).await.unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
     use http_body_util::BodyExt;

@@ -150,7 +150,11 @@ fn env_vars_of(env: Option<&Map<String, Value>>, into: &mut BTreeMap<String, Str
     }
 }
 
-fn resolve_one(app: &ApplicationConfig, code: &DeploymentOverride, cfg: Option<&DeploymentOverride>) -> ResolvedDeployment {
+fn resolve_one(
+    app: &ApplicationConfig,
+    code: &DeploymentOverride,
+    cfg: Option<&DeploymentOverride>,
+) -> ResolvedDeployment {
     let eff = merge(code, cfg);
     let replicas = match (eff.num_replicas, &eff.autoscaling_config) {
         (_, Some(a)) => ReplicaTarget::Autoscaling(a.clone()),

@@ -77,14 +77,22 @@ fn applications_is_required_and_a_list() {
 #[test]
 fn num_replicas_with_autoscaling_is_rejected() {
     let errors = errors_of("applications:\n  - import_path: x.y\n    deployments:\n      - name: D\n        num_replicas: 2\n        autoscaling_config: {min_replicas: 1, max_replicas: 3}\n");
-    assert!(has(&errors, "applications[0].deployments[0].num_replicas: Manually setting num_replicas is not allowed"), "{errors:?}");
+    assert!(
+        has(&errors, "applications[0].deployments[0].num_replicas: Manually setting num_replicas is not allowed"),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn num_replicas_auto_and_strings() {
-    let ok = parse_yaml("applications:\n  - import_path: x.y\n    deployments:\n      - name: D\n        num_replicas: auto\n").unwrap();
+    let ok = parse_yaml(
+        "applications:\n  - import_path: x.y\n    deployments:\n      - name: D\n        num_replicas: auto\n",
+    )
+    .unwrap();
     assert_eq!(ok.config.applications[0].deployments[0].num_replicas, Some(NumReplicas::Auto));
-    let errors = errors_of("applications:\n  - import_path: x.y\n    deployments:\n      - name: D\n        num_replicas: many\n");
+    let errors = errors_of(
+        "applications:\n  - import_path: x.y\n    deployments:\n      - name: D\n        num_replicas: many\n",
+    );
     assert!(has(&errors, "`num_replicas` must be an int or \"auto\", but got"), "{errors:?}");
 }
 
@@ -92,13 +100,19 @@ fn num_replicas_auto_and_strings() {
 fn duplicate_names_and_prefixes_are_rejected() {
     let errors = errors_of("applications:\n  - name: a\n    import_path: x.y\n    route_prefix: /a\n  - name: a\n    import_path: x.y\n    route_prefix: /a\n");
     assert!(has(&errors, "applications[1].name: Found multiple configs for application \"a\""), "{errors:?}");
-    assert!(has(&errors, "applications[1].route_prefix: Found duplicate applications for route prefix \"/a\""), "{errors:?}");
+    assert!(
+        has(&errors, "applications[1].route_prefix: Found duplicate applications for route prefix \"/a\""),
+        "{errors:?}"
+    );
 }
 
 #[test]
 fn route_prefix_rules() {
     let errors = errors_of("applications:\n  - name: a\n    import_path: x.y\n    route_prefix: api\n");
-    assert!(has(&errors, "applications[0].route_prefix: Invalid route_prefix 'api', must start with a forward slash"), "{errors:?}");
+    assert!(
+        has(&errors, "applications[0].route_prefix: Invalid route_prefix 'api', must start with a forward slash"),
+        "{errors:?}"
+    );
     let errors = errors_of("applications:\n  - name: a\n    import_path: x.y\n    route_prefix: /api/\n");
     assert!(has(&errors, "may not end with a trailing '/'"), "{errors:?}");
     let ok = parse_yaml("applications:\n  - name: a\n    import_path: x.y\n    route_prefix: null\n").unwrap();
@@ -114,7 +128,9 @@ fn import_path_format() {
 
 #[test]
 fn max_queued_requests_rules() {
-    let errors = errors_of("applications:\n  - import_path: x.y\n    deployments:\n      - name: D\n        max_queued_requests: 0\n");
+    let errors = errors_of(
+        "applications:\n  - import_path: x.y\n    deployments:\n      - name: D\n        max_queued_requests: 0\n",
+    );
     assert!(has(&errors, "max_queued_requests must be -1 (no limit) or a positive integer"), "{errors:?}");
 }
 
@@ -124,14 +140,19 @@ fn unknown_fields_follow_ray() {
     let errors = errors_of("logging_config: {encodng: JSON}\napplications: []\n");
     assert!(has(&errors, "logging_config.encodng: unknown field"), "{errors:?}");
     // ... ignored (with a warning) on a deployment.
-    let ok = parse_yaml("applications:\n  - import_path: x.y\n    deployments:\n      - name: D\n        num_replica: 3\n").unwrap();
+    let ok =
+        parse_yaml("applications:\n  - import_path: x.y\n    deployments:\n      - name: D\n        num_replica: 3\n")
+            .unwrap();
     assert_eq!(ok.warnings[0].path, "applications[0].deployments[0].num_replica");
 }
 
 #[test]
 fn legacy_host_in_an_application_is_rejected() {
     let errors = errors_of("applications:\n  - name: a\n    import_path: x.y\n    host: 0.0.0.0\n");
-    assert!(has(&errors, "applications[0].host: Host \"0.0.0.0\" is set in the config for application `a`"), "{errors:?}");
+    assert!(
+        has(&errors, "applications[0].host: Host \"0.0.0.0\" is set in the config for application `a`"),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -162,7 +183,10 @@ fn overrides_replace_code_defaults_field_by_field() {
 #[test]
 fn override_of_a_missing_deployment_is_an_error() {
     let cfg = parse_yaml("applications:\n  - import_path: x.y\n    deployments:\n      - name: Nope\n").unwrap();
-    let bp = AppBlueprint { ingress: "D".into(), deployments: vec![DeploymentOverride { name: "D".into(), ..Default::default() }] };
+    let bp = AppBlueprint {
+        ingress: "D".into(),
+        deployments: vec![DeploymentOverride { name: "D".into(), ..Default::default() }],
+    };
     let err = resolve_app(&cfg.config.applications[0], &bp).unwrap_err();
     assert_eq!(err, "Deployment 'Nope' does not exist. Available: ['D']");
 }

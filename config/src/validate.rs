@@ -187,7 +187,9 @@ impl<'a> Obj<'a> {
 
 fn as_int(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)),
+        Value::Number(n) => {
+            n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
+        }
         _ => None,
     }
 }
@@ -245,7 +247,8 @@ pub(crate) fn serve_config(doc: &Value, r: &mut Report) -> Option<ServeConfig> {
         tracing_config(v, path, r);
         v.clone()
     });
-    let target_capacity = top.float("target_capacity", r, |x| (!(0.0..=100.0).contains(&x)).then_some("must be between 0 and 100"));
+    let target_capacity =
+        top.float("target_capacity", r, |x| (!(0.0..=100.0).contains(&x)).then_some("must be between 0 and 100"));
     let mut applications = Vec::new();
     match top.field("applications") {
         None => r.error("applications", "field required"),
@@ -352,9 +355,27 @@ fn grpc_options(v: &Value, path: String, r: &mut Report) -> GrpcOptions {
 
 const LOG_LEVELS: &[&str] = &["CRITICAL", "FATAL", "ERROR", "WARN", "WARNING", "INFO", "DEBUG", "NOTSET"];
 const LOG_RECORD_ATTRS: &[&str] = &[
-    "name", "msg", "args", "levelname", "levelno", "pathname", "filename", "module", "exc_info", "exc_text",
-    "stack_info", "lineno", "funcName", "created", "msecs", "relativeCreated", "thread", "threadName",
-    "processName", "process", "taskName",
+    "name",
+    "msg",
+    "args",
+    "levelname",
+    "levelno",
+    "pathname",
+    "filename",
+    "module",
+    "exc_info",
+    "exc_text",
+    "stack_info",
+    "lineno",
+    "funcName",
+    "created",
+    "msecs",
+    "relativeCreated",
+    "thread",
+    "threadName",
+    "processName",
+    "process",
+    "taskName",
 ];
 
 fn logging_config(v: &Value, path: String, r: &mut Report) -> Option<LoggingConfig> {
@@ -375,7 +396,10 @@ fn logging_config(v: &Value, path: String, r: &mut Report) -> Option<LoggingConf
         if ok {
             out.log_level = Some(level.clone());
         } else {
-            r.error(&p, format!("must be a logging level name ({}) or number, got {}", LOG_LEVELS.join(", "), describe(level)));
+            r.error(
+                &p,
+                format!("must be a logging level name ({}) or number, got {}", LOG_LEVELS.join(", "), describe(level)),
+            );
         }
     }
     out.logs_dir = o.string("logs_dir", r);
@@ -533,7 +557,9 @@ fn application(v: &Value, path: String, r: &mut Report) -> Option<ApplicationCon
                 if deployments.iter().any(|x: &DeploymentOverride| x.name == dep.name) {
                     r.error(&join(&ipath, "name"), format!("deployment {:?} is listed more than once", dep.name));
                 }
-                if external_scaler_enabled && (dep.autoscaling_config.is_some() || dep.num_replicas == Some(NumReplicas::Auto)) {
+                if external_scaler_enabled
+                    && (dep.autoscaling_config.is_some() || dep.num_replicas == Some(NumReplicas::Auto))
+                {
                     r.error(&ipath, "autoscaling cannot be configured when external_scaler_enabled is true");
                 }
                 deployments.push(dep);
@@ -578,7 +604,10 @@ pub(crate) fn deployment(v: &Value, path: String, r: &mut Report) -> Option<Depl
     if let Some((q, p)) = o.present("max_queued_requests") {
         match q.as_i64() {
             Some(x) if x == -1 || x >= 1 => out.max_queued_requests = Some(x),
-            _ => r.error(&p, format!("max_queued_requests must be -1 (no limit) or a positive integer, got {}", describe(q))),
+            _ => r.error(
+                &p,
+                format!("max_queued_requests must be -1 (no limit) or a positive integer, got {}", describe(q)),
+            ),
         }
     }
     if let Some((b, p)) = o.present("backpressure_config") {
@@ -590,7 +619,10 @@ pub(crate) fn deployment(v: &Value, path: String, r: &mut Report) -> Option<Depl
     if let Some((a, p)) = o.present("autoscaling_config") {
         out.autoscaling_config = autoscaling(a, p, r, out.num_replicas == Some(NumReplicas::Auto));
         if matches!(out.num_replicas, Some(NumReplicas::Fixed(_))) {
-            r.error(&join(&path, "num_replicas"), "Manually setting num_replicas is not allowed when autoscaling_config is provided.");
+            r.error(
+                &join(&path, "num_replicas"),
+                "Manually setting num_replicas is not allowed when autoscaling_config is provided.",
+            );
         }
     }
     out.graceful_shutdown_wait_loop_s = o.float("graceful_shutdown_wait_loop_s", r, non_negative);
@@ -604,7 +636,8 @@ pub(crate) fn deployment(v: &Value, path: String, r: &mut Report) -> Option<Depl
         match b.as_array() {
             Some(bundles) if !bundles.is_empty() => {
                 for (i, bundle) in bundles.iter().enumerate() {
-                    let ok = bundle.as_object().is_some_and(|m| m.values().all(|x| x.as_f64().is_some_and(|f| f >= 0.0)));
+                    let ok =
+                        bundle.as_object().is_some_and(|m| m.values().all(|x| x.as_f64().is_some_and(|f| f >= 0.0)));
                     if !ok {
                         r.error(&format!("{p}[{i}]"), "must be a mapping of resource name to a number >= 0");
                     }
@@ -616,7 +649,10 @@ pub(crate) fn deployment(v: &Value, path: String, r: &mut Report) -> Option<Depl
     }
     if let Some(s) = o.string("placement_group_strategy", r) {
         if !["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"].contains(&s.as_str()) {
-            r.error(&join(&path, "placement_group_strategy"), format!("must be one of PACK, SPREAD, STRICT_PACK, STRICT_SPREAD, got {s:?}"));
+            r.error(
+                &join(&path, "placement_group_strategy"),
+                format!("must be one of PACK, SPREAD, STRICT_PACK, STRICT_SPREAD, got {s:?}"),
+            );
         } else if out.placement_group_bundles.is_none() {
             r.error(&join(&path, "placement_group_strategy"), "requires placement_group_bundles");
         }
@@ -646,8 +682,9 @@ pub(crate) fn deployment(v: &Value, path: String, r: &mut Report) -> Option<Depl
     }
     out.rolling_update_percentage =
         o.float("rolling_update_percentage", r, |x| (!(x > 0.0 && x <= 1.0)).then_some("must be in (0, 1]"));
-    out.max_surge_percent =
-        o.int("max_surge_percent", r, |x| (!(0..=100).contains(&x)).then_some("must be between 0 and 100")).map(|x| x as u32);
+    out.max_surge_percent = o
+        .int("max_surge_percent", r, |x| (!(0..=100).contains(&x)).then_some("must be between 0 and 100"))
+        .map(|x| x as u32);
     if o.field("max_concurrent_queries").is_some() {
         r.warn(&join(&path, "max_concurrent_queries"), "removed in Ray 2.10 and ignored; use max_ongoing_requests");
     }
@@ -668,10 +705,12 @@ fn backpressure(v: &Value, path: String, r: &mut Report) -> Option<BackpressureC
 
 fn autoscaling(v: &Value, path: String, r: &mut Report, auto: bool) -> Option<AutoscalingConfig> {
     let mut o = Obj::new(path.clone(), v, r)?;
-    let min_replicas = o.int("min_replicas", r, non_negative_int).map(|x| x as u32).unwrap_or(d::AUTOSCALING_MIN_REPLICAS);
+    let min_replicas =
+        o.int("min_replicas", r, non_negative_int).map(|x| x as u32).unwrap_or(d::AUTOSCALING_MIN_REPLICAS);
     let initial_replicas = o.int("initial_replicas", r, non_negative_int).map(|x| x as u32);
     let default_max = if auto { d::AUTO_MAX_REPLICAS } else { d::AUTOSCALING_MAX_REPLICAS };
-    let max_replicas = o.int("max_replicas", r, positive_int).map(|x| x as u32).unwrap_or(default_max.max(min_replicas));
+    let max_replicas =
+        o.int("max_replicas", r, positive_int).map(|x| x as u32).unwrap_or(default_max.max(min_replicas));
     let target = o.float("target_ongoing_requests", r, positive).unwrap_or(d::TARGET_ONGOING_REQUESTS);
     let metrics_interval_s = o.float("metrics_interval_s", r, positive).unwrap_or(d::METRICS_INTERVAL_S);
     let look_back_period_s = o.float("look_back_period_s", r, positive).unwrap_or(d::LOOK_BACK_PERIOD_S);
@@ -694,11 +733,17 @@ fn autoscaling(v: &Value, path: String, r: &mut Report, auto: bool) -> Option<Au
     let policy = o.mapping("policy", r).map(Value::Object);
     // Ray checks these when the config is applied; reporting them with the rest is clearer.
     if max_replicas < min_replicas {
-        r.error(&join(&path, "max_replicas"), format!("max_replicas ({max_replicas}) must be greater than or equal to min_replicas ({min_replicas})!"));
+        r.error(
+            &join(&path, "max_replicas"),
+            format!("max_replicas ({max_replicas}) must be greater than or equal to min_replicas ({min_replicas})!"),
+        );
     }
     if let Some(init) = initial_replicas {
         if init < min_replicas || init > max_replicas {
-            r.error(&join(&path, "initial_replicas"), format!("must be between min_replicas ({min_replicas}) and max_replicas ({max_replicas}), got {init}"));
+            r.error(
+                &join(&path, "initial_replicas"),
+                format!("must be between min_replicas ({min_replicas}) and max_replicas ({max_replicas}), got {init}"),
+            );
         }
     }
     o.finish(Extra::Ignore, r);

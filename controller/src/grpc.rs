@@ -16,9 +16,16 @@ type TableStream = Pin<Box<dyn Stream<Item = Result<pb::RoutingTable, Status>> +
 
 #[tonic::async_trait]
 impl ControllerService for ControllerGrpc {
-    async fn register_replica(&self, request: Request<pb::RegisterReplicaRequest>) -> Result<Response<pb::RegisterReplicaResponse>, Status> {
+    async fn register_replica(
+        &self,
+        request: Request<pb::RegisterReplicaRequest>,
+    ) -> Result<Response<pb::RegisterReplicaResponse>, Status> {
         let r = request.into_inner();
-        let wanted = self.0.register(r.replica_id.clone(), r.address, r.pid).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let wanted = self
+            .0
+            .register(r.replica_id.clone(), r.address, r.pid)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         if wanted {
             Ok(Response::new(pb::RegisterReplicaResponse {}))
         } else {
@@ -28,7 +35,10 @@ impl ControllerService for ControllerGrpc {
 
     type WatchRoutingTableStream = TableStream;
 
-    async fn watch_routing_table(&self, request: Request<pb::WatchRoutingTableRequest>) -> Result<Response<TableStream>, Status> {
+    async fn watch_routing_table(
+        &self,
+        request: Request<pb::WatchRoutingTableRequest>,
+    ) -> Result<Response<TableStream>, Status> {
         tracing::debug!(subscriber = %request.get_ref().subscriber, "routing table subscriber");
         let stream = tokio_stream::wrappers::WatchStream::new(self.0.routing_table())
             .filter(|t| t.version > 0)

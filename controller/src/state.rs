@@ -299,9 +299,11 @@ impl State {
                     r.health_failures += 1;
                     tracing::warn!(replica = replica_id, deployment = %id, error = %e, failures = r.health_failures, "health check failed");
                     r.last_health_error = Some(e.clone());
-                    if r.health_failures >= defaults::HEALTH_CHECK_FAILURE_THRESHOLD && r.state == ReplicaState::RUNNING {
+                    if r.health_failures >= defaults::HEALTH_CHECK_FAILURE_THRESHOLD && r.state == ReplicaState::RUNNING
+                    {
                         r.state = ReplicaState::STOPPING;
-                        d.message = format!("replica {replica_id} failed {} health checks in a row: {e}", r.health_failures);
+                        d.message =
+                            format!("replica {replica_id} failed {} health checks in a row: {e}", r.health_failures);
                         if d.status == DeploymentStatus::HEALTHY {
                             d.status = DeploymentStatus::UNHEALTHY;
                             d.trigger = DeploymentStatusTrigger::HEALTH_CHECK_FAILED;
@@ -319,7 +321,11 @@ impl State {
     }
 
     /// An in-place reconfigure finished.
-    pub fn on_reconfigured(&mut self, replica_id: &str, result: Result<(Option<Value>, u32), String>) -> Option<Action> {
+    pub fn on_reconfigured(
+        &mut self,
+        replica_id: &str,
+        result: Result<(Option<Value>, u32), String>,
+    ) -> Option<Action> {
         for d in self.deployments.values_mut() {
             let Some(r) = d.replicas.get_mut(replica_id) else { continue };
             r.reconfiguring = false;
@@ -336,7 +342,10 @@ impl State {
                     // Ray treats a failing reconfigure like a failing replica: replace it.
                     r.state = ReplicaState::STOPPING;
                     d.message = format!("replica {replica_id} failed to apply the new user_config: {e}");
-                    return Some(Action::Stop { replica_id: replica_id.to_string(), grace: secs(d.spec.graceful_shutdown_timeout_s) });
+                    return Some(Action::Stop {
+                        replica_id: replica_id.to_string(),
+                        grace: secs(d.spec.graceful_shutdown_timeout_s),
+                    });
                 }
             }
         }
@@ -356,7 +365,8 @@ impl State {
     /// Replicas one node may hold for this deployment, and the count this instance aims for.
     fn placeable(&self, d: &Deployment) -> (u32, u32) {
         let wanted = if d.deleting { 0 } else { d.spec.replicas.initial() };
-        let cap = d.spec.max_replicas_per_node.map_or(u32::MAX, |per_node| per_node.saturating_mul(self.placement.nodes));
+        let cap =
+            d.spec.max_replicas_per_node.map_or(u32::MAX, |per_node| per_node.saturating_mul(self.placement.nodes));
         (wanted, wanted.min(cap))
     }
 
@@ -368,9 +378,13 @@ impl State {
             let (wanted, target) = self.placeable(&self.deployments[&id]);
             let controller_url = self.placement.controller_url.clone();
             let d = self.deployments.get_mut(&id).expect("listed above");
-            let budget = defaults::MAX_CONSTRUCTOR_RETRY_COUNT.min(defaults::MAX_PER_REPLICA_RETRY_COUNT * target.max(1));
-            let current: Vec<&Replica> = d.replicas.values().filter(|r| r.version == d.version && r.state != ReplicaState::STOPPING).collect();
-            let running_current = current.iter().filter(|r| matches!(r.state, ReplicaState::RUNNING | ReplicaState::UPDATING)).count() as u32;
+            let budget =
+                defaults::MAX_CONSTRUCTOR_RETRY_COUNT.min(defaults::MAX_PER_REPLICA_RETRY_COUNT * target.max(1));
+            let current: Vec<&Replica> =
+                d.replicas.values().filter(|r| r.version == d.version && r.state != ReplicaState::STOPPING).collect();
+            let running_current =
+                current.iter().filter(|r| matches!(r.state, ReplicaState::RUNNING | ReplicaState::UPDATING)).count()
+                    as u32;
             let exhausted = d.start_failures >= budget && running_current == 0 && !d.deleting;
 
             // Start what is missing.
@@ -416,16 +430,28 @@ impl State {
                 d.replicas.values().filter(|r| r.version == d.version && r.state != ReplicaState::STOPPING).collect();
             let surplus = current.len().saturating_sub(target as usize);
             current.sort_by(|a, b| {
-                (a.state == ReplicaState::STARTING).cmp(&(b.state == ReplicaState::STARTING)).reverse().then(b.start_time_s.total_cmp(&a.start_time_s))
+                (a.state == ReplicaState::STARTING)
+                    .cmp(&(b.state == ReplicaState::STARTING))
+                    .reverse()
+                    .then(b.start_time_s.total_cmp(&a.start_time_s))
             });
             let mut to_stop: Vec<String> = current.iter().take(surplus).map(|r| r.id.clone()).collect();
             // Old-version replicas leave once the new version carries the full target.
             if running_current >= target {
-                to_stop.extend(d.replicas.values().filter(|r| r.version != d.version && r.state != ReplicaState::STOPPING).map(|r| r.id.clone()));
+                to_stop.extend(
+                    d.replicas
+                        .values()
+                        .filter(|r| r.version != d.version && r.state != ReplicaState::STOPPING)
+                        .map(|r| r.id.clone()),
+                );
             }
             for replica_id in to_stop {
                 if let Some(r) = d.replicas.get_mut(&replica_id) {
-                    let grace = if r.state == ReplicaState::STARTING { Duration::ZERO } else { secs(d.spec.graceful_shutdown_timeout_s) };
+                    let grace = if r.state == ReplicaState::STARTING {
+                        Duration::ZERO
+                    } else {
+                        secs(d.spec.graceful_shutdown_timeout_s)
+                    };
                     r.state = ReplicaState::STOPPING;
                     actions.push(Action::Stop { replica_id, grace });
                 }
@@ -442,7 +468,8 @@ impl State {
                         timeout: secs(d.spec.health_check_timeout_s),
                     });
                 }
-                let stale = r.user_config != d.spec.user_config || r.max_ongoing_requests != d.spec.max_ongoing_requests;
+                let stale =
+                    r.user_config != d.spec.user_config || r.max_ongoing_requests != d.spec.max_ongoing_requests;
                 if r.version == d.version && stale && !r.reconfiguring && r.state == ReplicaState::RUNNING {
                     r.reconfiguring = true;
                     r.state = ReplicaState::UPDATING;
@@ -460,7 +487,10 @@ impl State {
         // Deleted deployments with no replicas left are forgotten, and so are their apps.
         self.deployments.retain(|_, d| !(d.deleting && d.replicas.is_empty()));
         let deployments = &self.deployments;
-        self.apps.retain(|a| !(a.deleting && a.deployments.iter().all(|n| !deployments.contains_key(&DeploymentId::new(&a.config.name, n)))));
+        self.apps.retain(|a| {
+            !(a.deleting
+                && a.deployments.iter().all(|n| !deployments.contains_key(&DeploymentId::new(&a.config.name, n))))
+        });
         actions
     }
 
@@ -506,14 +536,20 @@ impl State {
         let mut table = RoutingTable { version: self.table.version, ..Default::default() };
         for app in self.apps.iter().filter(|a| !a.deleting) {
             let Some(ingress) = &app.ingress else { continue };
-            table.routes.push(AppRoute { app: app.config.name.clone(), route_prefix: app.config.route_prefix.clone(), ingress: ingress.clone() });
+            table.routes.push(AppRoute {
+                app: app.config.name.clone(),
+                route_prefix: app.config.route_prefix.clone(),
+                ingress: ingress.clone(),
+            });
         }
         for (id, d) in &self.deployments {
             let replicas: Vec<ReplicaEndpoint> = d
                 .replicas
                 .values()
                 .filter(|r| matches!(r.state, ReplicaState::RUNNING | ReplicaState::UPDATING))
-                .filter_map(|r| r.address.as_ref().map(|a| ReplicaEndpoint { replica_id: r.id.clone(), address: a.clone() }))
+                .filter_map(|r| {
+                    r.address.as_ref().map(|a| ReplicaEndpoint { replica_id: r.id.clone(), address: a.clone() })
+                })
                 .collect();
             let unavailable = replicas.is_empty() && (d.status == DeploymentStatus::DEPLOY_FAILED || d.deleting);
             table.deployments.insert(
@@ -638,7 +674,10 @@ fn deployment_config(d: &ResolvedDeployment) -> Value {
             })
         }),
     );
-    m.insert("rolling_update_percentage".into(), serde_json::json!(e.rolling_update_percentage.unwrap_or(defaults::ROLLING_UPDATE_PERCENTAGE)));
+    m.insert(
+        "rolling_update_percentage".into(),
+        serde_json::json!(e.rolling_update_percentage.unwrap_or(defaults::ROLLING_UPDATE_PERCENTAGE)),
+    );
     m.insert("max_surge_percent".into(), serde_json::json!(e.max_surge_percent.unwrap_or(defaults::MAX_SURGE_PERCENT)));
     if let Some(n) = d.max_replicas_per_node {
         m.insert("max_replicas_per_node".into(), serde_json::json!(n));
@@ -667,7 +706,10 @@ fn app_status(app: &App, deployments: &[DeploymentStatusInfo]) -> (ApplicationSt
     };
     let failed = names(DeploymentStatus::DEPLOY_FAILED);
     if !failed.is_empty() {
-        return (ApplicationStatus::DEPLOY_FAILED, format!("Failed to update the deployments [{}].", failed.join(", ")));
+        return (
+            ApplicationStatus::DEPLOY_FAILED,
+            format!("Failed to update the deployments [{}].", failed.join(", ")),
+        );
     }
     let unhealthy = names(DeploymentStatus::UNHEALTHY);
     if !unhealthy.is_empty() {

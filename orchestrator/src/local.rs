@@ -60,7 +60,8 @@ impl Orchestrator for LocalOrchestrator {
         if let Some(cfg) = &spec.user_config {
             cmd.env(USER_CONFIG_ENV, cfg.to_string());
         }
-        let mut child = cmd.spawn().map_err(|source| OrchestratorError::Spawn { replica_id: spec.replica_id.clone(), source })?;
+        let mut child =
+            cmd.spawn().map_err(|source| OrchestratorError::Spawn { replica_id: spec.replica_id.clone(), source })?;
         let pid = child.id().unwrap_or_default();
         self.children.lock().unwrap_or_else(|e| e.into_inner()).insert(spec.replica_id.clone(), pid);
         tracing::info!(replica = %spec.replica_id, app = %spec.app, deployment = %spec.deployment, pid, "replica process started");

@@ -76,12 +76,8 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 impl Proxy {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        let request_id = req
-            .headers()
-            .get(&X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .unwrap_or_else(uuid4);
+        let request_id =
+            req.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_string).unwrap_or_else(uuid4);
         let mut response = self.route(req, &request_id).await;
         if !respond::is_bare(&response) {
             if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -110,7 +106,8 @@ impl Proxy {
         let route_prefix = route.route_prefix.clone().unwrap_or_default();
         drop(snapshot);
 
-        if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+        if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        {
             if len > self.config.max_body_bytes as u64 {
                 return self.too_large();
             }
@@ -130,7 +127,10 @@ impl Proxy {
             headers: parts
                 .headers
                 .iter()
-                .map(|(name, value)| pb::Header { name: name.as_str().to_string(), value: Bytes::copy_from_slice(value.as_bytes()) })
+                .map(|(name, value)| pb::Header {
+                    name: name.as_str().to_string(),
+                    value: Bytes::copy_from_slice(value.as_bytes()),
+                })
                 .collect(),
             body,
             route_prefix,

@@ -58,7 +58,9 @@ impl Request {
     /// Positional argument `i` of a handle call.
     pub fn arg(&self, i: usize) -> Result<Value, DeploymentError> {
         let args = self.json()?;
-        args.get(i).cloned().ok_or_else(|| DeploymentError(format!("TypeError: {} missing positional argument {i}", self.method)))
+        args.get(i)
+            .cloned()
+            .ok_or_else(|| DeploymentError(format!("TypeError: {} missing positional argument {i}", self.method)))
     }
 }
 
@@ -94,7 +96,11 @@ impl Reply {
     }
 
     fn with_type(body: Bytes, content_type: &'static str) -> Self {
-        Reply { status: 200, headers: vec![("content-type".to_string(), Bytes::from_static(content_type.as_bytes()))], body }
+        Reply {
+            status: 200,
+            headers: vec![("content-type".to_string(), Bytes::from_static(content_type.as_bytes()))],
+            body,
+        }
     }
 }
 
@@ -148,6 +154,11 @@ pub trait Deployment: Send + Sync + 'static {
 }
 
 /// Helper for handle calls that return a JSON value.
-pub async fn call_handle(handle: &DeploymentHandle, method: &str, args: Value, request_id: &str) -> Result<Value, DeploymentError> {
+pub async fn call_handle(
+    handle: &DeploymentHandle,
+    method: &str,
+    args: Value,
+    request_id: &str,
+) -> Result<Value, DeploymentError> {
     handle.call(method, args, request_id).await.map_err(|e| DeploymentError(e.to_string()))
 }

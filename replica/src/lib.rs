@@ -76,7 +76,11 @@ pub struct ReplicaOptions {
 }
 
 /// Runs one replica until `shutdown` resolves, then drains and returns.
-pub async fn run(registry: Arc<Registry>, opts: ReplicaOptions, shutdown: impl Future<Output = ()>) -> Result<(), ReplicaError> {
+pub async fn run(
+    registry: Arc<Registry>,
+    opts: ReplicaOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ReplicaError> {
     let router = Router::new();
     let follow = tokio::spawn(follow_controller(router.clone(), opts.controller.clone(), opts.replica_id.clone()));
     let startup = |source| ReplicaError::Startup { deployment: opts.deployment.clone(), source };
@@ -94,12 +98,12 @@ pub async fn run(registry: Arc<Registry>, opts: ReplicaOptions, shutdown: impl F
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(service)
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+        tonic::transport::Server::builder().tcp_nodelay(true).add_service(service).serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async {
                 let _ = stop_rx.await;
-            }),
+            },
+        ),
     );
 
     register(&opts, &address.to_string()).await?;

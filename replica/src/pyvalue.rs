@@ -115,7 +115,9 @@ pub fn unpack2(v: &Value) -> PyResult<(Value, Value)> {
     };
     match <[Value; 2]>::try_from(items) {
         Ok([x, y]) => Ok((x, y)),
-        Err(items) if items.len() < 2 => Err(format!("ValueError: not enough values to unpack (expected 2, got {})", items.len())),
+        Err(items) if items.len() < 2 => {
+            Err(format!("ValueError: not enough values to unpack (expected 2, got {})", items.len()))
+        }
         Err(_) => Err("ValueError: too many values to unpack (expected 2)".into()),
     }
 }
@@ -201,7 +203,10 @@ pub fn str(v: &Value) -> String {
         Value::Number(n) => number_repr(n),
         Value::String(s) => s.clone(),
         Value::Array(items) => format!("[{}]", items.iter().map(repr).collect::<Vec<_>>().join(", ")),
-        Value::Object(m) => format!("{{{}}}", m.iter().map(|(k, v)| format!("{}: {}", str_repr(k), repr(v))).collect::<Vec<_>>().join(", ")),
+        Value::Object(m) => format!(
+            "{{{}}}",
+            m.iter().map(|(k, v)| format!("{}: {}", str_repr(k), repr(v))).collect::<Vec<_>>().join(", ")
+        ),
     }
 }
 

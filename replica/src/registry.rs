@@ -71,7 +71,12 @@ impl Registry {
     }
 
     /// Builds deployment `name` of the application at `import_path`.
-    pub fn build(&self, import_path: &str, name: &str, ctx: &BuildContext) -> Result<Arc<dyn Deployment>, DeploymentError> {
+    pub fn build(
+        &self,
+        import_path: &str,
+        name: &str,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn Deployment>, DeploymentError> {
         let app = self.find(import_path).ok_or_else(|| DeploymentError(self.unknown(import_path)))?;
         let def = app
             .deployments

@@ -5,7 +5,6 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
-
 use photon_proto::v1 as pb;
 use photon_proto::v1::replica_service_server::ReplicaService;
 use serde_json::Value;
@@ -119,12 +118,18 @@ impl ReplicaService for ReplicaServer {
         }
     }
 
-    async fn reconfigure(&self, request: Request<pb::ReconfigureRequest>) -> Result<Response<pb::ReconfigureResponse>, Status> {
+    async fn reconfigure(
+        &self,
+        request: Request<pb::ReconfigureRequest>,
+    ) -> Result<Response<pb::ReconfigureResponse>, Status> {
         let r = request.into_inner();
         let user_config: Option<Value> = if r.user_config_json.is_empty() {
             None
         } else {
-            Some(serde_json::from_str(&r.user_config_json).map_err(|e| Status::invalid_argument(format!("user_config: {e}")))?)
+            Some(
+                serde_json::from_str(&r.user_config_json)
+                    .map_err(|e| Status::invalid_argument(format!("user_config: {e}")))?,
+            )
         };
         let mut current = self.0.user_config.lock().await;
         if *current != user_config {
@@ -142,4 +147,3 @@ impl ReplicaService for ReplicaServer {
 pub fn user_config_json(user_config: Option<&Value>) -> String {
     user_config.map(Value::to_string).unwrap_or_default()
 }
-

@@ -5,7 +5,9 @@
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RouterError {
     /// The caller's queue for the deployment already holds `max_queued_requests`.
-    #[error("Request dropped due to backpressure (num_queued_requests={num_queued}, max_queued_requests={max_queued}).")]
+    #[error(
+        "Request dropped due to backpressure (num_queued_requests={num_queued}, max_queued_requests={max_queued})."
+    )]
     BackPressure {
         /// Requests waiting when this one arrived.
         num_queued: usize,

@@ -66,7 +66,12 @@ impl DeploymentQueue {
     pub(crate) fn new(id: DeploymentId) -> Arc<Self> {
         Arc::new(DeploymentQueue {
             id,
-            state: Mutex::new(State { max_ongoing: 1, max_queued: -1, backpressure_status_code: 503, ..Default::default() }),
+            state: Mutex::new(State {
+                max_ongoing: 1,
+                max_queued: -1,
+                backpressure_status_code: 503,
+                ..Default::default()
+            }),
         })
     }
 
@@ -92,7 +97,11 @@ impl DeploymentQueue {
                     .iter()
                     .map(|r| match old.iter().position(|s| s.replica_id == r.replica_id) {
                         Some(i) => old.swap_remove(i),
-                        None => Slot { replica_id: r.replica_id.clone(), client: client_for(&r.replica_id, &r.address), in_flight: 0 },
+                        None => Slot {
+                            replica_id: r.replica_id.clone(),
+                            client: client_for(&r.replica_id, &r.address),
+                            in_flight: 0,
+                        },
                     })
                     .collect();
                 st.max_ongoing = t.max_ongoing_requests;
@@ -151,7 +160,11 @@ impl DeploymentQueue {
             if let Some(i) = Self::pick(&mut st) {
                 let slot = &mut st.slots[i];
                 slot.in_flight += 1;
-                return Ok(Permit { queue: self.clone(), replica_id: slot.replica_id.clone(), client: slot.client.clone() });
+                return Ok(Permit {
+                    queue: self.clone(),
+                    replica_id: slot.replica_id.clone(),
+                    client: slot.client.clone(),
+                });
             }
             if st.max_queued >= 0 {
                 st.waiters.retain(|w| !w.is_closed());
@@ -279,7 +292,10 @@ mod tests {
             max_queued_requests: max_queued,
             backpressure_status_code: 503,
             retry_after_s: None,
-            replicas: replicas.iter().map(|r| ReplicaEndpoint { replica_id: r.to_string(), address: "127.0.0.1:1".into() }).collect(),
+            replicas: replicas
+                .iter()
+                .map(|r| ReplicaEndpoint { replica_id: r.to_string(), address: "127.0.0.1:1".into() })
+                .collect(),
             unavailable: false,
         }
     }

@@ -25,10 +25,16 @@ pub async fn follow_controller(router: Router, controller: String, subscriber: S
     }
 }
 
-async fn watch_once(router: &Router, controller: &str, subscriber: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn watch_once(
+    router: &Router,
+    controller: &str,
+    subscriber: &str,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut client = ControllerServiceClient::connect(controller.to_string()).await?;
-    let mut stream =
-        client.watch_routing_table(pb::WatchRoutingTableRequest { subscriber: subscriber.to_string() }).await?.into_inner();
+    let mut stream = client
+        .watch_routing_table(pb::WatchRoutingTableRequest { subscriber: subscriber.to_string() })
+        .await?
+        .into_inner();
     while let Some(table) = stream.message().await? {
         router.apply(RoutingTable::try_from(table)?);
     }

@@ -99,9 +99,17 @@ impl TryFrom<pb::RoutingTable> for RoutingTable {
             let targets = DeploymentTargets {
                 max_ongoing_requests: d.max_ongoing_requests,
                 max_queued_requests: d.max_queued_requests,
-                backpressure_status_code: if d.backpressure_status_code == 0 { 503 } else { d.backpressure_status_code as u16 },
+                backpressure_status_code: if d.backpressure_status_code == 0 {
+                    503
+                } else {
+                    d.backpressure_status_code as u16
+                },
                 retry_after_s: d.retry_after_s,
-                replicas: d.replicas.into_iter().map(|r| ReplicaEndpoint { replica_id: r.replica_id, address: r.address }).collect(),
+                replicas: d
+                    .replicas
+                    .into_iter()
+                    .map(|r| ReplicaEndpoint { replica_id: r.replica_id, address: r.address })
+                    .collect(),
                 unavailable: d.unavailable,
             };
             deployments.insert(DeploymentId::new(d.app, d.deployment), targets);
@@ -117,7 +125,11 @@ impl From<&RoutingTable> for pb::RoutingTable {
             routes: t
                 .routes
                 .iter()
-                .map(|r| pb::Route { app: r.app.clone(), route_prefix: r.route_prefix.clone(), ingress_deployment: r.ingress.clone() })
+                .map(|r| pb::Route {
+                    app: r.app.clone(),
+                    route_prefix: r.route_prefix.clone(),
+                    ingress_deployment: r.ingress.clone(),
+                })
                 .collect(),
             deployments: t
                 .deployments

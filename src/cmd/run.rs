@@ -1,5 +1,6 @@
-//! `photon run CONFIG`: validate the config, start the head, deploy, serve until SIGINT/SIGTERM.
-//! A config error exits non-zero with every field-path message and starts nothing.
+//! `photon run CONFIG` (validate, start the head, deploy, serve until SIGINT/SIGTERM) and
+//! `photon start` (the head with no applications). A config error exits non-zero with every
+//! field-path message and starts nothing.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -15,12 +16,11 @@ use photon_replica::Registry;
 use crate::head::{Head, HeadOptions};
 
 /// Exit status for a config that does not validate (sysexits' EX_DATAERR).
-const EXIT_BAD_CONFIG: u8 = 65;
+pub const EXIT_BAD_CONFIG: u8 = 65;
 
+/// Where the head listens; shared by `run` and `start`.
 #[derive(Args)]
-pub struct RunArgs {
-    /// A Ray Serve config (YAML or JSON), or a RayService manifest.
-    config: PathBuf,
+pub struct HeadArgs {
     /// HTTP port (overrides `http_options.port`; 0 picks a free port).
     #[arg(long, env = "PHOTON_HTTP_PORT")]
     http_port: Option<u16>,
@@ -44,6 +44,20 @@ pub struct RunArgs {
     max_request_body_bytes: usize,
 }
 
+#[derive(Args)]
+pub struct RunArgs {
+    /// A Ray Serve config (YAML or JSON), or a RayService manifest.
+    config: PathBuf,
+    #[command(flatten)]
+    head: HeadArgs,
+}
+
+#[derive(Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    head: HeadArgs,
+}
+
 /// Checks what only this binary can know: that each import path exists in the registry and
 /// that each override names one of its deployments.
 fn check_against_registry(config: &ServeConfig, registry: &Registry) -> Result<(), ConfigError> {
@@ -65,41 +79,57 @@ fn check_against_registry(config: &ServeConfig, registry: &Registry) -> Result<(
     }
 }
 
+fn head_options(args: &HeadArgs, config: &ServeConfig) -> anyhow::Result<HeadOptions> {
+    let host: IpAddr = match args.http_host {
+        Some(h) => h,
+        None => config
+            .http_options
+            .host
+            .parse()
+            .with_context(|| format!("http_options.host: not an IP address: {:?}", config.http_options.host))?,
+    };
+    if !config.grpc_options.grpc_servicer_functions.is_empty() || args.grpc_port.is_some() {
+        tracing::warn!("the gRPC proxy is not built yet; only HTTP is served");
+    }
+    Ok(HeadOptions {
+        http: SocketAddr::new(host, args.http_port.unwrap_or(config.http_options.port)),
+        controller: SocketAddr::from(([127, 0, 0, 1], args.controller_port)),
+        dashboard: SocketAddr::new(args.dashboard_host, args.dashboard_port),
+        http_config: HttpConfig {
+            root_path: config.http_options.root_path.clone(),
+            max_body_bytes: args.max_request_body_bytes,
+        },
+        startup_config: config.clone(),
+    })
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init();
-    let text = std::fs::read_to_string(&args.config).with_context(|| format!("cannot read {}", args.config.display()))?;
+    let text =
+        std::fs::read_to_string(&args.config).with_context(|| format!("cannot read {}", args.config.display()))?;
     let registry = Arc::new(Registry::builtin());
-    let parsed = match photon_config::parse_yaml(&text).and_then(|p| check_against_registry(&p.config, &registry).map(|()| p)) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("photon: {}: {e}", args.config.display());
-            return Ok(ExitCode::from(EXIT_BAD_CONFIG));
-        }
-    };
+    let parsed =
+        match photon_config::parse_yaml(&text).and_then(|p| check_against_registry(&p.config, &registry).map(|()| p)) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("photon: {}: {e}", args.config.display());
+                return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+            }
+        };
     for w in &parsed.warnings {
         tracing::warn!("{}: {w}", args.config.display());
     }
-    let config = parsed.config;
-    let host: IpAddr = match args.http_host {
-        Some(h) => h,
-        None => config.http_options.host.parse().with_context(|| format!("http_options.host: not an IP address: {:?}", config.http_options.host))?,
-    };
-    let http_port = args.http_port.unwrap_or(config.http_options.port);
-    if !config.grpc_options.grpc_servicer_functions.is_empty() {
-        tracing::warn!("grpc_options.grpc_servicer_functions is set, but the gRPC proxy is not built yet; only HTTP is served");
-    }
-    if let Some(port) = args.grpc_port {
-        tracing::warn!(port, "--grpc-port is accepted, but the gRPC proxy is not built yet");
-    }
-    let opts = HeadOptions {
-        http: SocketAddr::new(host, http_port),
-        controller: SocketAddr::from(([127, 0, 0, 1], args.controller_port)),
-        dashboard: SocketAddr::new(args.dashboard_host, args.dashboard_port),
-        startup_config: config.clone(),
-        http_config: HttpConfig { root_path: config.http_options.root_path.clone(), max_body_bytes: args.max_request_body_bytes },
-    };
-    let head = Head::start(opts, registry).await?;
-    head.controller.apply(config).await?;
+    let head = Head::start(head_options(&args.head, &parsed.config)?, registry).await?;
+    head.controller.apply(parsed.config).await?;
+    crate::head::terminate_signal().await;
+    head.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
+    crate::logging::init();
+    let empty = photon_config::from_value(&serde_json::json!({ "applications": [] }))?.config;
+    let head = Head::start(head_options(&args.head, &empty)?, Arc::new(Registry::builtin())).await?;
     crate::head::terminate_signal().await;
     head.shutdown().await;
     Ok(ExitCode::SUCCESS)

@@ -30,7 +30,10 @@ impl Deployment for Operator {
         }
         let input = request.arg(0)?;
         let operand = match std::env::var(self.override_var) {
-            Ok(text) => json!(text.trim().parse::<i64>().map_err(|e| DeploymentError(format!("ValueError: int({text:?}): {e}")))?),
+            Ok(text) => json!(text
+                .trim()
+                .parse::<i64>()
+                .map_err(|e| DeploymentError(format!("ValueError: int({text:?}): {e}")))?),
             Err(_) => self.operand.read().unwrap_or_else(|e| e.into_inner()).clone(),
         };
         Reply::json(&(self.apply)(&input, &operand)?)
@@ -97,7 +100,9 @@ pub(super) fn app() -> AppDef {
             DeploymentDef {
                 name: "Router",
                 defaults: json!({"name": "Router", "ray_actor_options": {"num_cpus": 0.1}}),
-                build: |ctx: &BuildContext| Ok(Arc::new(CalcRouter { adder: ctx.handle("Adder"), multiplier: ctx.handle("Multiplier") })),
+                build: |ctx: &BuildContext| {
+                    Ok(Arc::new(CalcRouter { adder: ctx.handle("Adder"), multiplier: ctx.handle("Multiplier") }))
+                },
             },
         ],
     }

@@ -46,20 +46,28 @@ impl Deployment for Sleep {
 
     async fn reconfigure(&self, user_config: Option<&Value>) -> Result<(), DeploymentError> {
         let ms = config_get(user_config, "sleep_ms", json!(DEFAULT_SLEEP_MS))?;
-        let ms = ms.as_u64().ok_or_else(|| DeploymentError(format!("user_config.sleep_ms must be a non-negative integer, got {ms}")))?;
+        let ms = ms
+            .as_u64()
+            .ok_or_else(|| DeploymentError(format!("user_config.sleep_ms must be a non-negative integer, got {ms}")))?;
         self.sleep_ms.store(ms, Ordering::Relaxed);
         Ok(())
     }
 }
 
 fn single(import_path: &'static str, name: &'static str, build: crate::registry::Constructor) -> AppDef {
-    AppDef { import_path, ingress: name, deployments: vec![DeploymentDef { name, defaults: json!({ "name": name }), build }] }
+    AppDef {
+        import_path,
+        ingress: name,
+        deployments: vec![DeploymentDef { name, defaults: json!({ "name": name }), build }],
+    }
 }
 
 pub(super) fn apps() -> Vec<AppDef> {
     vec![
         single("photon.examples:noop", "Noop", |_| Ok(Arc::new(Noop))),
         single("photon.examples:echo", "Echo", |_| Ok(Arc::new(Echo))),
-        single("photon.examples:sleep", "Sleep", |_| Ok(Arc::new(Sleep { sleep_ms: AtomicU64::new(DEFAULT_SLEEP_MS) }))),
+        single("photon.examples:sleep", "Sleep", |_| {
+            Ok(Arc::new(Sleep { sleep_ms: AtomicU64::new(DEFAULT_SLEEP_MS) }))
+        }),
     ]
 }

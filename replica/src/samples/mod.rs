@@ -15,10 +15,16 @@ pub(crate) fn all() -> Vec<AppDef> {
 }
 
 /// `cfg.get(key, default)` on a user_config that must be a dict (Python raises otherwise).
-pub(crate) fn config_get(user_config: Option<&serde_json::Value>, key: &str, default: serde_json::Value) -> Result<serde_json::Value, crate::DeploymentError> {
+pub(crate) fn config_get(
+    user_config: Option<&serde_json::Value>,
+    key: &str,
+    default: serde_json::Value,
+) -> Result<serde_json::Value, crate::DeploymentError> {
     match user_config {
         None => Ok(default),
         Some(serde_json::Value::Object(m)) => Ok(m.get(key).cloned().unwrap_or(default)),
-        Some(other) => Err(crate::DeploymentError(format!("AttributeError: user_config {other} has no attribute 'get'"))),
+        Some(other) => {
+            Err(crate::DeploymentError(format!("AttributeError: user_config {other} has no attribute 'get'")))
+        }
     }
 }
