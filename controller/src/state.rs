@@ -402,6 +402,7 @@ impl State {
                         user_config: d.spec.user_config.clone(),
                         env_vars: d.spec.env_vars.clone(),
                         graceful_shutdown_timeout: secs(d.spec.graceful_shutdown_timeout_s),
+                        graceful_shutdown_wait_loop: secs(d.spec.graceful_shutdown_wait_loop_s),
                     };
                     d.replicas.insert(
                         replica_id.clone(),

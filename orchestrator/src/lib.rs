@@ -36,6 +36,8 @@ pub struct ReplicaSpec {
     pub env_vars: BTreeMap<String, String>,
     /// Longest drain when stopping.
     pub graceful_shutdown_timeout: Duration,
+    /// Drain poll interval (`graceful_shutdown_wait_loop_s`).
+    pub graceful_shutdown_wait_loop: Duration,
 }
 
 /// Something that happened to a replica the orchestrator started.

@@ -52,6 +52,7 @@ impl Orchestrator for LocalOrchestrator {
             .args(["--controller", &spec.controller])
             .args(["--max-ongoing-requests", &spec.max_ongoing_requests.to_string()])
             .args(["--graceful-shutdown-timeout-s", &spec.graceful_shutdown_timeout.as_secs_f64().to_string()])
+            .args(["--graceful-shutdown-wait-loop-s", &spec.graceful_shutdown_wait_loop.as_secs_f64().to_string()])
             .arg("--exit-with-parent")
             .envs(&spec.env_vars)
             .env_remove(USER_CONFIG_ENV)

@@ -71,6 +71,8 @@ pub struct ReplicaOptions {
     pub user_config: Option<Value>,
     /// Longest wait for in-flight requests when stopping.
     pub graceful_shutdown_timeout: Duration,
+    /// Poll interval of the drain, and how long routers get to drop this replica.
+    pub graceful_shutdown_wait_loop: Duration,
     /// Address to listen on (port 0 picks one).
     pub bind: String,
 }
@@ -111,7 +113,10 @@ pub async fn run(
 
     shutdown.await;
     tracing::info!(replica = %opts.replica_id, "draining");
-    if tokio::time::timeout(opts.graceful_shutdown_timeout, state.drain()).await.is_err() {
+    if tokio::time::timeout(opts.graceful_shutdown_timeout, state.drain(opts.graceful_shutdown_wait_loop))
+        .await
+        .is_err()
+    {
         tracing::warn!(replica = %opts.replica_id, ongoing = state.ongoing(), "graceful shutdown timed out");
     }
     let _ = stop_tx.send(());

@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use photon_proto::v1 as pb;
 use photon_proto::v1::replica_service_server::ReplicaService;
@@ -41,15 +42,19 @@ impl ReplicaState {
         self.ongoing.load(Ordering::Acquire)
     }
 
-    /// Stops accepting requests; resolves when none is executing.
-    pub async fn drain(&self) {
+    /// Ray's graceful shutdown: refuse new requests (routers retry them elsewhere), wait one
+    /// `wait_loop` so that every router has seen this replica leave the routing table, then
+    /// resolve once no request is executing (checked every `wait_loop`, and at once when the
+    /// last one ends).
+    pub async fn drain(&self, wait_loop: Duration) {
         self.draining.store(true, Ordering::Release);
+        tokio::time::sleep(wait_loop).await;
         loop {
             let notified = self.idle.notified();
             if self.ongoing() == 0 {
                 return;
             }
-            notified.await;
+            let _ = tokio::time::timeout(wait_loop, notified).await;
         }
     }
 

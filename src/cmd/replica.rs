@@ -33,6 +33,9 @@ pub struct ReplicaArgs {
     /// Longest drain when stopping, seconds.
     #[arg(long, default_value_t = photon_config::defaults::GRACEFUL_SHUTDOWN_TIMEOUT_S)]
     graceful_shutdown_timeout_s: f64,
+    /// Drain poll interval, seconds.
+    #[arg(long, default_value_t = photon_config::defaults::GRACEFUL_SHUTDOWN_WAIT_LOOP_S)]
+    graceful_shutdown_wait_loop_s: f64,
     /// Address for the replica's service.
     #[arg(long, default_value = "127.0.0.1:0")]
     bind: String,
@@ -59,6 +62,7 @@ pub async fn run(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
         max_ongoing_requests: args.max_ongoing_requests,
         user_config,
         graceful_shutdown_timeout: Duration::from_secs_f64(args.graceful_shutdown_timeout_s.max(0.0)),
+        graceful_shutdown_wait_loop: Duration::from_secs_f64(args.graceful_shutdown_wait_loop_s.max(0.0)),
         bind: args.bind,
     };
     let span = tracing::info_span!("replica", app = %args.app, deployment = %args.deployment, id = %args.replica_id);

@@ -62,11 +62,16 @@ impl Photon {
     }
 
     pub fn run_file(path: &std::path::Path, extra: &[&str]) -> Photon {
+        let mut args: Vec<std::ffi::OsString> = vec!["run".into(), path.into()];
+        args.extend(["--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"].map(Into::into));
+        args.extend(extra.iter().map(Into::into));
+        Photon::spawn(&args)
+    }
+
+    /// Starts `photon ARGS...` and waits until it logs its HTTP and REST addresses.
+    fn spawn(args: &[std::ffi::OsString]) -> Photon {
         let mut child = Command::new(PHOTON)
-            .arg("run")
-            .arg(path)
-            .args(["--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"])
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -232,4 +237,73 @@ pub async fn get(addr: &str, path: &str) -> Reply {
 
 pub async fn post_json(addr: &str, path: &str, body: &str) -> Reply {
     request(addr, "POST", path, &[("content-type", "application/json")], body.as_bytes()).await
+}
+
+/// Steady load: `workers` loops posting `body` to `path` until stopped; counts every answer.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<(u16, String)>>>,
+    started: Instant,
+}
+
+impl Load {
+    pub fn start(addr: &str, path: &'static str, body: &'static str, workers: usize) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..workers)
+            .map(|_| {
+                let (addr, stop) = (addr.to_string(), stop.clone());
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let r = post_json(&addr, path, body).await;
+                        seen.push((r.status, r.text()));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Load { stop, tasks, started: Instant::now() }
+    }
+
+    /// Stops the load; returns every (status, body) and the request rate.
+    pub async fn finish(self) -> (Vec<(u16, String)>, f64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = Vec::new();
+        for t in self.tasks {
+            all.extend(t.await.unwrap());
+        }
+        let rate = all.len() as f64 / self.started.elapsed().as_secs_f64();
+        (all, rate)
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A running `photon start` (no applications).
+pub fn start_head() -> Photon {
+    let args: Vec<std::ffi::OsString> =
+        ["start", "--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"].map(Into::into).to_vec();
+    Photon::spawn(&args)
+}
+
+/// Runs a `photon` CLI command without blocking the test's runtime (load tasks keep running);
+/// returns (success, stdout, stderr).
+pub async fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(PHOTON).args(args).stdin(Stdio::null()).output().await.expect("photon runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
