@@ -194,3 +194,32 @@ async fn rest_api_speaks_rays_dashboard_contract() {
     let delete = request(&head.rest, "DELETE", "/api/serve/applications/", &[], b"").await;
     assert_eq!(delete.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_that_cannot_start_is_deploy_failed_and_deploy_says_so() {
+    let head = start_head();
+    let address = format!("http://{}", head.rest);
+    // Sleep's reconfigure rejects a non-integer sleep_ms, so every replica fails at startup.
+    let bad = TempFile::new(
+        "serve.yaml",
+        "applications:\n  - name: broken\n    import_path: photon.examples:sleep\n    route_prefix: /b\n    deployments:\n      - name: Sleep\n        user_config: {sleep_ms: soon}\n  - name: fine\n    import_path: photon.examples:noop\n    route_prefix: /f\n",
+    );
+    let (ok, out, err) = cli(&["deploy", bad.path.to_str().unwrap(), "--address", &address]).await;
+    assert!(!ok, "deploy succeeded: {out}");
+    assert!(err.contains("application broken failed"), "{err}");
+    let details = head.details().await;
+    let app = &details["applications"]["broken"];
+    assert_eq!(app["status"], "DEPLOY_FAILED");
+    assert_eq!(app["message"], "Failed to update the deployments ['Sleep'].");
+    let dep = &app["deployments"]["Sleep"];
+    assert_eq!(dep["status"], "DEPLOY_FAILED");
+    assert_eq!(dep["status_trigger"], "REPLICA_STARTUP_FAILED");
+    assert!(dep["message"].as_str().unwrap().contains("failed to start 3 times in a row"), "{dep}");
+    // Ray answers requests for a deployment that failed to deploy with 503.
+    let r = get(&head.http, "/b").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.text(), "Deployment(name='Sleep', app='broken') is unavailable because it failed to deploy.");
+    // The other application is unaffected.
+    head.wait_running(&["fine"]).await;
+    assert_eq!(get(&head.http, "/f").await.text(), "ok");
+}
