@@ -60,7 +60,7 @@ impl Head {
         let mut tasks = Vec::new();
         let grpc = ControllerServiceServer::new(ControllerGrpc(controller.clone()));
         tasks.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(controller_listener);
+            let incoming = photon_router::incoming_nodelay(controller_listener);
             if let Err(e) = tonic::transport::Server::builder().add_service(grpc).serve_with_incoming(incoming).await {
                 tracing::error!(error = %e, "controller service stopped");
             }

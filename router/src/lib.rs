@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-pub use client::{ReplicaClient, ReplicaFailure, MAX_MESSAGE_BYTES};
+pub use client::{incoming_nodelay, ReplicaClient, ReplicaFailure, MAX_MESSAGE_BYTES};
 pub use error::RouterError;
 pub use handle::DeploymentHandle;
 pub use queue::{DeploymentQueue, Permit};
