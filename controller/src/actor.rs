@@ -8,7 +8,8 @@ use std::time::Duration;
 use photon_config::{AppCatalog, ServeConfig};
 use photon_orchestrator::{Orchestrator, ReplicaEvent};
 use photon_proto::v1 as pb;
-use photon_router::{ReplicaClient, RoutingTable};
+use photon_proto::v1::replica_service_client::ReplicaServiceClient;
+use photon_router::RoutingTable;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -24,7 +25,7 @@ const COMMANDS: usize = 1024;
 
 pub(crate) enum Command {
     Apply(Box<ServeConfig>, oneshot::Sender<()>),
-    Registered { replica_id: String, address: String, pid: u32, reply: oneshot::Sender<bool> },
+    Registered { replica_id: String, address: String, data_address: String, pid: u32, reply: oneshot::Sender<bool> },
     Health { replica_id: String, result: Result<(), String> },
     Reconfigured { replica_id: String, result: Result<(Option<Value>, u32), String> },
     Status(oneshot::Sender<InstanceStatus>),
@@ -51,8 +52,14 @@ impl ControllerHandle {
     }
 
     /// A replica's registration; `false` when the controller does not want it.
-    pub async fn register(&self, replica_id: String, address: String, pid: u32) -> Result<bool, ControllerError> {
-        self.ask(|reply| Command::Registered { replica_id, address, pid, reply }).await
+    pub async fn register(
+        &self,
+        replica_id: String,
+        address: String,
+        data_address: String,
+        pid: u32,
+    ) -> Result<bool, ControllerError> {
+        self.ask(|reply| Command::Registered { replica_id, address, data_address, pid, reply }).await
     }
 
     /// The current status of every application.
@@ -124,8 +131,8 @@ impl Actor {
                 self.state.apply(&config, self.catalog.as_ref(), now);
                 let _ = reply.send(());
             }
-            Command::Registered { replica_id, address, pid, reply } => {
-                let wanted = self.state.on_registered(&replica_id, &address, pid, now);
+            Command::Registered { replica_id, address, data_address, pid, reply } => {
+                let wanted = self.state.on_registered(&replica_id, &address, &data_address, pid, now);
                 if wanted {
                     tracing::info!(replica = %replica_id, %address, "replica registered");
                 }
@@ -180,7 +187,7 @@ impl Actor {
             Action::CheckHealth { replica_id, address, timeout } => {
                 let commands = self.commands.clone();
                 tokio::spawn(async move {
-                    let mut client = ReplicaClient::lazy(&address).grpc();
+                    let mut client = control_client(&address);
                     let result = match tokio::time::timeout(timeout, client.health(pb::HealthRequest {})).await {
                         Ok(Ok(_)) => Ok(()),
                         Ok(Err(status)) => Err(status.message().to_string()),
@@ -192,7 +199,7 @@ impl Actor {
             Action::Reconfigure { replica_id, address, user_config, max_ongoing_requests } => {
                 let commands = self.commands.clone();
                 tokio::spawn(async move {
-                    let mut client = ReplicaClient::lazy(&address).grpc();
+                    let mut client = control_client(&address);
                     let request = pb::ReconfigureRequest {
                         user_config_json: user_config.as_ref().map(Value::to_string).unwrap_or_default(),
                         max_ongoing_requests,
@@ -213,4 +220,13 @@ impl Actor {
         let grace = Duration::from_secs(30);
         self.orchestrator.shutdown(grace).await;
     }
+}
+
+/// A lazily connected client of a replica's control service.
+fn control_client(address: &str) -> ReplicaServiceClient<tonic::transport::Channel> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap_or_else(|_| tonic::transport::Endpoint::from_static("http://127.0.0.1:1"))
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(2));
+    ReplicaServiceClient::new(endpoint.connect_lazy())
 }

@@ -23,7 +23,7 @@ impl ControllerService for ControllerGrpc {
         let r = request.into_inner();
         let wanted = self
             .0
-            .register(r.replica_id.clone(), r.address, r.pid)
+            .register(r.replica_id.clone(), r.address, r.data_address, r.pid)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         if wanted {

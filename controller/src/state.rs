@@ -59,7 +59,10 @@ struct Replica {
     id: String,
     version: u64,
     state: ReplicaState,
+    /// Control (gRPC) address, once registered.
     address: Option<String>,
+    /// Data (HTTP/1.1) address, once registered.
+    data_address: Option<String>,
     pid: Option<u32>,
     start_time_s: f64,
     health_failures: u32,
@@ -240,7 +243,14 @@ impl State {
 
     /// A replica announced its address: it is built, configured and passed its first health
     /// check, so it becomes RUNNING and routable. `false` when the replica is not wanted.
-    pub fn on_registered(&mut self, replica_id: &str, address: &str, pid: u32, now: Instant) -> bool {
+    pub fn on_registered(
+        &mut self,
+        replica_id: &str,
+        address: &str,
+        data_address: &str,
+        pid: u32,
+        now: Instant,
+    ) -> bool {
         for d in self.deployments.values_mut() {
             if let Some(r) = d.replicas.get_mut(replica_id) {
                 if r.state != ReplicaState::STARTING {
@@ -248,6 +258,7 @@ impl State {
                 }
                 r.state = ReplicaState::RUNNING;
                 r.address = Some(address.to_string());
+                r.data_address = Some(data_address.to_string());
                 r.pid = Some(pid);
                 r.next_health_check = now + secs(d.spec.health_check_period_s);
                 d.start_failures = 0;
@@ -411,6 +422,7 @@ impl State {
                             version: d.version,
                             state: ReplicaState::STARTING,
                             address: None,
+                            data_address: None,
                             pid: None,
                             start_time_s: unix_now(),
                             health_failures: 0,
@@ -549,7 +561,7 @@ impl State {
                 .values()
                 .filter(|r| matches!(r.state, ReplicaState::RUNNING | ReplicaState::UPDATING))
                 .filter_map(|r| {
-                    r.address.as_ref().map(|a| ReplicaEndpoint { replica_id: r.id.clone(), address: a.clone() })
+                    r.data_address.as_ref().map(|a| ReplicaEndpoint { replica_id: r.id.clone(), address: a.clone() })
                 })
                 .collect();
             let unavailable = replicas.is_empty() && (d.status == DeploymentStatus::DEPLOY_FAILED || d.deleting);

@@ -9,7 +9,7 @@ use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use photon_proto::v1 as pb;
+use photon_router::wire::{self, Answer, Call};
 use photon_router::Router;
 use tokio::net::TcpListener;
 
@@ -118,20 +118,18 @@ impl Proxy {
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return self.too_large(),
             Err(e) => return respond::text(StatusCode::BAD_REQUEST, format!("Could not read the request body: {e}")),
         };
-        let call = pb::CallRequest {
+        let (mut parts, body) = (parts, body);
+        wire::strip_hop_by_hop(&mut parts.headers);
+        let path_and_query = match parts.uri.query() {
+            Some(q) => format!("{full_path}?{q}"),
+            None => full_path,
+        };
+        let call = Call {
             request_id: request_id.to_string(),
             method: "__call__".to_string(),
-            http_method: parts.method.as_str().to_string(),
-            path: full_path,
-            query: parts.uri.query().unwrap_or_default().to_string(),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(name, value)| pb::Header {
-                    name: name.as_str().to_string(),
-                    value: Bytes::copy_from_slice(value.as_bytes()),
-                })
-                .collect(),
+            http_method: parts.method,
+            path_and_query,
+            headers: parts.headers,
             body,
             route_prefix,
         };
@@ -176,13 +174,9 @@ impl Proxy {
     }
 }
 
-fn to_response(reply: pb::CallResponse) -> Response<Body> {
-    let mut r = Response::new(Full::new(reply.body));
-    *r.status_mut() = StatusCode::from_u16(reply.status as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    for h in reply.headers {
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(&h.value)) {
-            r.headers_mut().append(name, value);
-        }
-    }
+fn to_response(answer: Answer) -> Response<Body> {
+    let mut r = Response::new(Full::new(answer.body));
+    *r.status_mut() = answer.status;
+    *r.headers_mut() = answer.headers;
     r
 }

@@ -38,8 +38,8 @@ pub struct Request {
     pub path: String,
     /// Query string without `?`.
     pub query: String,
-    /// Request headers, names lower-case.
-    pub headers: Vec<(String, Bytes)>,
+    /// Request headers (hop-by-hop ones removed).
+    pub headers: http::HeaderMap,
     /// Body bytes (for handle calls: the JSON-encoded argument list).
     pub body: Bytes,
 }
@@ -50,9 +50,9 @@ impl Request {
         serde_json::from_slice(&self.body).map_err(|e| DeploymentError(format!("JSONDecodeError: {e}")))
     }
 
-    /// The first header named `name` (lower-case).
-    pub fn header(&self, name: &str) -> Option<&Bytes> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    /// The first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&http::HeaderValue> {
+        self.headers.get(name)
     }
 
     /// Positional argument `i` of a handle call.
@@ -70,7 +70,7 @@ pub struct Reply {
     /// HTTP status.
     pub status: u16,
     /// Response headers.
-    pub headers: Vec<(String, Bytes)>,
+    pub headers: http::HeaderMap,
     /// Response body.
     pub body: Bytes,
 }
@@ -87,20 +87,18 @@ impl Reply {
     }
 
     /// Raw bytes with the given content type (none when `content_type` is `None`).
-    pub fn bytes(body: Bytes, content_type: Option<Bytes>) -> Self {
-        Reply {
-            status: 200,
-            headers: content_type.map(|t| vec![("content-type".to_string(), t)]).unwrap_or_default(),
-            body,
+    pub fn bytes(body: Bytes, content_type: Option<http::HeaderValue>) -> Self {
+        let mut headers = http::HeaderMap::new();
+        if let Some(t) = content_type {
+            headers.insert(http::header::CONTENT_TYPE, t);
         }
+        Reply { status: 200, headers, body }
     }
 
     fn with_type(body: Bytes, content_type: &'static str) -> Self {
-        Reply {
-            status: 200,
-            headers: vec![("content-type".to_string(), Bytes::from_static(content_type.as_bytes()))],
-            body,
-        }
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+        Reply { status: 200, headers, body }
     }
 }
 

@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+mod data;
 mod deployment;
 pub mod pyvalue;
 mod registry;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use photon_proto::v1 as pb;
 use photon_proto::v1::controller_service_client::ControllerServiceClient;
 use photon_proto::v1::replica_service_server::ReplicaServiceServer;
-use photon_router::{follow_controller, Router, MAX_MESSAGE_BYTES};
+use photon_router::{follow_controller, Router};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -95,9 +96,10 @@ pub async fn run(
     let state = ReplicaState::new(built, opts.max_ongoing_requests, opts.user_config.clone());
     let listener = TcpListener::bind(&opts.bind).await?;
     let address = listener.local_addr()?;
-    let service = ReplicaServiceServer::new(ReplicaServer(state.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let data_listener = TcpListener::bind(&opts.bind).await?;
+    let data_address = data_listener.local_addr()?;
+    let data = tokio::spawn(data::serve(data_listener, state.clone()));
+    let service = ReplicaServiceServer::new(ReplicaServer(state.clone()));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder().tcp_nodelay(true).add_service(service).serve_with_incoming_shutdown(
@@ -108,8 +110,8 @@ pub async fn run(
         ),
     );
 
-    register(&opts, &address.to_string()).await?;
-    tracing::info!(replica = %opts.replica_id, %address, "replica ready");
+    register(&opts, &address.to_string(), &data_address.to_string()).await?;
+    tracing::info!(replica = %opts.replica_id, control = %address, data = %data_address, "replica ready");
 
     shutdown.await;
     tracing::info!(replica = %opts.replica_id, "draining");
@@ -121,6 +123,7 @@ pub async fn run(
     }
     let _ = stop_tx.send(());
     follow.abort();
+    data.abort();
     match tokio::time::timeout(Duration::from_secs(2), server).await {
         Ok(Ok(result)) => result?,
         _ => tracing::debug!("replica server did not stop in time"),
@@ -128,13 +131,14 @@ pub async fn run(
     Ok(())
 }
 
-async fn register(opts: &ReplicaOptions, address: &str) -> Result<(), ReplicaError> {
+async fn register(opts: &ReplicaOptions, address: &str, data_address: &str) -> Result<(), ReplicaError> {
     let request = pb::RegisterReplicaRequest {
         replica_id: opts.replica_id.clone(),
         app: opts.app.clone(),
         deployment: opts.deployment.clone(),
         address: address.to_string(),
         pid: std::process::id(),
+        data_address: data_address.to_string(),
     };
     let mut last = String::new();
     for attempt in 0..20u32 {

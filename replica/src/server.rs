@@ -1,6 +1,7 @@
-//! The ReplicaService: the authoritative `max_ongoing_requests` admission (a request over the
-//! limit is refused with RESOURCE_EXHAUSTED, before anything runs, so the router retries it
-//! elsewhere), health checks, in-place reconfigure, and draining.
+//! A replica's shared state and its control service (health checks, in-place reconfigure):
+//! the authoritative `max_ongoing_requests` admission lives here and is used by the data port
+//! (`data.rs`): a request over the limit is refused before anything runs, so the router retries
+//! it elsewhere.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
-use crate::deployment::{self, Deployment};
+use crate::deployment::Deployment;
 
 /// Shared state of one replica's service.
 pub struct ReplicaState {
@@ -58,7 +59,13 @@ impl ReplicaState {
         }
     }
 
-    fn admit(self: &Arc<Self>) -> Option<Admission> {
+    /// The deployment this replica runs.
+    pub fn deployment(&self) -> &Arc<dyn Deployment> {
+        &self.deployment
+    }
+
+    /// Takes a request slot, or `None` when at `max_ongoing_requests` or draining.
+    pub fn admit(self: &Arc<Self>) -> Option<Admission> {
         if self.draining.load(Ordering::Acquire) {
             return None;
         }
@@ -70,7 +77,7 @@ impl ReplicaState {
 }
 
 /// One admitted request; gives its slot back on drop (also when the call is cancelled).
-struct Admission(Arc<ReplicaState>);
+pub struct Admission(Arc<ReplicaState>);
 
 impl Drop for Admission {
     fn drop(&mut self) {
@@ -83,39 +90,8 @@ impl Drop for Admission {
 /// The gRPC service over a replica's state.
 pub struct ReplicaServer(pub Arc<ReplicaState>);
 
-fn to_request(r: pb::CallRequest) -> deployment::Request {
-    deployment::Request {
-        request_id: r.request_id,
-        method: r.method,
-        http_method: r.http_method,
-        path: r.path,
-        query: r.query,
-        headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
-        body: r.body,
-    }
-}
-
 #[tonic::async_trait]
 impl ReplicaService for ReplicaServer {
-    async fn call(&self, request: Request<pb::CallRequest>) -> Result<Response<pb::CallResponse>, Status> {
-        let Some(_admission) = self.0.admit() else {
-            return Err(Status::resource_exhausted("replica is at max_ongoing_requests or draining"));
-        };
-        let request = to_request(request.into_inner());
-        let request_id = request.request_id.clone();
-        match self.0.deployment.call(request).await {
-            Ok(reply) => Ok(Response::new(pb::CallResponse {
-                status: reply.status as u32,
-                headers: reply.headers.into_iter().map(|(name, value)| pb::Header { name, value }).collect(),
-                body: reply.body,
-            })),
-            Err(e) => {
-                tracing::error!(request_id = %request_id, error = %e, "deployment raised an error");
-                Err(Status::internal(e.0))
-            }
-        }
-    }
-
     async fn health(&self, _request: Request<pb::HealthRequest>) -> Result<Response<pb::HealthResponse>, Status> {
         match self.0.deployment.check_health().await {
             Ok(()) => Ok(Response::new(pb::HealthResponse { ongoing_requests: self.0.ongoing() })),

@@ -1,21 +1,39 @@
-//! Connections to replicas: one lazily connected HTTP/2 channel per replica, explicit message
-//! size limits, and the classification of a failed call into what the router does next.
+//! Connections to replicas' data ports: one shared HTTP/1.1 keep-alive pool per router (a
+//! connection per in-flight request, reused; no multiplexing task in between), and the
+//! classification of a failed call into what the router does next.
 
-use std::error::Error as _;
 use std::time::Duration;
 
-use photon_proto::v1 as pb;
-use photon_proto::v1::replica_service_client::ReplicaServiceClient;
-use tonic::transport::{Channel, Endpoint};
-use tonic::Code;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::wire::{self, Answer, Call};
 
 /// Largest request or response body between routers and replicas (Ray allows 2 GiB - 1).
 pub const MAX_MESSAGE_BYTES: usize = (2 << 30) - 1;
 
-/// A cheap-to-clone client of one replica.
+/// The connection pool shared by every replica client of one router.
+pub type Pool = Client<HttpConnector, Full<Bytes>>;
+
+/// A new pool: Nagle off, short connect timeout, idle connections kept for reuse.
+pub fn new_pool() -> Pool {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(4096)
+        .build(connector)
+}
+
+/// A client of one replica; cheap to clone.
 #[derive(Clone)]
 pub struct ReplicaClient {
-    inner: ReplicaServiceClient<Channel>,
+    address: String,
+    pool: Pool,
 }
 
 /// How a call to a replica failed.
@@ -32,67 +50,60 @@ pub enum ReplicaFailure {
 }
 
 impl ReplicaClient {
-    /// A client that connects on first use to `address` (`host:port`).
-    pub fn lazy(address: &str) -> Self {
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .unwrap_or_else(|_| Endpoint::from_static("http://127.0.0.1:1"))
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(2))
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
-        let channel = endpoint.connect_lazy();
-        let inner = ReplicaServiceClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        ReplicaClient { inner }
+    /// A client of the replica whose data port is `address` (`host:port`).
+    pub fn new(address: &str, pool: Pool) -> Self {
+        ReplicaClient { address: address.to_string(), pool }
     }
 
-    /// Sends one request.
-    pub async fn call(&self, request: pb::CallRequest) -> Result<pb::CallResponse, ReplicaFailure> {
-        let mut client = self.inner.clone();
-        client.call(request).await.map(tonic::Response::into_inner).map_err(|s| classify(&s))
-    }
-
-    /// The underlying gRPC client (health checks, reconfigure).
-    pub fn grpc(&self) -> ReplicaServiceClient<Channel> {
-        self.inner.clone()
-    }
-}
-
-/// Maps a replica call's status to what the router should do.
-pub fn classify(status: &tonic::Status) -> ReplicaFailure {
-    match status.code() {
-        Code::ResourceExhausted => ReplicaFailure::Refused,
-        Code::Internal if status.source().is_none() => ReplicaFailure::Deployment(status.message().to_string()),
-        Code::Unavailable if is_connect_error(status) => ReplicaFailure::Unreachable(status.to_string()),
-        _ => ReplicaFailure::Failed(status.to_string()),
-    }
-}
-
-/// Whether the failure happened while connecting, i.e. before anything was sent.
-fn is_connect_error(status: &tonic::Status) -> bool {
-    let mut source = status.source();
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            if matches!(io.kind(), ConnectionRefused | AddrNotAvailable | NotConnected | TimedOut) {
-                return true;
+    /// Sends one call.
+    pub async fn call(&self, call: Call) -> Result<Answer, ReplicaFailure> {
+        let mut builder = http::Request::builder()
+            .method(call.http_method)
+            .uri(format!("http://{}{}", self.address, call.path_and_query));
+        if let Some(h) = builder.headers_mut() {
+            *h = call.headers;
+            if let Ok(v) = http::HeaderValue::from_str(&call.request_id) {
+                h.insert(wire::REQUEST_ID, v);
+            }
+            if call.method != "__call__" {
+                if let Ok(v) = http::HeaderValue::from_str(&call.method) {
+                    h.insert(wire::METHOD, v);
+                }
+            }
+            if !call.route_prefix.is_empty() {
+                if let Ok(v) = http::HeaderValue::from_str(&call.route_prefix) {
+                    h.insert(wire::ROUTE_PREFIX, v);
+                }
             }
         }
-        if let Some(t) = e.downcast_ref::<tonic::transport::Error>() {
-            // tonic reports connection setup failures as transport errors on a fresh channel.
-            if t.to_string().contains("connect") {
-                return true;
+        let request = builder.body(Full::new(call.body)).map_err(|e| ReplicaFailure::Failed(e.to_string()))?;
+        let response = self.pool.request(request).await.map_err(|e| {
+            if e.is_connect() {
+                ReplicaFailure::Unreachable(format!("{e:?}"))
+            } else {
+                ReplicaFailure::Failed(format!("{e:?}"))
+            }
+        })?;
+        let (mut parts, body) = response.into_parts();
+        let outcome = parts.headers.remove(wire::OUTCOME);
+        let body = body.collect().await.map_err(|e| ReplicaFailure::Failed(e.to_string()))?.to_bytes();
+        match outcome.as_ref().map(|v| v.as_bytes()) {
+            Some(b) if b == wire::OUTCOME_REJECTED.as_bytes() => Err(ReplicaFailure::Refused),
+            Some(b) if b == wire::OUTCOME_ERROR.as_bytes() => {
+                Err(ReplicaFailure::Deployment(String::from_utf8_lossy(&body).into_owned()))
+            }
+            _ => {
+                wire::strip_hop_by_hop(&mut parts.headers);
+                parts.headers.remove(http::header::DATE);
+                Ok(Answer { status: parts.status, headers: parts.headers, body })
             }
         }
-        source = e.source();
     }
-    false
 }
 
-/// Accepted connections of a gRPC server with Nagle's algorithm off: tonic sets `TCP_NODELAY`
-/// only on sockets it accepts itself, and a small response held back by Nagle waits for the
-/// peer's delayed ACK (tens of milliseconds).
+/// Accepted connections of a server with Nagle's algorithm off: tonic sets `TCP_NODELAY` only
+/// on sockets it accepts itself, and a small response held back by Nagle waits for the peer's
+/// delayed ACK (tens of milliseconds).
 pub fn incoming_nodelay(
     listener: tokio::net::TcpListener,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {

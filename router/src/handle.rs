@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use photon_proto::v1 as pb;
+use bytes::Bytes;
 use serde_json::Value;
 
 use crate::error::RouterError;
 use crate::queue::DeploymentQueue;
+use crate::wire::{Answer, Call};
 
 /// Calls one deployment; cheap to clone.
 #[derive(Clone)]
@@ -24,21 +25,15 @@ impl DeploymentHandle {
     /// `request_id` ties the call to the request that caused it.
     pub async fn call(&self, method: &str, args: Value, request_id: &str) -> Result<Value, RouterError> {
         let body = serde_json::to_vec(&args).map_err(|e| RouterError::BadResponse(e.to_string()))?;
-        let request = pb::CallRequest {
-            request_id: request_id.to_string(),
-            method: method.to_string(),
-            body: body.into(),
-            ..Default::default()
-        };
-        let response = self.queue.call(request).await?;
-        if response.status != 200 {
-            return Err(RouterError::Deployment(format!("{method} answered status {}", response.status)));
+        let answer = self.queue.call(Call::handle(method, Bytes::from(body), request_id)).await?;
+        if answer.status != http::StatusCode::OK {
+            return Err(RouterError::Deployment(format!("{method} answered status {}", answer.status)));
         }
-        serde_json::from_slice(&response.body).map_err(|e| RouterError::BadResponse(e.to_string()))
+        serde_json::from_slice(&answer.body).map_err(|e| RouterError::BadResponse(e.to_string()))
     }
 
-    /// Sends a raw request (front doors use this for the ingress).
-    pub async fn call_raw(&self, request: pb::CallRequest) -> Result<pb::CallResponse, RouterError> {
-        self.queue.call(request).await
+    /// Sends a raw call (front doors use this for the ingress).
+    pub async fn call_raw(&self, call: Call) -> Result<Answer, RouterError> {
+        self.queue.call(call).await
     }
 }

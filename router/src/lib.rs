@@ -12,6 +12,7 @@ pub mod matcher;
 mod queue;
 mod subscribe;
 mod table;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-pub use client::{incoming_nodelay, ReplicaClient, ReplicaFailure, MAX_MESSAGE_BYTES};
+pub use client::{incoming_nodelay, new_pool, Pool, ReplicaClient, ReplicaFailure, MAX_MESSAGE_BYTES};
 pub use error::RouterError;
 pub use handle::DeploymentHandle;
 pub use queue::{DeploymentQueue, Permit};
@@ -65,7 +66,7 @@ pub struct Router {
 struct Inner {
     snapshot: ArcSwap<Snapshot>,
     queues: Mutex<HashMap<DeploymentId, Arc<DeploymentQueue>>>,
-    clients: Mutex<HashMap<String, ReplicaClient>>,
+    pool: Pool,
     table: Mutex<Arc<RoutingTable>>,
     ready: watch::Sender<bool>,
 }
@@ -83,7 +84,7 @@ impl Router {
             inner: Arc::new(Inner {
                 snapshot: ArcSwap::from_pointee(Snapshot::default()),
                 queues: Mutex::new(HashMap::new()),
-                clients: Mutex::new(HashMap::new()),
+                pool: new_pool(),
                 table: Mutex::new(Arc::new(RoutingTable::default())),
                 ready: watch::Sender::new(false),
             }),
@@ -127,10 +128,7 @@ impl Router {
     pub fn apply(&self, table: RoutingTable) {
         let table = Arc::new(table);
         *self.inner.table.lock().unwrap_or_else(|e| e.into_inner()) = table.clone();
-        let client_for = |replica_id: &str, address: &str| {
-            let mut clients = self.inner.clients.lock().unwrap_or_else(|e| e.into_inner());
-            clients.entry(format!("{replica_id}@{address}")).or_insert_with(|| ReplicaClient::lazy(address)).clone()
-        };
+        let client_for = |_: &str, address: &str| ReplicaClient::new(address, self.inner.pool.clone());
         let queues: Vec<(DeploymentId, Arc<DeploymentQueue>)> = {
             let mut map = self.inner.queues.lock().unwrap_or_else(|e| e.into_inner());
             for id in table.deployments.keys() {
@@ -140,15 +138,6 @@ impl Router {
         };
         for (id, queue) in &queues {
             queue.update(table.deployments.get(id), client_for);
-        }
-        // Drop connections to replicas no table lists any more.
-        {
-            let live: std::collections::HashSet<String> = table
-                .deployments
-                .values()
-                .flat_map(|d| d.replicas.iter().map(|r| format!("{}@{}", r.replica_id, r.address)))
-                .collect();
-            self.inner.clients.lock().unwrap_or_else(|e| e.into_inner()).retain(|k, _| live.contains(k));
         }
         let apps: Vec<Route> = table
             .routes

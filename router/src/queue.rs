@@ -14,13 +14,13 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use photon_proto::v1 as pb;
 use tokio::sync::oneshot;
 
 use crate::choose::choose;
 use crate::client::{ReplicaClient, ReplicaFailure};
 use crate::error::RouterError;
 use crate::table::{DeploymentId, DeploymentTargets};
+use crate::wire::{Answer, Call};
 
 /// Attempts for a request whose replica refused it or could not be reached.
 const MAX_ATTEMPTS: u32 = 6;
@@ -218,7 +218,7 @@ impl DeploymentQueue {
     /// Sends one request to a replica of this deployment: waits for room, retries on replicas
     /// that refused it (full, draining) or could not be reached, and fails with the replica's
     /// error when it broke after accepting.
-    pub async fn call(self: &Arc<Self>, request: pb::CallRequest) -> Result<pb::CallResponse, RouterError> {
+    pub async fn call(self: &Arc<Self>, request: Call) -> Result<Answer, RouterError> {
         let mut backoff = INITIAL_BACKOFF;
         for attempt in 1..=MAX_ATTEMPTS {
             let permit = self.acquire().await?;
@@ -302,7 +302,7 @@ mod tests {
 
     fn queue_with(t: &DeploymentTargets) -> Arc<DeploymentQueue> {
         let q = DeploymentQueue::new(DeploymentId::new("app", "D"));
-        q.update(Some(t), |_, addr| ReplicaClient::lazy(addr));
+        q.update(Some(t), |_, addr| ReplicaClient::new(addr, crate::client::new_pool()));
         q
     }
 
@@ -350,7 +350,7 @@ mod tests {
         while q.queued() == 0 {
             tokio::task::yield_now().await;
         }
-        q.update(Some(&targets(&["r2"], 1, -1)), |_, addr| ReplicaClient::lazy(addr));
+        q.update(Some(&targets(&["r2"], 1, -1)), |_, addr| ReplicaClient::new(addr, crate::client::new_pool()));
         assert_eq!(waiting.await.unwrap().unwrap(), "r2");
     }
 

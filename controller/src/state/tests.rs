@@ -35,7 +35,13 @@ fn starts(actions: &[Action]) -> Vec<ReplicaSpec> {
 
 fn register_all(s: &mut State, specs: &[ReplicaSpec], now: Instant) {
     for (i, spec) in specs.iter().enumerate() {
-        assert!(s.on_registered(&spec.replica_id, &format!("127.0.0.1:{}", 1000 + i), 1, now));
+        assert!(s.on_registered(
+            &spec.replica_id,
+            &format!("127.0.0.1:{}", 1000 + i),
+            &format!("127.0.0.1:{}", 2000 + i),
+            1,
+            now
+        ));
     }
 }
 

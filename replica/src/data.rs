@@ -1,0 +1,90 @@
+//! The replica's data port: requests arrive as plain HTTP/1.1 (the wire format of
+//! `photon_router::wire`), pass the admission check, run in the deployment, and go back as the
+//! HTTP response. A connection that closes mid-request (the caller gave up) drops the handler
+//! future, which cancels the deployment's work.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use photon_router::{wire, MAX_MESSAGE_BYTES};
+use tokio::net::TcpListener;
+
+use crate::deployment;
+use crate::server::ReplicaState;
+
+type Body = Full<Bytes>;
+
+/// Serves the data port until the task is dropped.
+pub async fn serve(listener: TcpListener, state: Arc<ReplicaState>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+fn outcome(status: StatusCode, kind: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(wire::OUTCOME, HeaderValue::from_static(kind));
+    r
+}
+
+fn header_string(headers: &mut http::HeaderMap, name: &http::HeaderName) -> Option<String> {
+    headers.remove(name).and_then(|v| v.to_str().ok().map(str::to_string))
+}
+
+async fn handle(state: &Arc<ReplicaState>, req: Request<Incoming>) -> Response<Body> {
+    let Some(_admission) = state.admit() else {
+        return outcome(
+            StatusCode::SERVICE_UNAVAILABLE,
+            wire::OUTCOME_REJECTED,
+            "replica is at max_ongoing_requests or draining",
+        );
+    };
+    let (mut parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_MESSAGE_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return outcome(StatusCode::BAD_REQUEST, wire::OUTCOME_ERROR, format!("could not read the request: {e}"))
+        }
+    };
+    let request_id = header_string(&mut parts.headers, &wire::REQUEST_ID).unwrap_or_default();
+    let method = header_string(&mut parts.headers, &wire::METHOD).unwrap_or_else(|| "__call__".to_string());
+    parts.headers.remove(wire::ROUTE_PREFIX);
+    wire::strip_hop_by_hop(&mut parts.headers);
+    let request = deployment::Request {
+        request_id,
+        method,
+        http_method: parts.method.as_str().to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or_default().to_string(),
+        headers: parts.headers,
+        body,
+    };
+    let request_id = request.request_id.clone();
+    match state.deployment().call(request).await {
+        Ok(reply) => {
+            let mut r = Response::new(Full::new(reply.body));
+            *r.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            *r.headers_mut() = reply.headers;
+            r
+        }
+        Err(e) => {
+            tracing::error!(request_id = %request_id, error = %e, "deployment raised an error");
+            outcome(StatusCode::INTERNAL_SERVER_ERROR, wire::OUTCOME_ERROR, e.0)
+        }
+    }
+}
