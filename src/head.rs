@@ -28,6 +28,10 @@ pub struct HeadOptions {
     pub startup_config: photon_config::ServeConfig,
     /// HTTP front door options.
     pub http_config: HttpConfig,
+    /// gRPC proxy address, when the gRPC front door runs.
+    pub grpc: Option<SocketAddr>,
+    /// gRPC front door options.
+    pub grpc_config: photon_proxy::GrpcConfig,
 }
 
 /// A running head.
@@ -47,6 +51,10 @@ impl Head {
         let controller_listener = bind(opts.controller, "the controller").await?;
         let http_listener = bind(opts.http, "HTTP").await?;
         let dashboard_listener = bind(opts.dashboard, "the REST API").await?;
+        let grpc_listener = match opts.grpc {
+            Some(addr) => Some(bind(addr, "gRPC").await?),
+            None => None,
+        };
         let controller_addr = controller_listener.local_addr()?;
         let http_addr = http_listener.local_addr()?;
         let dashboard_addr = dashboard_listener.local_addr()?;
@@ -80,6 +88,11 @@ impl Head {
                 }
             }
         }));
+        if let Some(listener) = grpc_listener {
+            let addr = listener.local_addr()?;
+            tasks.push(tokio::spawn(photon_proxy::serve_grpc(listener, router.clone(), opts.grpc_config)));
+            tracing::info!("gRPC proxy listening on {addr}");
+        }
         tasks.push(tokio::spawn(photon_proxy::serve(http_listener, router, opts.http_config)));
         let info = instance_info(&opts.startup_config, http_addr);
         tasks.push(tokio::spawn(photon_controller::rest::serve(dashboard_listener, controller.clone(), info)));

@@ -11,3 +11,12 @@ pub mod photon {
 }
 
 pub use photon::v1;
+
+/// Ray Serve's gRPC API (`ray.serve`): the built-in service and Ray's test services.
+#[allow(missing_docs, clippy::all, non_camel_case_types)]
+pub mod ray {
+    /// Package `ray.serve`.
+    pub mod serve {
+        tonic::include_proto!("ray.serve");
+    }
+}

@@ -3,10 +3,10 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use photon_router::wire::{self, Answer, Call};
@@ -22,11 +22,33 @@ pub struct HttpConfig {
     pub root_path: String,
     /// Larger request bodies are answered with 413.
     pub max_body_bytes: usize,
+    /// Ray's `http_options.request_timeout_s`: 408 when no response has started in time.
+    pub request_timeout: Option<Duration>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { root_path: String::new(), max_body_bytes: 100 << 20 }
+        HttpConfig { root_path: String::new(), max_body_bytes: 100 << 20, request_timeout: None }
+    }
+}
+
+/// `30.0`, `0.5`: seconds as Python prints a float (Ray's timeout messages).
+pub(crate) fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.1}")
+    } else {
+        format!("{s}")
+    }
+}
+
+/// The timeout of one request: `x-request-timeout-seconds` (> 0: that many seconds, <= 0: none,
+/// unparsable: the default), else the configured one.
+fn timeout_for(headers: &http::HeaderMap, default: Option<Duration>) -> Option<Duration> {
+    match headers.get("x-request-timeout-seconds").and_then(|v| v.to_str().ok()?.trim().parse::<f64>().ok()) {
+        Some(s) if s > 0.0 => Some(Duration::from_secs_f64(s)),
+        Some(_) => None,
+        None => default,
     }
 }
 
@@ -64,7 +86,7 @@ pub async fn serve(listener: TcpListener, router: Router, config: HttpConfig) {
 }
 
 /// A random UUID4, as Ray generates request ids.
-fn uuid4() -> String {
+pub(crate) fn uuid4() -> String {
     let mut b: [u8; 16] = fastrand::u128(..).to_le_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
@@ -102,6 +124,7 @@ impl Proxy {
                 format!("Path '{full_path}' not found. Ping http://.../-/routes for available routes."),
             );
         };
+        let timeout = timeout_for(req.headers(), self.config.request_timeout);
         let ingress = route.ingress.clone();
         let route_prefix = route.route_prefix.clone().unwrap_or_default();
         drop(snapshot);
@@ -133,7 +156,20 @@ impl Proxy {
             body,
             route_prefix,
         };
-        match ingress.call(call).await {
+        let result = match timeout {
+            Some(limit) => match tokio::time::timeout(limit, ingress.call(call)).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!(request_id, deployment = %ingress.id(), "request timed out");
+                    return respond::text(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!("Request {request_id} timed out after {}s.", seconds(limit)),
+                    );
+                }
+            },
+            None => ingress.call(call).await,
+        };
+        match result {
             Ok(reply) => to_response(reply),
             Err(e) => {
                 tracing::warn!(request_id, deployment = %ingress.id(), error = %e, "request failed");
@@ -168,14 +204,14 @@ impl Proxy {
                 map.insert(prefix.clone(), serde_json::Value::String(r.app.clone()));
             }
         }
-        let mut r = Response::new(Full::new(Bytes::from(serde_json::Value::Object(map).to_string())));
+        let mut r = Response::new(respond::full(serde_json::Value::Object(map).to_string()));
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         r
     }
 }
 
 fn to_response(answer: Answer) -> Response<Body> {
-    let mut r = Response::new(Full::new(answer.body));
+    let mut r = Response::new(answer.body.map_err(respond::BoxError::from).boxed_unsync());
     *r.status_mut() = answer.status;
     *r.headers_mut() = answer.headers;
     r

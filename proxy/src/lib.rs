@@ -4,7 +4,9 @@
 
 #![warn(missing_docs)]
 
+mod grpc;
 mod http;
 pub mod respond;
 
+pub use crate::grpc::{serve as serve_grpc, GrpcConfig};
 pub use crate::http::{serve, HttpConfig};

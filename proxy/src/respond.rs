@@ -1,20 +1,58 @@
-//! The one place where routing failures become HTTP responses (Ray's status codes and texts,
-//! spec/ray-serve.md section 5.4). Every response the proxy makes itself carries a stable
-//! `x-photon-error` kind next to Ray's body.
+//! The one place where routing failures become front-door answers: an HTTP status and body
+//! (Ray's texts, spec/ray-serve.md section 5.4) and a gRPC status code (section 6.4). Every
+//! HTTP response the proxy makes itself carries a stable `x-photon-error` kind next to Ray's body.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use photon_router::RouterError;
 
-/// A response body.
-pub type Body = Full<Bytes>;
+/// Errors of streamed bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response body: whole, or streamed from a replica.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A whole body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// gRPC status codes used by the front doors.
+#[allow(missing_docs)]
+pub mod grpc_code {
+    pub const OK: u16 = 0;
+    pub const CANCELLED: u16 = 1;
+    pub const INVALID_ARGUMENT: u16 = 3;
+    pub const DEADLINE_EXCEEDED: u16 = 4;
+    pub const NOT_FOUND: u16 = 5;
+    pub const RESOURCE_EXHAUSTED: u16 = 8;
+    pub const UNIMPLEMENTED: u16 = 12;
+    pub const INTERNAL: u16 = 13;
+    pub const UNAVAILABLE: u16 = 14;
+}
+
+/// The gRPC code and details of a routing failure.
+pub fn grpc_status(e: &RouterError) -> (u16, String) {
+    match e {
+        RouterError::BackPressure { .. } => (grpc_code::RESOURCE_EXHAUSTED, e.to_string()),
+        RouterError::Unavailable { .. } | RouterError::RetriesExhausted { .. } => {
+            (grpc_code::UNAVAILABLE, e.to_string())
+        }
+        RouterError::Deployment(message) => {
+            // Ray sends the exception text, truncated to 4096 characters.
+            (grpc_code::INTERNAL, message.chars().take(4096).collect())
+        }
+        RouterError::ReplicaFailed { .. } | RouterError::BadResponse(_) => (grpc_code::INTERNAL, e.to_string()),
+    }
+}
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
 /// A plain-text response.
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));
     r
@@ -50,7 +88,7 @@ pub fn router_error(e: &RouterError) -> Response<Body> {
         }
         RouterError::Deployment(_) | RouterError::BadResponse(_) => {
             // Ray answers a raising handler with a bare 21-byte body and no content type.
-            let mut r = Response::new(Full::new(Bytes::from_static(b"Internal Server Error")));
+            let mut r = Response::new(full(Bytes::from_static(b"Internal Server Error")));
             *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
             with_kind(r, kind)
         }

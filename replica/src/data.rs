@@ -8,16 +8,23 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
+use photon_router::wire::grpc_frame;
 use photon_router::{wire, MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 
-use crate::deployment;
+use crate::deployment::{self, DeploymentError, Protocol, ReplyBody};
 use crate::server::ReplicaState;
 
-type Body = Full<Bytes>;
+type Body = UnsyncBoxBody<Bytes, DeploymentError>;
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
 
 /// Serves the data port until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<ReplicaState>) {
@@ -36,7 +43,7 @@ pub async fn serve(listener: TcpListener, state: Arc<ReplicaState>) {
 }
 
 fn outcome(status: StatusCode, kind: &'static str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(wire::OUTCOME, HeaderValue::from_static(kind));
     r
@@ -62,10 +69,15 @@ async fn handle(state: &Arc<ReplicaState>, req: Request<Incoming>) -> Response<B
         }
     };
     let request_id = header_string(&mut parts.headers, &wire::REQUEST_ID).unwrap_or_default();
+    let protocol = match header_string(&mut parts.headers, &wire::PROTOCOL).as_deref() {
+        Some(wire::PROTOCOL_GRPC) => Protocol::Grpc,
+        _ => Protocol::Http,
+    };
     let method = header_string(&mut parts.headers, &wire::METHOD).unwrap_or_else(|| "__call__".to_string());
     parts.headers.remove(wire::ROUTE_PREFIX);
     wire::strip_hop_by_hop(&mut parts.headers);
     let request = deployment::Request {
+        protocol,
         request_id,
         method,
         http_method: parts.method.as_str().to_string(),
@@ -77,7 +89,23 @@ async fn handle(state: &Arc<ReplicaState>, req: Request<Incoming>) -> Response<B
     let request_id = request.request_id.clone();
     match state.deployment().call(request).await {
         Ok(reply) => {
-            let mut r = Response::new(Full::new(reply.body));
+            let grpc = protocol == Protocol::Grpc;
+            let body = match reply.body {
+                ReplyBody::Full(b) if grpc => full(grpc_frame::encode(&b)),
+                ReplyBody::Full(b) => full(b),
+                ReplyBody::Stream(chunks) => {
+                    let frames = chunks
+                        .map(move |chunk| chunk.map(|c| Frame::data(if grpc { grpc_frame::encode(&c) } else { c })));
+                    // The admission slot lives as long as the stream.
+                    let slot = _admission;
+                    let frames = frames.map(move |f| {
+                        let _ = &slot;
+                        f
+                    });
+                    StreamBody::new(frames).boxed_unsync()
+                }
+            };
+            let mut r = Response::new(body);
             *r.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             *r.headers_mut() = reply.headers;
             r

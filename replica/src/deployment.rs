@@ -25,9 +25,21 @@ impl From<&str> for DeploymentError {
     }
 }
 
+/// Which front door a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP (or a handle call).
+    #[default]
+    Http,
+    /// gRPC: the body is one protobuf message; reply bodies (and stream chunks) are messages.
+    Grpc,
+}
+
 /// One request as a deployment sees it.
 #[derive(Debug, Clone, Default)]
 pub struct Request {
+    /// The front door it came through.
+    pub protocol: Protocol,
     /// `x-request-id` of the request that caused this call.
     pub request_id: String,
     /// `__call__` for front-door requests; the method name for handle calls.
@@ -64,15 +76,40 @@ impl Request {
     }
 }
 
+/// Chunks of a streamed reply, produced as the deployment goes.
+pub type ChunkStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Bytes, DeploymentError>> + Send>>;
+
+/// A reply's body: whole, or streamed chunk by chunk (chunked over HTTP, one message per chunk
+/// over gRPC).
+pub enum ReplyBody {
+    /// The whole body.
+    Full(Bytes),
+    /// Chunks as they are produced.
+    Stream(ChunkStream),
+}
+
 /// What a deployment answers.
-#[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
     /// HTTP status.
     pub status: u16,
     /// Response headers.
     pub headers: http::HeaderMap,
     /// Response body.
-    pub body: Bytes,
+    pub body: ReplyBody,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let body = match &self.body {
+            ReplyBody::Full(b) => format!("{} bytes", b.len()),
+            ReplyBody::Stream(_) => "stream".to_string(),
+        };
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &body)
+            .finish()
+    }
 }
 
 impl Reply {
@@ -92,13 +129,20 @@ impl Reply {
         if let Some(t) = content_type {
             headers.insert(http::header::CONTENT_TYPE, t);
         }
-        Reply { status: 200, headers, body }
+        Reply { status: 200, headers, body: ReplyBody::Full(body) }
+    }
+
+    /// A streamed reply with the given content type.
+    pub fn stream(content_type: &'static str, chunks: ChunkStream) -> Self {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+        Reply { status: 200, headers, body: ReplyBody::Stream(chunks) }
     }
 
     fn with_type(body: Bytes, content_type: &'static str) -> Self {
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
-        Reply { status: 200, headers, body }
+        Reply { status: 200, headers, body: ReplyBody::Full(body) }
     }
 }
 

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::wire::{self, Answer, Call};
+use crate::wire::{self, Answer, AnswerBody, Call};
 
 /// Largest request or response body between routers and replicas (Ray allows 2 GiB - 1).
 pub const MAX_MESSAGE_BYTES: usize = (2 << 30) - 1;
@@ -85,17 +86,16 @@ impl ReplicaClient {
             }
         })?;
         let (mut parts, body) = response.into_parts();
-        let outcome = parts.headers.remove(wire::OUTCOME);
-        let body = body.collect().await.map_err(|e| ReplicaFailure::Failed(e.to_string()))?.to_bytes();
-        match outcome.as_ref().map(|v| v.as_bytes()) {
+        match parts.headers.remove(wire::OUTCOME).as_ref().map(|v| v.as_bytes()) {
             Some(b) if b == wire::OUTCOME_REJECTED.as_bytes() => Err(ReplicaFailure::Refused),
             Some(b) if b == wire::OUTCOME_ERROR.as_bytes() => {
-                Err(ReplicaFailure::Deployment(String::from_utf8_lossy(&body).into_owned()))
+                let message = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                Err(ReplicaFailure::Deployment(String::from_utf8_lossy(&message).into_owned()))
             }
             _ => {
                 wire::strip_hop_by_hop(&mut parts.headers);
                 parts.headers.remove(http::header::DATE);
-                Ok(Answer { status: parts.status, headers: parts.headers, body })
+                Ok(Answer { status: parts.status, headers: parts.headers, body: AnswerBody::new(body) })
             }
         }
     }

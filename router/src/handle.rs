@@ -29,7 +29,11 @@ impl DeploymentHandle {
         if answer.status != http::StatusCode::OK {
             return Err(RouterError::Deployment(format!("{method} answered status {}", answer.status)));
         }
-        serde_json::from_slice(&answer.body).map_err(|e| RouterError::BadResponse(e.to_string()))
+        let body = answer.body.collect().await.map_err(|e| RouterError::ReplicaFailed {
+            replica_id: String::new(),
+            reason: format!("response body: {e}"),
+        })?;
+        serde_json::from_slice(&body).map_err(|e| RouterError::BadResponse(e.to_string()))
     }
 
     /// Sends a raw call (front doors use this for the ingress).

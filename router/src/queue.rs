@@ -223,7 +223,10 @@ impl DeploymentQueue {
         for attempt in 1..=MAX_ATTEMPTS {
             let permit = self.acquire().await?;
             match permit.client.call(request.clone()).await {
-                Ok(response) => return Ok(response),
+                Ok(mut answer) => {
+                    answer.body.hold(permit);
+                    return Ok(answer);
+                }
                 Err(ReplicaFailure::Refused) => {}
                 Err(ReplicaFailure::Unreachable(reason)) => {
                     tracing::warn!(replica = %permit.replica_id, %reason, "replica unreachable; retrying elsewhere");

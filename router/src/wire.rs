@@ -14,6 +14,12 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-photon-request-id"
 pub const METHOD: HeaderName = HeaderName::from_static("x-photon-method");
 /// Route prefix the front door matched.
 pub const ROUTE_PREFIX: HeaderName = HeaderName::from_static("x-photon-route-prefix");
+/// `grpc` when the call came through the gRPC front door: the body is one protobuf message and
+/// the replica answers with length-prefixed gRPC messages (so a stream keeps its message
+/// boundaries across hops).
+pub const PROTOCOL: HeaderName = HeaderName::from_static("x-photon-protocol");
+/// `PROTOCOL` value for gRPC calls.
+pub const PROTOCOL_GRPC: &str = "grpc";
 /// Set by the replica on answers that are not the deployment's own.
 pub const OUTCOME: HeaderName = HeaderName::from_static("x-photon-outcome");
 /// `OUTCOME` value: the replica did not start the request (full or draining).
@@ -75,13 +81,94 @@ impl Call {
     }
 }
 
-/// A deployment's answer.
-#[derive(Debug, Clone)]
+/// A deployment's answer; its body streams from the replica.
 pub struct Answer {
     /// HTTP status.
     pub status: StatusCode,
     /// Response headers (hop-by-hop ones removed).
     pub headers: HeaderMap,
-    /// Body.
-    pub body: Bytes,
+    /// Body, streamed; holds the request's replica slot until it ends or is dropped, so
+    /// `max_ongoing_requests` counts a streaming response for as long as it streams.
+    pub body: AnswerBody,
+}
+
+/// The body of an [`Answer`].
+pub struct AnswerBody {
+    inner: hyper::body::Incoming,
+    permit: Option<crate::queue::Permit>,
+}
+
+impl AnswerBody {
+    pub(crate) fn new(inner: hyper::body::Incoming) -> Self {
+        AnswerBody { inner, permit: None }
+    }
+
+    pub(crate) fn hold(&mut self, permit: crate::queue::Permit) {
+        self.permit = Some(permit);
+    }
+
+    /// Reads the whole body.
+    pub async fn collect(self) -> Result<Bytes, hyper::Error> {
+        use http_body_util::BodyExt;
+        Ok(BodyExt::collect(self).await?.to_bytes())
+    }
+}
+
+impl hyper::body::Body for AnswerBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            // The stream ended: give the replica slot back now, not when the body is dropped.
+            self.permit = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Length-prefixed gRPC message framing (compression flag, big-endian length, message).
+pub mod grpc_frame {
+    use bytes::{BufMut, Bytes, BytesMut};
+
+    /// One message as a gRPC frame.
+    pub fn encode(message: &[u8]) -> Bytes {
+        let mut out = BytesMut::with_capacity(5 + message.len());
+        out.put_u8(0);
+        out.put_u32(message.len() as u32);
+        out.put_slice(message);
+        out.freeze()
+    }
+
+    /// The messages of a complete, uncompressed gRPC body; `Err` names what is wrong.
+    pub fn decode_all(mut body: Bytes) -> Result<Vec<Bytes>, &'static str> {
+        let mut out = Vec::new();
+        while !body.is_empty() {
+            if body.len() < 5 {
+                return Err("truncated gRPC frame header");
+            }
+            if body[0] != 0 {
+                return Err("compressed gRPC messages are not supported");
+            }
+            let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+            if body.len() < 5 + len {
+                return Err("truncated gRPC message");
+            }
+            let _ = body.split_to(5);
+            out.push(body.split_to(len));
+        }
+        Ok(out)
+    }
 }

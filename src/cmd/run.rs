@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -27,7 +28,8 @@ pub struct HeadArgs {
     /// HTTP bind address (overrides `http_options.host`).
     #[arg(long, env = "PHOTON_HTTP_HOST")]
     http_host: Option<IpAddr>,
-    /// gRPC port (overrides `grpc_options.port`).
+    /// gRPC port (overrides `grpc_options.port`; also starts the gRPC proxy when the config
+    /// lists no `grpc_servicer_functions`).
     #[arg(long, env = "PHOTON_GRPC_PORT")]
     grpc_port: Option<u16>,
     /// REST API (dashboard) port.
@@ -88,16 +90,25 @@ fn head_options(args: &HeadArgs, config: &ServeConfig) -> anyhow::Result<HeadOpt
             .parse()
             .with_context(|| format!("http_options.host: not an IP address: {:?}", config.http_options.host))?,
     };
-    if !config.grpc_options.grpc_servicer_functions.is_empty() || args.grpc_port.is_some() {
-        tracing::warn!("the gRPC proxy is not built yet; only HTTP is served");
-    }
+    // As in Ray, the gRPC front door runs when servicer functions are configured (their import
+    // paths need no importing here: every method is routed), or when a port is asked for.
+    let grpc_port = args
+        .grpc_port
+        .or((!config.grpc_options.grpc_servicer_functions.is_empty()).then_some(config.grpc_options.port));
+    let timeout = |s: Option<f64>| s.map(Duration::from_secs_f64);
     Ok(HeadOptions {
+        grpc: grpc_port.map(|port| SocketAddr::new(host, port)),
+        grpc_config: photon_proxy::GrpcConfig {
+            request_timeout: timeout(config.grpc_options.request_timeout_s),
+            ..Default::default()
+        },
         http: SocketAddr::new(host, args.http_port.unwrap_or(config.http_options.port)),
         controller: SocketAddr::from(([127, 0, 0, 1], args.controller_port)),
         dashboard: SocketAddr::new(args.dashboard_host, args.dashboard_port),
         http_config: HttpConfig {
             root_path: config.http_options.root_path.clone(),
             max_body_bytes: args.max_request_body_bytes,
+            request_timeout: timeout(config.http_options.request_timeout_s),
         },
         startup_config: config.clone(),
     })

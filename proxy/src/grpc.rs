@@ -1,0 +1,236 @@
+//! The gRPC front door (HTTP/2, h2c): Ray's built-in `ray.serve.RayServeAPIService`
+//! (`ListApplications`, `Healthz`) and every other method of any service, routed to the
+//! application named by the `application` metadata (or the only application) without decoding
+//! the message: the ingress deployment gets the method name and the raw request message, and
+//! its reply (one message, or a stream of them) goes back as is.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use photon_proto::ray::serve as ray;
+use photon_router::wire::{self, grpc_frame, Call};
+use photon_router::Router;
+use prost::Message;
+use tokio::net::TcpListener;
+
+use crate::respond::{self, grpc_code, Body};
+
+/// Options of the gRPC front door.
+#[derive(Debug, Clone)]
+pub struct GrpcConfig {
+    /// Ray's `grpc_options.request_timeout_s`: DEADLINE_EXCEEDED when no response started in time.
+    pub request_timeout: Option<Duration>,
+    /// Largest request message.
+    pub max_message_bytes: usize,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig { request_timeout: None, max_message_bytes: photon_router::MAX_MESSAGE_BYTES }
+    }
+}
+
+struct GrpcProxy {
+    router: Router,
+    config: GrpcConfig,
+}
+
+/// Serves gRPC on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, router: Router, config: GrpcConfig) {
+    let proxy = Arc::new(GrpcProxy { router, config });
+    let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(proxy.handle(req).await) }
+            });
+            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!(error = %e, "gRPC connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Percent-encodes `grpc-message` as the gRPC spec asks.
+fn percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn status_headers(headers: &mut HeaderMap, code: u16, message: &str) {
+    headers.insert("grpc-status", HeaderValue::from(code));
+    if !message.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
+            headers.insert("grpc-message", v);
+        }
+    }
+}
+
+fn grpc_response(body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    r
+}
+
+/// A trailers-only answer: no message, the status in the headers.
+fn error(code: u16, message: &str, request_id: &str) -> Response<Body> {
+    let mut r = grpc_response(respond::full(Bytes::new()));
+    status_headers(r.headers_mut(), code, message);
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        r.headers_mut().insert("request_id", v);
+    }
+    r
+}
+
+/// One message, then OK trailers.
+fn unary<M: Message>(message: &M, request_id: &str) -> Response<Body> {
+    with_trailers(respond::full(grpc_frame::encode(&message.encode_to_vec())), request_id)
+}
+
+/// `body` (already framed messages), then trailers with OK and the request id.
+fn with_trailers(body: Body, request_id: &str) -> Response<Body> {
+    let mut trailers = HeaderMap::new();
+    status_headers(&mut trailers, grpc_code::OK, "");
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        trailers.insert("request_id", v);
+    }
+    grpc_response(body.with_trailers(async move { Some(Ok(trailers)) }).boxed_unsync())
+}
+
+fn metadata<'a>(headers: &'a HeaderMap, key: &str) -> Option<&'a str> {
+    headers.get(key).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty())
+}
+
+impl GrpcProxy {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let request_id = metadata(req.headers(), "request_id").map(str::to_string).unwrap_or_else(crate::http::uuid4);
+        let path = req.uri().path().to_string();
+        match path.as_str() {
+            "/ray.serve.RayServeAPIService/Healthz" => {
+                if !self.router.is_ready() {
+                    return error(grpc_code::UNAVAILABLE, "Route table is not populated yet.", &request_id);
+                }
+                unary(&ray::HealthzResponse { message: "success".into() }, &request_id)
+            }
+            "/ray.serve.RayServeAPIService/ListApplications" => {
+                if !self.router.is_ready() {
+                    return error(grpc_code::UNAVAILABLE, "Route table is not populated yet.", &request_id);
+                }
+                let names = self.router.snapshot().apps.iter().map(|a| a.app.clone()).collect();
+                unary(&ray::ListApplicationsResponse { application_names: names }, &request_id)
+            }
+            _ => self.route(req, &path, &request_id).await,
+        }
+    }
+
+    async fn route(&self, req: Request<Incoming>, path: &str, request_id: &str) -> Response<Body> {
+        let Some(method) = path.rsplit('/').next().filter(|m| !m.is_empty()) else {
+            return error(
+                grpc_code::UNIMPLEMENTED,
+                &format!("Method path {path:?} is not /package.Service/Method"),
+                request_id,
+            );
+        };
+        // Apps without a route prefix are not reachable over gRPC, as in Ray.
+        let snapshot = self.router.snapshot();
+        let exposed: Vec<&photon_router::Route> = snapshot.apps.iter().filter(|a| a.route_prefix.is_some()).collect();
+        let wanted = metadata(req.headers(), "application");
+        let route = match (exposed.as_slice(), wanted) {
+            ([only], _) => *only,
+            (_, None) => {
+                return error(
+                    grpc_code::NOT_FOUND,
+                    "Application metadata not set. Ping /ray.serve.RayServeAPIService/ListApplications for available applications.",
+                    request_id,
+                )
+            }
+            (apps, Some(name)) => match apps.iter().find(|a| a.app == name) {
+                Some(r) => *r,
+                None => {
+                    return error(
+                        grpc_code::NOT_FOUND,
+                        &format!("Application '{name}' not found. Ping /ray.serve.RayServeAPIService/ListApplications for available applications."),
+                        request_id,
+                    )
+                }
+            },
+        };
+        let ingress = route.ingress.clone();
+        drop(snapshot);
+
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, self.config.max_message_bytes.saturating_add(5)).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return error(
+                    grpc_code::RESOURCE_EXHAUSTED,
+                    &format!("request too large or unreadable: {e}"),
+                    request_id,
+                )
+            }
+        };
+        let message = match grpc_frame::decode_all(body) {
+            Ok(messages) if messages.len() == 1 => messages.into_iter().next().unwrap_or_default(),
+            Ok(messages) => {
+                return error(
+                    grpc_code::UNIMPLEMENTED,
+                    &format!(
+                        "expected one request message, got {} (client streaming is not supported)",
+                        messages.len()
+                    ),
+                    request_id,
+                )
+            }
+            Err(what) => return error(grpc_code::INVALID_ARGUMENT, what, request_id),
+        };
+        let mut headers = parts.headers;
+        wire::strip_hop_by_hop(&mut headers);
+        headers.remove("te");
+        headers.insert(wire::PROTOCOL, HeaderValue::from_static(wire::PROTOCOL_GRPC));
+        let call = Call {
+            request_id: request_id.to_string(),
+            method: method.to_string(),
+            http_method: http::Method::POST,
+            path_and_query: path.to_string(),
+            headers,
+            body: message,
+            route_prefix: String::new(),
+        };
+        let result = match self.config.request_timeout {
+            Some(limit) => match tokio::time::timeout(limit, ingress.call(call)).await {
+                Ok(result) => result,
+                Err(_) => {
+                    let text = format!("Request timed out after {}s.", crate::http::seconds(limit));
+                    return error(grpc_code::DEADLINE_EXCEEDED, &text, request_id);
+                }
+            },
+            None => ingress.call(call).await,
+        };
+        match result {
+            Ok(answer) => with_trailers(answer.body.map_err(respond::BoxError::from).boxed_unsync(), request_id),
+            Err(e) => {
+                tracing::warn!(request_id, deployment = %ingress.id(), error = %e, "gRPC request failed");
+                let (code, message) = respond::grpc_status(&e);
+                error(code, &message, request_id)
+            }
+        }
+    }
+}
