@@ -64,6 +64,9 @@ impl Photon {
     pub fn run_file(path: &std::path::Path, extra: &[&str]) -> Photon {
         let mut args: Vec<std::ffi::OsString> = vec!["run".into(), path.into()];
         args.extend(["--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"].map(Into::into));
+        if !extra.contains(&"--grpc-port") {
+            args.extend(["--grpc-port", "0"].map(Into::into));
+        }
         args.extend(extra.iter().map(Into::into));
         Photon::spawn(&args)
     }
@@ -306,4 +309,11 @@ pub async fn cli(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+impl Photon {
+    /// The gRPC proxy's address, when one was started.
+    pub fn grpc_addr(&self) -> Option<String> {
+        self.log.lock().unwrap().iter().find_map(|l| address_after(l, "gRPC proxy listening on "))
+    }
 }

@@ -16,12 +16,20 @@ use super::config_get;
 use crate::deployment::{ChunkStream, Deployment, DeploymentError, Protocol, Reply, Request};
 use crate::registry::{AppDef, DeploymentDef};
 
+/// `ok` over HTTP; over gRPC an empty message (which decodes as any message type's default).
+fn ok(request: &Request) -> Reply {
+    match request.protocol {
+        Protocol::Grpc => Reply::bytes(Bytes::new(), None),
+        Protocol::Http => Reply::text("ok"),
+    }
+}
+
 struct Noop;
 
 #[async_trait::async_trait]
 impl Deployment for Noop {
-    async fn call(&self, _request: Request) -> Result<Reply, DeploymentError> {
-        Ok(Reply::text("ok"))
+    async fn call(&self, request: Request) -> Result<Reply, DeploymentError> {
+        Ok(ok(&request))
     }
 }
 
@@ -43,9 +51,9 @@ struct Sleep {
 
 #[async_trait::async_trait]
 impl Deployment for Sleep {
-    async fn call(&self, _request: Request) -> Result<Reply, DeploymentError> {
+    async fn call(&self, request: Request) -> Result<Reply, DeploymentError> {
         tokio::time::sleep(Duration::from_millis(self.sleep_ms.load(Ordering::Relaxed))).await;
-        Ok(Reply::text("ok"))
+        Ok(ok(&request))
     }
 
     async fn reconfigure(&self, user_config: Option<&Value>) -> Result<(), DeploymentError> {

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Drives Photon with Ray's own CLI: `serve deploy`, `serve status`, `serve config` and
-# `serve shutdown -y` with --address pointing at `photon start`, and checks that what Ray prints
-# matches Photon's own `photon status` / `photon config`.
+# Drives Photon with Ray's own tooling:
+# 1. Ray's CLI: `serve deploy`, `serve status`, `serve config` and `serve shutdown -y` with
+#    --address pointing at `photon start`; what Ray prints must match `photon status` /
+#    `photon config`.
+# 2. A grpcio client built from Ray's generated serve.proto stubs against Photon's gRPC front
+#    door (scripts/ray_grpc_client.py).
 #
-#   scripts/ray-cli-check.sh          # installs ray[serve] into target/ray-venv on first use
+#   scripts/ray-compat-check.sh       # installs ray[serve] into target/ray-venv on first use
 #
 # Needs python3 with venv and access to the Python package registry for the first install.
 # Everything runs on 127.0.0.1 and is stopped on exit.
@@ -15,7 +18,7 @@ venv=target/ray-venv
 if ! "$venv/bin/python" -c "import ray, sys; sys.exit(ray.__version__ != '$RAY_VERSION')" 2>/dev/null; then
   # Without the registry the check cannot run: say so loudly, but do not fail a build over it.
   if ! { python3 -m venv "$venv" && "$venv/bin/pip" install -q "ray[serve]==$RAY_VERSION"; }; then
-    echo "ray-cli-check: SKIPPED: could not install ray[serve]==$RAY_VERSION" >&2
+    echo "ray-compat-check: SKIPPED: could not install ray[serve]==$RAY_VERSION" >&2
     exit 0
   fi
 fi
@@ -36,7 +39,7 @@ for _ in $(seq 1 500); do
 done
 export RAY_DASHBOARD_ADDRESS=$rest
 
-fail() { echo "ray-cli-check: FAILED: $*" >&2; cat "$work/head.log" >&2; exit 1; }
+fail() { echo "ray-compat-check: FAILED: $*" >&2; cat "$work/head.log" >&2; exit 1; }
 
 # serve deploy
 "$serve" deploy examples/serve-config.yaml --address "$rest" >"$work/deploy.out" 2>&1 || fail "serve deploy: $(cat "$work/deploy.out")"
@@ -84,4 +87,41 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 curl -s "$rest/api/serve/applications/" | "$py" -c 'import json,sys; sys.exit(bool(json.load(sys.stdin)["applications"]))' || fail "applications remain after serve shutdown"
-echo "ray-cli-check: serve deploy/status/config/shutdown against Photon: 4 passed, 0 failed"
+echo "ray-compat-check: serve deploy/status/config/shutdown against Photon: ok"
+
+# 2. gRPC with Ray's generated client stubs.
+cat >"$work/grpc.yaml" <<'YAML'
+grpc_options:
+  grpc_servicer_functions: [user_defined_protos_pb2_grpc.add_UserDefinedServiceServicer_to_server]
+applications:
+  - name: greeter
+    import_path: photon.examples:greeter
+    route_prefix: /greeter
+    deployments:
+      - name: Greeter
+        user_config: {stream_interval_ms: 100}
+  - name: slow
+    import_path: photon.examples:sleep
+    route_prefix: /slow
+    deployments:
+      - name: Sleep
+        max_ongoing_requests: 1
+        max_queued_requests: 1
+        user_config: {sleep_ms: 300}
+YAML
+"$photon" run "$work/grpc.yaml" --http-host 127.0.0.1 --http-port 0 --dashboard-port 0 --grpc-port 0 2>"$work/run.log" &
+run_pid=$!
+grpc=""
+for _ in $(seq 1 500); do
+  grpc=$(grep -o 'gRPC proxy listening on [0-9.:]*' "$work/run.log" | awk '{print $NF}' || true)
+  [ -n "$grpc" ] && break
+  sleep 0.01
+done
+grpc="127.0.0.1:${grpc##*:}"
+for _ in $(seq 1 300); do
+  grep -q 'deployment is HEALTHY deployment=slow#Sleep' "$work/run.log" && grep -q 'deployment is HEALTHY deployment=greeter#Greeter' "$work/run.log" && break
+  sleep 0.1
+done
+"$py" scripts/ray_grpc_client.py "$grpc" || { kill $run_pid; fail "gRPC client"; }
+kill $run_pid; wait $run_pid 2>/dev/null || true
+echo "ray-compat-check: 2 passed, 0 failed"
