@@ -44,7 +44,7 @@ rss_mb() {
 
 # --- Photon -----------------------------------------------------------------------------------
 launch_ns=$(date +%s%N)
-"$PHOTON" run "$CONFIG" --http-host 127.0.0.1 --http-port 0 --dashboard-port 0 2>"$work/photon.log" &
+"$PHOTON" run "$CONFIG" --http-host 127.0.0.1 --http-port 0 --grpc-port 0 --dashboard-port 0 2>"$work/photon.log" &
 photon_pid=$!
 pids+=("$photon_pid")
 photon_url=""
@@ -55,6 +55,8 @@ for _ in $(seq 1 200); do
 done
 until [ "$(curl -s -o /dev/null -w '%{http_code}' "$photon_url/")" = 200 ]; do sleep 0.005; done
 first_200_ms=$(( ($(date +%s%N) - launch_ns) / 1000000 ))
+photon_grpc=$(grep -o 'gRPC proxy listening on [0-9.:]*' "$work/photon.log" | awk '{print $NF}')
+photon_grpc="127.0.0.1:${photon_grpc##*:}"
 
 # --- nginx proxy hop --------------------------------------------------------------------------
 up=$(free_port); px=$(free_port)
@@ -114,3 +116,28 @@ for c in $CONNECTIONS; do
   echo "$line"
 done
 echo "photon launch to first 200: ${first_200_ms} ms"
+
+# --- Photon only: the gRPC path (noop app) and the fruit app (three handle hops) ---------------
+cargo bench --quiet --bench grpc_load --no-run 2>/dev/null
+echo
+printf '| path | conns | req/s | p50 | p99 | errors |\n|---|---|---|---|---|---|\n'
+for c in $CONNECTIONS; do
+  read -r rps p50 p99 errs <<<"$(cargo bench --quiet --bench grpc_load -- "$photon_grpc" "$c" "$DURATION" noop)"
+  printf '| photon gRPC noop | %s | %s | %s | %s | %s |\n' "$c" "$rps" "$p50" "$p99" "$errs"
+done
+"$PHOTON" run examples/serve-config.yaml --http-host 127.0.0.1 --http-port 0 --dashboard-port 0 2>"$work/fruit.log" &
+pids+=("$!")
+fruit_url=""
+for _ in $(seq 1 200); do
+  fruit_url=$(grep -o 'HTTP proxy listening on http://[0-9.:]*' "$work/fruit.log" | awk '{print $NF}' || true)
+  [ -n "$fruit_url" ] && break
+  sleep 0.01
+done
+until [ "$(curl -s -X POST -d '["MANGO", 2]' "$fruit_url/fruit/")" = 6 ]; do sleep 0.01; done
+for c in $CONNECTIONS; do
+  threads=2; [ "$c" -lt 2 ] && threads=1
+  out=$(wrk -t"$threads" -c"$c" -d"${DURATION}s" --latency -s benches/fruit.lua "$fruit_url/fruit/" 2>&1)
+  printf '| photon HTTP fruit (3 hops) | %s | %s | %s | %s | %s |\n' "$c" "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" \
+    "$(awk '$1=="50%" {print $2}' <<<"$out")" "$(awk '$1=="99%" {print $2}' <<<"$out")" \
+    "$(awk '/Non-2xx/ {n+=$NF} /Socket errors/ {gsub(",",""); n+=$4+$6+$8+$10} END {print n+0}' <<<"$out")"
+done
