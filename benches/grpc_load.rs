@@ -22,7 +22,8 @@ async fn main() {
     let connections = concurrency.div_ceil(16).max(1);
     let mut channels = Vec::new();
     for _ in 0..connections {
-        channels.push(Channel::from_shared(format!("http://{addr}")).unwrap().tcp_nodelay(true).connect().await.unwrap());
+        channels
+            .push(Channel::from_shared(format!("http://{addr}")).unwrap().tcp_nodelay(true).connect().await.unwrap());
     }
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let tasks: Vec<_> = (0..concurrency)
@@ -51,7 +52,9 @@ async fn main() {
         errors += e;
     }
     all.sort();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default()
+    };
     println!(
         "{:.2} {:.3}ms {:.3}ms {}",
         all.len() as f64 / seconds as f64,

@@ -93,8 +93,8 @@ impl Head {
             tasks.push(tokio::spawn(photon_proxy::serve_grpc(listener, router.clone(), opts.grpc_config)));
             tracing::info!("gRPC proxy listening on {addr}");
         }
+        let info = instance_info(&opts.startup_config, http_addr, &opts.http_config.node_id);
         tasks.push(tokio::spawn(photon_proxy::serve(http_listener, router, opts.http_config)));
-        let info = instance_info(&opts.startup_config, http_addr);
         tasks.push(tokio::spawn(photon_controller::rest::serve(dashboard_listener, controller.clone(), info)));
 
         tracing::info!("controller listening on {controller_addr}");
@@ -116,8 +116,12 @@ impl Head {
     }
 }
 
-fn instance_info(config: &photon_config::ServeConfig, http_addr: SocketAddr) -> photon_controller::rest::InstanceInfo {
-    let node_id: String = (0..28).map(|_| format!("{:02x}", fastrand::u8(..))).collect();
+fn instance_info(
+    config: &photon_config::ServeConfig,
+    http_addr: SocketAddr,
+    node_id: &str,
+) -> photon_controller::rest::InstanceInfo {
+    let node_id = node_id.to_string();
     let mut http_options = serde_json::to_value(&config.http_options).unwrap_or_default();
     http_options["port"] = serde_json::json!(http_addr.port());
     photon_controller::rest::InstanceInfo {

@@ -78,6 +78,9 @@ pub struct ResolvedDeployment {
     pub env_vars: BTreeMap<String, String>,
     /// At most this many replicas per node.
     pub max_replicas_per_node: Option<u32>,
+    /// One access-log line per request (`logging_config.enable_access_log`, deployment over
+    /// application over global; default on).
+    pub access_log: bool,
     /// The effective options in the config's own form (REST `deployment_config`).
     pub effective: DeploymentOverride,
 }
@@ -198,6 +201,12 @@ fn resolve_one(
         num_gpus: actor.num_gpus.unwrap_or(0.0),
         env_vars,
         max_replicas_per_node: eff.max_replicas_per_node,
+        access_log: eff
+            .logging_config
+            .as_ref()
+            .and_then(|l| l.enable_access_log)
+            .or_else(|| app.logging_config.as_ref().and_then(|l| l.enable_access_log))
+            .unwrap_or(true),
         effective: eff,
     }
 }

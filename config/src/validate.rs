@@ -263,7 +263,16 @@ pub(crate) fn serve_config(doc: &Value, r: &mut Report) -> Option<ServeConfig> {
     }
     top.finish(Extra::Ignore, r);
     check_unique_apps(&applications, r);
-    let applications = applications.into_iter().map(|(_, app)| app).collect();
+    // The global logging_config applies to every application that has none (Ray's rule).
+    let applications = applications
+        .into_iter()
+        .map(|(_, mut app)| {
+            if app.logging_config.is_none() {
+                app.logging_config = logging.clone();
+            }
+            app
+        })
+        .collect();
     Some(ServeConfig {
         proxy_location,
         http_options,

@@ -175,6 +175,7 @@ impl Actor {
         match action {
             Action::Start(spec) => {
                 let replica_id = spec.replica_id.clone();
+                crate::metrics::replica_started(&spec.app, &spec.deployment, &spec.replica_id);
                 if let Err(e) = self.orchestrator.start(spec) {
                     tracing::error!(error = %e, "replica start failed");
                     self.state.on_exited(&replica_id, &e.to_string(), Instant::now());
@@ -223,7 +224,7 @@ impl Actor {
 }
 
 /// A lazily connected client of a replica's control service.
-fn control_client(address: &str) -> ReplicaServiceClient<tonic::transport::Channel> {
+pub(crate) fn control_client(address: &str) -> ReplicaServiceClient<tonic::transport::Channel> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .unwrap_or_else(|_| tonic::transport::Endpoint::from_static("http://127.0.0.1:1"))
         .tcp_nodelay(true)

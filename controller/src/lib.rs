@@ -6,6 +6,7 @@
 
 mod actor;
 mod grpc;
+pub mod metrics;
 pub mod rest;
 pub mod state;
 pub mod status;

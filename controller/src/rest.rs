@@ -84,6 +84,14 @@ impl Rest {
                 "session_name": "photon",
             })),
             (Method::GET, "/api/gcs_healthz") | (Method::GET, "/api/healthz") => text(StatusCode::OK, "success"),
+            (Method::GET, "/metrics") => match self.controller.status().await {
+                Ok(status) => respond(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    crate::metrics::scrape(&status).await,
+                ),
+                Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            },
             (Method::GET, "/api/serve/applications/") => self.get(req.uri().query()).await,
             (Method::PUT, "/api/serve/applications/") => self.put(req).await,
             (Method::DELETE, "/api/serve/applications/") => self.delete().await,

@@ -414,6 +414,7 @@ impl State {
                         env_vars: d.spec.env_vars.clone(),
                         graceful_shutdown_timeout: secs(d.spec.graceful_shutdown_timeout_s),
                         graceful_shutdown_wait_loop: secs(d.spec.graceful_shutdown_wait_loop_s),
+                        access_log: d.spec.access_log,
                     };
                     d.replicas.insert(
                         replica_id.clone(),

@@ -38,6 +38,8 @@ pub struct ReplicaSpec {
     pub graceful_shutdown_timeout: Duration,
     /// Drain poll interval (`graceful_shutdown_wait_loop_s`).
     pub graceful_shutdown_wait_loop: Duration,
+    /// One log line per request.
+    pub access_log: bool,
 }
 
 /// Something that happened to a replica the orchestrator started.

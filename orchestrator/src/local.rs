@@ -54,6 +54,7 @@ impl Orchestrator for LocalOrchestrator {
             .args(["--graceful-shutdown-timeout-s", &spec.graceful_shutdown_timeout.as_secs_f64().to_string()])
             .args(["--graceful-shutdown-wait-loop-s", &spec.graceful_shutdown_wait_loop.as_secs_f64().to_string()])
             .arg("--exit-with-parent")
+            .args(if spec.access_log { &[][..] } else { &["--no-access-log"][..] })
             .envs(&spec.env_vars)
             .env_remove(USER_CONFIG_ENV)
             .process_group(0)

@@ -19,6 +19,7 @@ use photon_router::Router;
 use prost::Message;
 use tokio::net::TcpListener;
 
+use crate::metrics::{self, InFlight, Target};
 use crate::respond::{self, grpc_code, Body};
 
 /// Options of the gRPC front door.
@@ -28,12 +29,45 @@ pub struct GrpcConfig {
     pub request_timeout: Option<Duration>,
     /// Largest request message.
     pub max_message_bytes: usize,
+    /// This node's id (metric labels).
+    pub node_id: String,
+    /// One access-log line per request.
+    pub access_log: bool,
 }
 
 impl Default for GrpcConfig {
     fn default() -> Self {
-        GrpcConfig { request_timeout: None, max_message_bytes: photon_router::MAX_MESSAGE_BYTES }
+        GrpcConfig {
+            request_timeout: None,
+            max_message_bytes: photon_router::MAX_MESSAGE_BYTES,
+            node_id: String::new(),
+            access_log: true,
+        }
     }
+}
+
+/// gRPC status code names, as Ray's metrics label them.
+fn code_name(code: u16) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES.get(code as usize).copied().unwrap_or("UNKNOWN")
 }
 
 struct GrpcProxy {
@@ -122,8 +156,32 @@ fn metadata<'a>(headers: &'a HeaderMap, key: &str) -> Option<&'a str> {
 impl GrpcProxy {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let request_id = metadata(req.headers(), "request_id").map(str::to_string).unwrap_or_else(crate::http::uuid4);
+        let in_flight = InFlight::start(&metrics::GRPC, &self.config.node_id);
         let path = req.uri().path().to_string();
-        match path.as_str() {
+        let mut target = Target { route: path.clone(), ..Default::default() };
+        let response = self.dispatch(req, &path, &request_id, &mut target).await;
+        // A trailers-only answer carries its status in the headers; others end with OK.
+        let code = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok()?.parse::<u16>().ok())
+            .unwrap_or(grpc_code::OK);
+        in_flight.finish(&target, &path, code_name(code), code != grpc_code::OK);
+        if self.config.access_log {
+            tracing::info!(request_id = %request_id, application = %target.application, "gRPC {path} {}", code_name(code));
+        }
+        response
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        path: &str,
+        request_id: &str,
+        target: &mut Target,
+    ) -> Response<Body> {
+        let request_id = request_id.to_string();
+        match path {
             "/ray.serve.RayServeAPIService/Healthz" => {
                 if !self.router.is_ready() {
                     return error(grpc_code::UNAVAILABLE, "Route table is not populated yet.", &request_id);
@@ -137,11 +195,11 @@ impl GrpcProxy {
                 let names = self.router.snapshot().apps.iter().map(|a| a.app.clone()).collect();
                 unary(&ray::ListApplicationsResponse { application_names: names }, &request_id)
             }
-            _ => self.route(req, &path, &request_id).await,
+            _ => self.route(req, path, &request_id, target).await,
         }
     }
 
-    async fn route(&self, req: Request<Incoming>, path: &str, request_id: &str) -> Response<Body> {
+    async fn route(&self, req: Request<Incoming>, path: &str, request_id: &str, target: &mut Target) -> Response<Body> {
         let Some(method) = path.rsplit('/').next().filter(|m| !m.is_empty()) else {
             return error(
                 grpc_code::UNIMPLEMENTED,
@@ -174,6 +232,8 @@ impl GrpcProxy {
             },
         };
         let ingress = route.ingress.clone();
+        target.application = route.app.clone();
+        target.deployment = ingress.id().name.clone();
         drop(snapshot);
 
         let (parts, body) = req.into_parts();

@@ -13,6 +13,7 @@ use photon_router::wire::{self, Answer, Call};
 use photon_router::Router;
 use tokio::net::TcpListener;
 
+use crate::metrics::{self, InFlight, Target};
 use crate::respond::{self, Body};
 
 /// Options of the HTTP front door.
@@ -24,11 +25,21 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Ray's `http_options.request_timeout_s`: 408 when no response has started in time.
     pub request_timeout: Option<Duration>,
+    /// This node's id (metric labels).
+    pub node_id: String,
+    /// One access-log line per request (`logging_config.enable_access_log`).
+    pub access_log: bool,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { root_path: String::new(), max_body_bytes: 100 << 20, request_timeout: None }
+        HttpConfig {
+            root_path: String::new(),
+            max_body_bytes: 100 << 20,
+            request_timeout: None,
+            node_id: String::new(),
+            access_log: true,
+        }
     }
 }
 
@@ -100,7 +111,16 @@ impl Proxy {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let request_id =
             req.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_string).unwrap_or_else(uuid4);
-        let mut response = self.route(req, &request_id).await;
+        let in_flight = InFlight::start(&metrics::HTTP, &self.config.node_id);
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let mut target = Target::default();
+        let mut response = self.route(req, &request_id, &mut target).await;
+        let status = response.status();
+        in_flight.finish(&target, method.as_str(), status.as_str(), status.as_u16() >= 400);
+        if self.config.access_log {
+            tracing::info!(request_id = %request_id, application = %target.application, "{method} {path} {}", status.as_u16());
+        }
         if !respond::is_bare(&response) {
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 response.headers_mut().insert(X_REQUEST_ID.clone(), v);
@@ -109,11 +129,17 @@ impl Proxy {
         response
     }
 
-    async fn route(&self, req: Request<Incoming>, request_id: &str) -> Response<Body> {
+    async fn route(&self, req: Request<Incoming>, request_id: &str, target: &mut Target) -> Response<Body> {
         let path = req.uri().path().to_string();
         match path.as_str() {
-            "/-/healthz" => return self.healthz(),
-            "/-/routes" => return self.routes(),
+            "/-/healthz" => {
+                target.route = path;
+                return self.healthz();
+            }
+            "/-/routes" => {
+                target.route = path;
+                return self.routes();
+            }
             _ => {}
         }
         let snapshot = self.router.snapshot();
@@ -127,6 +153,9 @@ impl Proxy {
         let timeout = timeout_for(req.headers(), self.config.request_timeout);
         let ingress = route.ingress.clone();
         let route_prefix = route.route_prefix.clone().unwrap_or_default();
+        target.application = route.app.clone();
+        target.route = route_prefix.clone();
+        target.deployment = ingress.id().name.clone();
         drop(snapshot);
 
         if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())

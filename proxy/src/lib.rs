@@ -6,6 +6,7 @@
 
 mod grpc;
 mod http;
+mod metrics;
 pub mod respond;
 
 pub use crate::grpc::{serve as serve_grpc, GrpcConfig};

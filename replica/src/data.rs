@@ -16,6 +16,7 @@ use photon_router::wire::grpc_frame;
 use photon_router::{wire, MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
+use tracing::Instrument;
 
 use crate::deployment::{self, DeploymentError, Protocol, ReplyBody};
 use crate::server::ReplicaState;
@@ -32,13 +33,17 @@ pub async fn serve(listener: TcpListener, state: Arc<ReplicaState>) {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-        });
+        tokio::spawn(
+            async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            }
+            .in_current_span(),
+        );
     }
 }
 
@@ -68,13 +73,14 @@ async fn handle(state: &Arc<ReplicaState>, req: Request<Incoming>) -> Response<B
             return outcome(StatusCode::BAD_REQUEST, wire::OUTCOME_ERROR, format!("could not read the request: {e}"))
         }
     };
+    let started = std::time::Instant::now();
+    let route = header_string(&mut parts.headers, &wire::ROUTE_PREFIX).unwrap_or_default();
     let request_id = header_string(&mut parts.headers, &wire::REQUEST_ID).unwrap_or_default();
     let protocol = match header_string(&mut parts.headers, &wire::PROTOCOL).as_deref() {
         Some(wire::PROTOCOL_GRPC) => Protocol::Grpc,
         _ => Protocol::Http,
     };
     let method = header_string(&mut parts.headers, &wire::METHOD).unwrap_or_else(|| "__call__".to_string());
-    parts.headers.remove(wire::ROUTE_PREFIX);
     wire::strip_hop_by_hop(&mut parts.headers);
     let request = deployment::Request {
         protocol,
@@ -87,7 +93,18 @@ async fn handle(state: &Arc<ReplicaState>, req: Request<Incoming>) -> Response<B
         body,
     };
     let request_id = request.request_id.clone();
-    match state.deployment().call(request).await {
+    let (log_method, log_path) = (request.method.clone(), request.path.clone());
+    let result = state.deployment().call(request).await;
+    state.metrics().record(&route, started.elapsed(), result.as_ref().err().map(|e| e.0.as_str()));
+    if state.access_log() {
+        let outcome = match &result {
+            Ok(reply) => reply.status.to_string(),
+            Err(_) => "ERROR".to_string(),
+        };
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(request_id = %request_id, "{log_method} {log_path} {outcome} {ms:.1}ms");
+    }
+    match result {
         Ok(reply) => {
             let grpc = protocol == Protocol::Grpc;
             let body = match reply.body {

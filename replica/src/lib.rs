@@ -6,6 +6,7 @@
 
 mod data;
 mod deployment;
+pub mod metrics;
 pub mod pyvalue;
 mod registry;
 mod samples;
@@ -21,6 +22,7 @@ use photon_proto::v1::replica_service_server::ReplicaServiceServer;
 use photon_router::{follow_controller, Router};
 use serde_json::Value;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 pub use deployment::{call_handle, BuildContext, Deployment, DeploymentError, Reply, Request};
 pub use registry::{AppDef, Constructor, DeploymentDef, Registry};
@@ -76,6 +78,8 @@ pub struct ReplicaOptions {
     pub graceful_shutdown_wait_loop: Duration,
     /// Address to listen on (port 0 picks one).
     pub bind: String,
+    /// One log line per request.
+    pub access_log: bool,
 }
 
 /// Runs one replica until `shutdown` resolves, then drains and returns.
@@ -84,7 +88,7 @@ pub async fn run(
     opts: ReplicaOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ReplicaError> {
-    let router = Router::new();
+    let router = Router::for_caller(&opts.replica_id);
     let follow = tokio::spawn(follow_controller(router.clone(), opts.controller.clone(), opts.replica_id.clone()));
     let startup = |source| ReplicaError::Startup { deployment: opts.deployment.clone(), source };
 
@@ -93,12 +97,14 @@ pub async fn run(
     built.reconfigure(opts.user_config.as_ref()).await.map_err(startup)?;
     built.check_health().await.map_err(startup)?;
 
-    let state = ReplicaState::new(built, opts.max_ongoing_requests, opts.user_config.clone());
+    let metrics = metrics::ReplicaMetrics::new(&opts.app, &opts.deployment, &opts.replica_id);
+    let state = ReplicaState::new(built, opts.max_ongoing_requests, opts.user_config.clone(), metrics, opts.access_log);
     let listener = TcpListener::bind(&opts.bind).await?;
     let address = listener.local_addr()?;
     let data_listener = TcpListener::bind(&opts.bind).await?;
     let data_address = data_listener.local_addr()?;
-    let data = tokio::spawn(data::serve(data_listener, state.clone()));
+    // Spawned tasks keep the replica's span, so their log lines name the replica.
+    let data = tokio::spawn(data::serve(data_listener, state.clone()).in_current_span());
     let service = ReplicaServiceServer::new(ReplicaServer(state.clone()));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(

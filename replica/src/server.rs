@@ -18,6 +18,8 @@ use crate::deployment::Deployment;
 /// Shared state of one replica's service.
 pub struct ReplicaState {
     deployment: Arc<dyn Deployment>,
+    metrics: crate::metrics::ReplicaMetrics,
+    access_log: bool,
     ongoing: AtomicU32,
     max_ongoing: AtomicU32,
     draining: AtomicBool,
@@ -27,9 +29,17 @@ pub struct ReplicaState {
 
 impl ReplicaState {
     /// State for a built and configured deployment.
-    pub fn new(deployment: Arc<dyn Deployment>, max_ongoing: u32, user_config: Option<Value>) -> Arc<Self> {
+    pub fn new(
+        deployment: Arc<dyn Deployment>,
+        max_ongoing: u32,
+        user_config: Option<Value>,
+        metrics: crate::metrics::ReplicaMetrics,
+        access_log: bool,
+    ) -> Arc<Self> {
         Arc::new(ReplicaState {
             deployment,
+            metrics,
+            access_log,
             ongoing: AtomicU32::new(0),
             max_ongoing: AtomicU32::new(max_ongoing),
             draining: AtomicBool::new(false),
@@ -64,6 +74,16 @@ impl ReplicaState {
         &self.deployment
     }
 
+    /// This replica's metric series.
+    pub fn metrics(&self) -> &crate::metrics::ReplicaMetrics {
+        &self.metrics
+    }
+
+    /// Whether to log one line per request.
+    pub fn access_log(&self) -> bool {
+        self.access_log
+    }
+
     /// Takes a request slot, or `None` when at `max_ongoing_requests` or draining.
     pub fn admit(self: &Arc<Self>) -> Option<Admission> {
         if self.draining.load(Ordering::Acquire) {
@@ -72,6 +92,7 @@ impl ReplicaState {
         let max = self.max_ongoing.load(Ordering::Acquire);
         let prev = self.ongoing.fetch_add(1, Ordering::AcqRel);
         let admission = Admission(self.clone());
+        self.metrics.processing.inc();
         (prev < max).then_some(admission)
     }
 }
@@ -81,6 +102,7 @@ pub struct Admission(Arc<ReplicaState>);
 
 impl Drop for Admission {
     fn drop(&mut self) {
+        self.0.metrics.processing.dec();
         if self.0.ongoing.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
         }
@@ -97,6 +119,10 @@ impl ReplicaService for ReplicaServer {
             Ok(()) => Ok(Response::new(pb::HealthResponse { ongoing_requests: self.0.ongoing() })),
             Err(e) => Err(Status::internal(e.0)),
         }
+    }
+
+    async fn metrics(&self, _request: Request<pb::MetricsRequest>) -> Result<Response<pb::MetricsResponse>, Status> {
+        Ok(Response::new(pb::MetricsResponse { text: photon_router::metrics::gather_text() }))
     }
 
     async fn reconfigure(

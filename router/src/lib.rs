@@ -9,6 +9,7 @@ mod client;
 mod error;
 mod handle;
 pub mod matcher;
+pub mod metrics;
 mod queue;
 mod subscribe;
 mod table;
@@ -69,6 +70,8 @@ struct Inner {
     pool: Pool,
     table: Mutex<Arc<RoutingTable>>,
     ready: watch::Sender<bool>,
+    /// Who routes (metric labels): `proxy`, or the replica id whose handles these are.
+    caller: String,
 }
 
 impl Default for Router {
@@ -80,6 +83,11 @@ impl Default for Router {
 impl Router {
     /// A router with no table yet (not ready).
     pub fn new() -> Self {
+        Self::for_caller("proxy")
+    }
+
+    /// A router whose metrics name `caller` (a replica id for a replica's handles).
+    pub fn for_caller(caller: &str) -> Self {
         Router {
             inner: Arc::new(Inner {
                 snapshot: ArcSwap::from_pointee(Snapshot::default()),
@@ -87,6 +95,7 @@ impl Router {
                 pool: new_pool(),
                 table: Mutex::new(Arc::new(RoutingTable::default())),
                 ready: watch::Sender::new(false),
+                caller: caller.to_string(),
             }),
         }
     }
@@ -115,7 +124,7 @@ impl Router {
     /// The queue of one deployment (created empty if the table does not list it yet).
     pub fn queue(&self, id: &DeploymentId) -> Arc<DeploymentQueue> {
         let mut queues = self.inner.queues.lock().unwrap_or_else(|e| e.into_inner());
-        queues.entry(id.clone()).or_insert_with(|| DeploymentQueue::new(id.clone())).clone()
+        queues.entry(id.clone()).or_insert_with(|| DeploymentQueue::new(id.clone(), &self.inner.caller)).clone()
     }
 
     /// A handle for calls to one deployment.
@@ -132,7 +141,7 @@ impl Router {
         let queues: Vec<(DeploymentId, Arc<DeploymentQueue>)> = {
             let mut map = self.inner.queues.lock().unwrap_or_else(|e| e.into_inner());
             for id in table.deployments.keys() {
-                map.entry(id.clone()).or_insert_with(|| DeploymentQueue::new(id.clone()));
+                map.entry(id.clone()).or_insert_with(|| DeploymentQueue::new(id.clone(), &self.inner.caller));
             }
             map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };

@@ -56,14 +56,30 @@ struct State {
     waiters: VecDeque<Waiter>,
 }
 
+/// This queue's series of the router metrics.
+struct QueueMetrics {
+    requests: prometheus::IntCounter,
+    queued: prometheus::IntGauge,
+    ongoing: prometheus::IntGauge,
+}
+
 /// The queue of one deployment for one caller; cheap to share (`Arc`).
 pub struct DeploymentQueue {
     id: DeploymentId,
     state: Mutex<State>,
+    metrics: QueueMetrics,
 }
 
 impl DeploymentQueue {
-    pub(crate) fn new(id: DeploymentId) -> Arc<Self> {
+    /// `caller` names who routes (the proxy, or a replica's handles), for metric labels.
+    pub(crate) fn new(id: DeploymentId, caller: &str) -> Arc<Self> {
+        let m = &crate::metrics::ROUTER;
+        let labels = [id.app.as_str(), id.name.as_str(), caller, caller];
+        let metrics = QueueMetrics {
+            requests: m.requests.with_label_values(&[id.app.as_str(), id.name.as_str(), "", caller, caller]),
+            queued: m.queued.with_label_values(&labels),
+            ongoing: m.ongoing_at_replicas.with_label_values(&labels),
+        };
         Arc::new(DeploymentQueue {
             id,
             state: Mutex::new(State {
@@ -72,7 +88,13 @@ impl DeploymentQueue {
                 backpressure_status_code: 503,
                 ..Default::default()
             }),
+            metrics,
         })
+    }
+
+    fn permit(self: &Arc<Self>, replica_id: String, client: ReplicaClient) -> Permit {
+        self.metrics.ongoing.inc();
+        Permit { queue: self.clone(), replica_id, client }
     }
 
     /// Which deployment this queue feeds.
@@ -133,14 +155,22 @@ impl DeploymentQueue {
     /// Hands free capacity to the oldest live waiters.
     fn dispatch_waiters(&self, st: &mut State) {
         while !st.waiters.is_empty() {
-            let Some(i) = Self::pick(st) else { return };
-            let Some(waiter) = st.waiters.pop_front() else { return };
+            let Some(i) = Self::pick(st) else { break };
+            let Some(waiter) = st.waiters.pop_front() else { break };
             let slot = &mut st.slots[i];
             let assignment = Assignment { replica_id: slot.replica_id.clone(), client: slot.client.clone() };
             if waiter.send(Ok(assignment)).is_ok() {
                 slot.in_flight += 1;
             }
         }
+        self.metrics.queued.set(st.waiters.len() as i64);
+    }
+
+    /// Forgets waiters whose requests were cancelled.
+    fn drop_cancelled_waiters(&self) {
+        let mut st = self.lock();
+        st.waiters.retain(|w| !w.is_closed());
+        self.metrics.queued.set(st.waiters.len() as i64);
     }
 
     fn pick(st: &mut State) -> Option<usize> {
@@ -160,11 +190,9 @@ impl DeploymentQueue {
             if let Some(i) = Self::pick(&mut st) {
                 let slot = &mut st.slots[i];
                 slot.in_flight += 1;
-                return Ok(Permit {
-                    queue: self.clone(),
-                    replica_id: slot.replica_id.clone(),
-                    client: slot.client.clone(),
-                });
+                let (replica_id, client) = (slot.replica_id.clone(), slot.client.clone());
+                drop(st);
+                return Ok(self.permit(replica_id, client));
             }
             if st.max_queued >= 0 {
                 st.waiters.retain(|w| !w.is_closed());
@@ -179,6 +207,7 @@ impl DeploymentQueue {
             }
             let (tx, rx) = oneshot::channel();
             st.waiters.push_back(tx);
+            self.metrics.queued.set(st.waiters.len() as i64);
             rx
         };
         let mut wait = Wait { rx: Some(rx), queue: self.clone() };
@@ -188,7 +217,7 @@ impl DeploymentQueue {
         };
         wait.rx = None;
         match result {
-            Ok(Ok(a)) => Ok(Permit { queue: self.clone(), replica_id: a.replica_id, client: a.client }),
+            Ok(Ok(a)) => Ok(self.permit(a.replica_id, a.client)),
             Ok(Err(e)) => Err(e),
             // The sender is only dropped by `update` failing waiters, which sends first.
             Err(_) => Err(self.unavailable_error()),
@@ -219,6 +248,7 @@ impl DeploymentQueue {
     /// that refused it (full, draining) or could not be reached, and fails with the replica's
     /// error when it broke after accepting.
     pub async fn call(self: &Arc<Self>, request: Call) -> Result<Answer, RouterError> {
+        self.metrics.requests.inc();
         let mut backoff = INITIAL_BACKOFF;
         for attempt in 1..=MAX_ATTEMPTS {
             let permit = self.acquire().await?;
@@ -257,8 +287,9 @@ impl Drop for Wait {
     fn drop(&mut self) {
         if let Some(mut rx) = self.rx.take() {
             rx.close();
-            if let Ok(Ok(a)) = rx.try_recv() {
-                self.queue.release(&a.replica_id);
+            match rx.try_recv() {
+                Ok(Ok(a)) => self.queue.release(&a.replica_id),
+                _ => self.queue.drop_cancelled_waiters(),
             }
         }
     }
@@ -280,6 +311,7 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        self.queue.metrics.ongoing.dec();
         self.queue.release(&self.replica_id);
     }
 }
@@ -304,7 +336,7 @@ mod tests {
     }
 
     fn queue_with(t: &DeploymentTargets) -> Arc<DeploymentQueue> {
-        let q = DeploymentQueue::new(DeploymentId::new("app", "D"));
+        let q = DeploymentQueue::new(DeploymentId::new("app", "D"), "test");
         q.update(Some(t), |_, addr| ReplicaClient::new(addr, crate::client::new_pool()));
         q
     }

@@ -39,6 +39,9 @@ pub struct ReplicaArgs {
     /// Address for the replica's service.
     #[arg(long, default_value = "127.0.0.1:0")]
     bind: String,
+    /// No access-log line per request.
+    #[arg(long)]
+    no_access_log: bool,
     /// Exit when the parent process (the head) goes away.
     #[arg(long)]
     exit_with_parent: bool,
@@ -64,6 +67,7 @@ pub async fn run(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
         graceful_shutdown_timeout: Duration::from_secs_f64(args.graceful_shutdown_timeout_s.max(0.0)),
         graceful_shutdown_wait_loop: Duration::from_secs_f64(args.graceful_shutdown_wait_loop_s.max(0.0)),
         bind: args.bind,
+        access_log: !args.no_access_log,
     };
     let span = tracing::info_span!("replica", app = %args.app, deployment = %args.deployment, id = %args.replica_id);
     let shutdown = shutdown_signal(args.exit_with_parent);

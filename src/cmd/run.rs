@@ -96,10 +96,14 @@ fn head_options(args: &HeadArgs, config: &ServeConfig) -> anyhow::Result<HeadOpt
         .grpc_port
         .or((!config.grpc_options.grpc_servicer_functions.is_empty()).then_some(config.grpc_options.port));
     let timeout = |s: Option<f64>| s.map(Duration::from_secs_f64);
+    let node_id: String = (0..28).map(|_| format!("{:02x}", fastrand::u8(..))).collect();
+    let access_log = config.logging_config.as_ref().and_then(|l| l.enable_access_log).unwrap_or(true);
     Ok(HeadOptions {
         grpc: grpc_port.map(|port| SocketAddr::new(host, port)),
         grpc_config: photon_proxy::GrpcConfig {
             request_timeout: timeout(config.grpc_options.request_timeout_s),
+            node_id: node_id.clone(),
+            access_log,
             ..Default::default()
         },
         http: SocketAddr::new(host, args.http_port.unwrap_or(config.http_options.port)),
@@ -109,6 +113,8 @@ fn head_options(args: &HeadArgs, config: &ServeConfig) -> anyhow::Result<HeadOpt
             root_path: config.http_options.root_path.clone(),
             max_body_bytes: args.max_request_body_bytes,
             request_timeout: timeout(config.http_options.request_timeout_s),
+            node_id,
+            access_log,
         },
         startup_config: config.clone(),
     })

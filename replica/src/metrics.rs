@@ -1,0 +1,73 @@
+//! Replica metrics with Ray's names (spec/ray-serve.md section 10.3); every series carries the
+//! `application`, `deployment` and `replica` labels.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus::{
+    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, HistogramVec, IntCounterVec, IntGaugeVec,
+};
+
+struct Families {
+    requests: IntCounterVec,
+    errors: IntCounterVec,
+    latency: HistogramVec,
+    processing: IntGaugeVec,
+}
+
+static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
+    requests: register_int_counter_vec!(
+        "ray_serve_deployment_request_counter_total",
+        "The number of queries that have been processed in this replica.",
+        &["application", "deployment", "replica", "route"]
+    )
+    .expect("metric registers once"),
+    errors: register_int_counter_vec!(
+        "ray_serve_deployment_error_counter_total",
+        "The number of exceptions that have occurred in this replica.",
+        &["application", "deployment", "exception_type", "replica", "route"]
+    )
+    .expect("metric registers once"),
+    latency: register_histogram_vec!(
+        "ray_serve_deployment_processing_latency_ms",
+        "The latency for queries to be processed.",
+        &["application", "deployment", "replica", "route"],
+        photon_router::metrics::LATENCY_BUCKETS_MS.to_vec()
+    )
+    .expect("metric registers once"),
+    processing: register_int_gauge_vec!(
+        "ray_serve_replica_processing_queries",
+        "The current number of queries being processed.",
+        &["application", "deployment", "replica"]
+    )
+    .expect("metric registers once"),
+});
+
+/// One replica's metric series.
+pub struct ReplicaMetrics {
+    labels: [String; 3],
+    /// Requests executing now.
+    pub processing: prometheus::IntGauge,
+}
+
+impl ReplicaMetrics {
+    /// The series of replica `replica` of `application#deployment`.
+    pub fn new(application: &str, deployment: &str, replica: &str) -> Self {
+        let processing = FAMILIES.processing.with_label_values(&[application, deployment, replica]);
+        ReplicaMetrics { labels: [application.into(), deployment.into(), replica.into()], processing }
+    }
+
+    /// Records one finished request; `error` is the deployment's error message, if it raised.
+    pub fn record(&self, route: &str, took: Duration, error: Option<&str>) {
+        let [app, dep, replica] = &self.labels;
+        let labels = [app.as_str(), dep.as_str(), replica.as_str(), route];
+        FAMILIES.requests.with_label_values(&labels).inc();
+        FAMILIES.latency.with_label_values(&labels).observe(took.as_secs_f64() * 1000.0);
+        if let Some(message) = error {
+            // Errors raised by Python-like code start with their exception type.
+            let exception =
+                message.split(':').next().filter(|t| !t.is_empty() && !t.contains(' ')).unwrap_or("Exception");
+            FAMILIES.errors.with_label_values(&[app, dep, exception, replica, route]).inc();
+        }
+    }
+}
