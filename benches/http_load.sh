@@ -6,6 +6,7 @@
 #   benches/http_load.sh                  # 15 s per run, connections 1 16 64 256
 #   DURATION=5 CONNECTIONS="1 64" benches/http_load.sh
 #   CONFIG=benches/noop-default-limits.yaml benches/http_load.sh
+#   PHOTON_BIN=/path/to/photon TARGETS=photon EXTRAS=0 benches/http_load.sh   # A/B of two builds
 #
 # Needs wrk and nginx (Debian: apt-get install wrk nginx-light); everything it starts listens on
 # 127.0.0.1 only and is stopped on exit.
@@ -18,8 +19,12 @@ CONFIG=${CONFIG:-benches/noop.yaml}
 for tool in wrk nginx; do
   command -v "$tool" >/dev/null || { echo "missing $tool (Debian: apt-get install wrk nginx-light)" >&2; exit 1; }
 done
-cargo build --release --quiet
-PHOTON=target/release/photon
+if [ -z "${PHOTON_BIN:-}" ]; then
+  cargo build --release --quiet
+fi
+PHOTON=${PHOTON_BIN:-target/release/photon}
+TARGETS=${TARGETS:-"photon nginx ray"}
+EXTRAS=${EXTRAS:-1}
 
 work=$(mktemp -d)
 pids=()
@@ -98,7 +103,7 @@ run_wrk() { # url connections -> "rps p50 p99 errors"
 printf '| target | conns | req/s | p50 | p99 | errors | RSS MB |\n|---|---|---|---|---|---|---|\n'
 declare -A RPS
 for c in $CONNECTIONS; do
-  for target in photon nginx ray; do
+  for target in $TARGETS; do
     url_var="${target}_url"; url=${!url_var}
     [ -n "$url" ] || continue
     read -r rps p50 p99 errs <<<"$(run_wrk "$url" "$c")"
@@ -111,6 +116,7 @@ for c in $CONNECTIONS; do
 done
 echo
 for c in $CONNECTIONS; do
+  [ -n "${RPS[nginx.$c]:-}" ] || continue
   line="conns $c: photon/nginx = $(python3 -c "print(round(${RPS[photon.$c]}/${RPS[nginx.$c]}, 2))")"
   [ -n "${RPS[ray.$c]:-}" ] && line="$line, photon/ray = $(python3 -c "print(round(${RPS[photon.$c]}/${RPS[ray.$c]}, 1))")"
   echo "$line"
@@ -118,6 +124,7 @@ done
 echo "photon launch to first 200: ${first_200_ms} ms"
 
 # --- Photon only: the gRPC path (noop app) and the fruit app (three handle hops) ---------------
+[ "$EXTRAS" = 1 ] || exit 0
 cargo bench --quiet --bench grpc_load --no-run 2>/dev/null
 echo
 printf '| path | conns | req/s | p50 | p99 | errors |\n|---|---|---|---|---|---|\n'

@@ -80,6 +80,18 @@ assert ray == photon == file_apps, (ray, photon)
 print("serve config matches photon config and the deployed file")
 PY
 
+# The instance-wide /metrics scrape parses with Prometheus' own Python text parser.
+curl -s "$rest/metrics" >"$work/metrics.txt"
+"$py" - "$work/metrics.txt" <<'PY' || fail "/metrics does not parse"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+families = {f.name: f for f in text_string_to_metric_families(open(sys.argv[1]).read())}
+for name in ("ray_serve_num_http_requests", "ray_serve_http_request_latency_ms", "ray_serve_deployment_request_counter",
+             "ray_serve_replica_processing_queries", "ray_serve_deployment_status"):
+    assert name in families, (name, sorted(families))
+print(f"/metrics parsed by prometheus_client: {len(families)} families")
+PY
+
 # serve shutdown -y
 "$serve" shutdown -y --address "$rest" >"$work/shutdown.out" 2>&1 || fail "serve shutdown: $(cat "$work/shutdown.out")"
 for _ in $(seq 1 300); do
@@ -124,4 +136,4 @@ for _ in $(seq 1 300); do
 done
 "$py" scripts/ray_grpc_client.py "$grpc" || { kill $run_pid; fail "gRPC client"; }
 kill $run_pid; wait $run_pid 2>/dev/null || true
-echo "ray-compat-check: 2 passed, 0 failed"
+echo "ray-compat-check: 3 passed, 0 failed"

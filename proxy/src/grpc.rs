@@ -19,7 +19,7 @@ use photon_router::Router;
 use prost::Message;
 use tokio::net::TcpListener;
 
-use crate::metrics::{self, InFlight, Target};
+use crate::metrics::{self, DoorMetrics, Target};
 use crate::respond::{self, grpc_code, Body};
 
 /// Options of the gRPC front door.
@@ -72,12 +72,14 @@ fn code_name(code: u16) -> &'static str {
 
 struct GrpcProxy {
     router: Router,
+    metrics: DoorMetrics,
     config: GrpcConfig,
 }
 
 /// Serves gRPC on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, router: Router, config: GrpcConfig) {
-    let proxy = Arc::new(GrpcProxy { router, config });
+    let metrics = DoorMetrics::new(&metrics::GRPC, &config.node_id);
+    let proxy = Arc::new(GrpcProxy { router, metrics, config });
     let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
@@ -156,7 +158,7 @@ fn metadata<'a>(headers: &'a HeaderMap, key: &str) -> Option<&'a str> {
 impl GrpcProxy {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let request_id = metadata(req.headers(), "request_id").map(str::to_string).unwrap_or_else(crate::http::uuid4);
-        let in_flight = InFlight::start(&metrics::GRPC, &self.config.node_id);
+        let in_flight = self.metrics.start();
         let path = req.uri().path().to_string();
         let mut target = Target { route: path.clone(), ..Default::default() };
         let response = self.dispatch(req, &path, &request_id, &mut target).await;

@@ -13,7 +13,7 @@ use photon_router::wire::{self, Answer, Call};
 use photon_router::Router;
 use tokio::net::TcpListener;
 
-use crate::metrics::{self, InFlight, Target};
+use crate::metrics::{self, DoorMetrics, Target};
 use crate::respond::{self, Body};
 
 /// Options of the HTTP front door.
@@ -65,12 +65,14 @@ fn timeout_for(headers: &http::HeaderMap, default: Option<Duration>) -> Option<D
 
 struct Proxy {
     router: Router,
+    metrics: DoorMetrics,
     config: HttpConfig,
 }
 
 /// Serves HTTP on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, router: Router, config: HttpConfig) {
-    let proxy = Arc::new(Proxy { router, config });
+    let metrics = DoorMetrics::new(&metrics::HTTP, &config.node_id);
+    let proxy = Arc::new(Proxy { router, metrics, config });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     loop {
         let (stream, _) = match listener.accept().await {
@@ -111,7 +113,7 @@ impl Proxy {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let request_id =
             req.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_string).unwrap_or_else(uuid4);
-        let in_flight = InFlight::start(&metrics::HTTP, &self.config.node_id);
+        let in_flight = self.metrics.start();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let mut target = Target::default();

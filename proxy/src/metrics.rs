@@ -66,21 +66,33 @@ pub(crate) struct Target {
     pub deployment: String,
 }
 
-/// Counts one request from arrival to response head; the ongoing gauge follows it.
-pub(crate) struct InFlight {
+/// One front door's metrics, with the series that never change label resolved once.
+pub(crate) struct DoorMetrics {
     metrics: &'static ProtoMetrics,
-    gauge: prometheus::IntGauge,
+    ongoing: prometheus::IntGauge,
+}
+
+impl DoorMetrics {
+    pub(crate) fn new(metrics: &'static LazyLock<ProtoMetrics>, node_id: &str) -> Self {
+        let metrics: &'static ProtoMetrics = metrics;
+        DoorMetrics { metrics, ongoing: metrics.ongoing.with_label_values(&[node_id, "127.0.0.1"]) }
+    }
+
+    /// Starts counting one request.
+    pub(crate) fn start(&self) -> InFlight<'_> {
+        self.ongoing.inc();
+        InFlight { metrics: self.metrics, gauge: &self.ongoing, start: Instant::now() }
+    }
+}
+
+/// Counts one request from arrival to response head; the ongoing gauge follows it.
+pub(crate) struct InFlight<'a> {
+    metrics: &'static ProtoMetrics,
+    gauge: &'a prometheus::IntGauge,
     start: Instant,
 }
 
-impl InFlight {
-    pub(crate) fn start(metrics: &'static LazyLock<ProtoMetrics>, node_id: &str) -> Self {
-        let metrics: &'static ProtoMetrics = metrics;
-        let gauge = metrics.ongoing.with_label_values(&[node_id, "127.0.0.1"]);
-        gauge.inc();
-        InFlight { metrics, gauge, start: Instant::now() }
-    }
-
+impl InFlight<'_> {
     /// Records the outcome: `status` is the HTTP status number or the gRPC code name, `error`
     /// whether it counts as an error response.
     pub(crate) fn finish(self, target: &Target, method: &str, status: &str, error: bool) {
@@ -99,7 +111,7 @@ impl InFlight {
     }
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.gauge.dec();
     }

@@ -16,7 +16,6 @@ use photon_router::wire::grpc_frame;
 use photon_router::{wire, MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
-use tracing::Instrument;
 
 use crate::deployment::{self, DeploymentError, Protocol, ReplyBody};
 use crate::server::ReplicaState;
@@ -33,17 +32,13 @@ pub async fn serve(listener: TcpListener, state: Arc<ReplicaState>) {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        tokio::spawn(
-            async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
-                });
-                let _ =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-            }
-            .in_current_span(),
-        );
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
     }
 }
 
@@ -102,7 +97,10 @@ async fn handle(state: &Arc<ReplicaState>, req: Request<Incoming>) -> Response<B
             Err(_) => "ERROR".to_string(),
         };
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(request_id = %request_id, "{log_method} {log_path} {outcome} {ms:.1}ms");
+        // Request tasks run outside the replica's span (entering a span on every poll costs more
+        // than naming the replica here), so the line names it itself.
+        let [app, deployment, replica] = state.metrics().labels();
+        tracing::info!(request_id = %request_id, app = %app, deployment = %deployment, replica = %replica, "{log_method} {log_path} {outcome} {ms:.1}ms");
     }
     match result {
         Ok(reply) => {
@@ -128,7 +126,8 @@ async fn handle(state: &Arc<ReplicaState>, req: Request<Incoming>) -> Response<B
             r
         }
         Err(e) => {
-            tracing::error!(request_id = %request_id, error = %e, "deployment raised an error");
+            let [app, deployment, replica] = state.metrics().labels();
+            tracing::error!(request_id = %request_id, app = %app, deployment = %deployment, replica = %replica, error = %e, "deployment raised an error");
             outcome(StatusCode::INTERNAL_SERVER_ERROR, wire::OUTCOME_ERROR, e.0)
         }
     }

@@ -22,7 +22,6 @@ use photon_proto::v1::replica_service_server::ReplicaServiceServer;
 use photon_router::{follow_controller, Router};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tracing::Instrument;
 
 pub use deployment::{call_handle, BuildContext, Deployment, DeploymentError, Reply, Request};
 pub use registry::{AppDef, Constructor, DeploymentDef, Registry};
@@ -103,8 +102,7 @@ pub async fn run(
     let address = listener.local_addr()?;
     let data_listener = TcpListener::bind(&opts.bind).await?;
     let data_address = data_listener.local_addr()?;
-    // Spawned tasks keep the replica's span, so their log lines name the replica.
-    let data = tokio::spawn(data::serve(data_listener, state.clone()).in_current_span());
+    let data = tokio::spawn(data::serve(data_listener, state.clone()));
     let service = ReplicaServiceServer::new(ReplicaServer(state.clone()));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(

@@ -57,6 +57,11 @@ impl ReplicaMetrics {
         ReplicaMetrics { labels: [application.into(), deployment.into(), replica.into()], processing }
     }
 
+    /// Application, deployment and replica id.
+    pub fn labels(&self) -> [&str; 3] {
+        [&self.labels[0], &self.labels[1], &self.labels[2]]
+    }
+
     /// Records one finished request; `error` is the deployment's error message, if it raised.
     pub fn record(&self, route: &str, took: Duration, error: Option<&str>) {
         let [app, dep, replica] = &self.labels;
