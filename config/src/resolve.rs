@@ -81,6 +81,12 @@ pub struct ResolvedDeployment {
     /// One access-log line per request (`logging_config.enable_access_log`, deployment over
     /// application over global; default on).
     pub access_log: bool,
+    /// `TEXT` or `JSON`.
+    pub log_encoding: String,
+    /// Python logging level, if configured.
+    pub log_level: Option<String>,
+    /// Directory for the replica's log file (otherwise its output joins the head's).
+    pub logs_dir: Option<String>,
     /// The effective options in the config's own form (REST `deployment_config`).
     pub effective: DeploymentOverride,
 }
@@ -181,6 +187,16 @@ fn resolve_one(
         (None, None) => ReplicaTarget::Fixed(d::NUM_REPLICAS),
     };
     let actor = eff.ray_actor_options.clone().unwrap_or_default();
+    // Deployment over application (which already carries the global config when it has none).
+    let logging = |pick: fn(&crate::LoggingConfig) -> Option<String>| {
+        eff.logging_config.as_ref().and_then(pick).or_else(|| app.logging_config.as_ref().and_then(pick))
+    };
+    let log_level = logging(|l| {
+        l.log_level.as_ref().map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    });
     let mut env_vars = BTreeMap::new();
     env_vars_of(Some(&app.runtime_env), &mut env_vars);
     env_vars_of(actor.runtime_env.as_ref(), &mut env_vars);
@@ -207,6 +223,9 @@ fn resolve_one(
             .and_then(|l| l.enable_access_log)
             .or_else(|| app.logging_config.as_ref().and_then(|l| l.enable_access_log))
             .unwrap_or(true),
+        log_encoding: logging(|l| l.encoding.clone()).unwrap_or_else(|| "TEXT".to_string()),
+        log_level,
+        logs_dir: logging(|l| l.logs_dir.clone()),
         effective: eff,
     }
 }

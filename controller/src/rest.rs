@@ -177,6 +177,8 @@ impl Rest {
                         v["state"] = json!(r.state);
                         v["pid"] = json!(r.pid);
                         v["start_time_s"] = json!(r.start_time_s);
+                        // Photon's addition (Ray's client models ignore unknown replica fields).
+                        v["last_health_check_error"] = json!(r.last_health_check_error);
                         v
                     })
                     .collect();

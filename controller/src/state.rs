@@ -415,6 +415,9 @@ impl State {
                         graceful_shutdown_timeout: secs(d.spec.graceful_shutdown_timeout_s),
                         graceful_shutdown_wait_loop: secs(d.spec.graceful_shutdown_wait_loop_s),
                         access_log: d.spec.access_log,
+                        log_encoding: d.spec.log_encoding.clone(),
+                        log_level: d.spec.log_level.clone(),
+                        logs_dir: d.spec.logs_dir.clone(),
                     };
                     d.replicas.insert(
                         replica_id.clone(),
@@ -561,6 +564,8 @@ impl State {
                 .replicas
                 .values()
                 .filter(|r| matches!(r.state, ReplicaState::RUNNING | ReplicaState::UPDATING))
+                // A replica whose last health check failed gets no traffic until one passes.
+                .filter(|r| r.health_failures == 0)
                 .filter_map(|r| {
                     r.data_address.as_ref().map(|a| ReplicaEndpoint { replica_id: r.id.clone(), address: a.clone() })
                 })

@@ -40,6 +40,12 @@ pub struct ReplicaSpec {
     pub graceful_shutdown_wait_loop: Duration,
     /// One log line per request.
     pub access_log: bool,
+    /// `TEXT` or `JSON`.
+    pub log_encoding: String,
+    /// Python logging level, if configured.
+    pub log_level: Option<String>,
+    /// Write the replica's output to a file in this directory instead of the head's stderr.
+    pub logs_dir: Option<String>,
 }
 
 /// Something that happened to a replica the orchestrator started.

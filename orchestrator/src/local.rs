@@ -43,6 +43,14 @@ impl LocalOrchestrator {
     }
 }
 
+/// `DIR/replica_<app>_<deployment>_<id>.log`, as Ray names replica log files.
+fn log_file(dir: &str, spec: &ReplicaSpec) -> std::io::Result<std::fs::File> {
+    std::fs::create_dir_all(dir)?;
+    let path =
+        std::path::Path::new(dir).join(format!("replica_{}_{}_{}.log", spec.app, spec.deployment, spec.replica_id));
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
+}
+
 impl Orchestrator for LocalOrchestrator {
     fn start(&self, spec: ReplicaSpec) -> Result<(), OrchestratorError> {
         let mut cmd = Command::new(&self.binary);
@@ -55,12 +63,25 @@ impl Orchestrator for LocalOrchestrator {
             .args(["--graceful-shutdown-wait-loop-s", &spec.graceful_shutdown_wait_loop.as_secs_f64().to_string()])
             .arg("--exit-with-parent")
             .args(if spec.access_log { &[][..] } else { &["--no-access-log"][..] })
+            .args(["--log-encoding", &spec.log_encoding])
             .envs(&spec.env_vars)
             .env_remove(USER_CONFIG_ENV)
             .process_group(0)
             .kill_on_drop(true);
         if let Some(cfg) = &spec.user_config {
             cmd.env(USER_CONFIG_ENV, cfg.to_string());
+        }
+        if let Some(level) = &spec.log_level {
+            cmd.args(["--log-level", level]);
+        }
+        if let Some(dir) = &spec.logs_dir {
+            let file = log_file(dir, &spec)
+                .map_err(|source| OrchestratorError::Spawn { replica_id: spec.replica_id.clone(), source })?;
+            cmd.stderr(
+                file.try_clone()
+                    .map_err(|source| OrchestratorError::Spawn { replica_id: spec.replica_id.clone(), source })?,
+            );
+            cmd.stdout(file);
         }
         let mut child =
             cmd.spawn().map_err(|source| OrchestratorError::Spawn { replica_id: spec.replica_id.clone(), source })?;

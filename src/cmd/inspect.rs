@@ -17,6 +17,9 @@ pub struct StatusArgs {
     /// Only this application.
     #[arg(short, long)]
     name: Option<String>,
+    /// Also list every replica: state, process id, node, start time, last health-check error.
+    #[arg(long)]
+    replicas: bool,
 }
 
 #[derive(Args)]
@@ -40,7 +43,7 @@ pub struct ShutdownArgs {
 }
 
 /// The `serve status` document, computed from the REST response as Ray's CLI does.
-pub fn status_document(details: &Value, only: Option<&str>) -> Value {
+pub fn status_document(details: &Value, only: Option<&str>, with_replicas: bool) -> Value {
     let mut proxies = Map::new();
     if let Some(map) = details["proxies"].as_object() {
         for (node, p) in map {
@@ -59,10 +62,20 @@ pub fn status_document(details: &Value, only: Option<&str>) -> Value {
                         let n = states.get(&state).and_then(Value::as_u64).unwrap_or(0);
                         states.insert(state, json!(n + 1));
                     }
-                    deployments.insert(
-                        dname.clone(),
-                        json!({"status": d["status"], "status_trigger": d["status_trigger"], "replica_states": states, "message": d["message"]}),
-                    );
+                    let mut entry = json!({"status": d["status"], "status_trigger": d["status_trigger"], "replica_states": states, "message": d["message"]});
+                    if with_replicas {
+                        let replicas: Vec<Value> = d["replicas"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|r| {
+                                json!({"replica_id": r["replica_id"], "state": r["state"], "pid": r["pid"], "node_id": r["node_id"],
+                                       "start_time_s": r["start_time_s"], "last_health_check_error": r["last_health_check_error"]})
+                            })
+                            .collect();
+                        entry["replicas"] = json!(replicas);
+                    }
+                    deployments.insert(dname.clone(), entry);
                 }
             }
             applications.insert(
@@ -83,7 +96,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     }
-    print!("{}", serde_yaml_ng::to_string(&status_document(&details, args.name.as_deref()))?);
+    print!("{}", serde_yaml_ng::to_string(&status_document(&details, args.name.as_deref(), args.replicas))?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -39,6 +39,12 @@ pub struct ReplicaArgs {
     /// Address for the replica's service.
     #[arg(long, default_value = "127.0.0.1:0")]
     bind: String,
+    /// Log encoding: TEXT or JSON.
+    #[arg(long, default_value = "TEXT")]
+    log_encoding: String,
+    /// Log level (a Python logging level name or number).
+    #[arg(long)]
+    log_level: Option<String>,
     /// No access-log line per request.
     #[arg(long)]
     no_access_log: bool,
@@ -51,7 +57,7 @@ pub struct ReplicaArgs {
 }
 
 pub async fn run(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
-    crate::logging::init();
+    crate::logging::init(args.log_encoding == "JSON", args.log_level.as_deref());
     let user_config = match &args.user_config {
         Some(text) => Some(serde_json::from_str(text).context("user_config is not valid JSON")?),
         None => None,

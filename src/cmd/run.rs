@@ -121,7 +121,6 @@ fn head_options(args: &HeadArgs, config: &ServeConfig) -> anyhow::Result<HeadOpt
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    crate::logging::init();
     let text =
         std::fs::read_to_string(&args.config).with_context(|| format!("cannot read {}", args.config.display()))?;
     let registry = Arc::new(Registry::builtin());
@@ -133,6 +132,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_BAD_CONFIG));
             }
         };
+    crate::logging::init_from(parsed.config.logging_config.as_ref());
     for w in &parsed.warnings {
         tracing::warn!("{}: {w}", args.config.display());
     }
@@ -144,7 +144,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
-    crate::logging::init();
+    crate::logging::init_from(None);
     let empty = photon_config::from_value(&serde_json::json!({ "applications": [] }))?.config;
     let head = Head::start(head_options(&args.head, &empty)?, Arc::new(Registry::builtin())).await?;
     crate::head::terminate_signal().await;

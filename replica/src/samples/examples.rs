@@ -1,7 +1,8 @@
 //! `photon.examples`: one-deployment applications for tests and benchmarks.
 //! `noop` answers `ok`; `echo` returns the body with its content type; `sleep` waits
 //! `user_config.sleep_ms` (default 100) and answers `ok`; `stream` streams `0\n` ... `N-1\n`;
-//! `greeter` answers Ray's `ray.serve.UserDefinedService` over gRPC.
+//! `greeter` answers Ray's `ray.serve.UserDefinedService` over gRPC; `flaky` fails its health
+//! checks once told to.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -140,6 +141,32 @@ impl Deployment for Greeter {
     }
 }
 
+/// Answers `ok`; a request with the JSON body `{"healthy": false}` makes this replica fail
+/// every health check from then on.
+struct Flaky {
+    healthy: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Deployment for Flaky {
+    async fn call(&self, request: Request) -> Result<Reply, DeploymentError> {
+        if let Ok(body) = serde_json::from_slice::<Value>(&request.body) {
+            if body.get("healthy") == Some(&Value::Bool(false)) {
+                self.healthy.store(false, Ordering::Relaxed);
+            }
+        }
+        Ok(ok(&request))
+    }
+
+    async fn check_health(&self) -> Result<(), DeploymentError> {
+        if self.healthy.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("RuntimeError: this replica was told to be unhealthy".into())
+        }
+    }
+}
+
 fn single(import_path: &'static str, name: &'static str, build: crate::registry::Constructor) -> AppDef {
     AppDef {
         import_path,
@@ -156,6 +183,7 @@ pub(super) fn apps() -> Vec<AppDef> {
             Ok(Arc::new(Sleep { sleep_ms: AtomicU64::new(DEFAULT_SLEEP_MS) }))
         }),
         single("photon.examples:stream", "Stream", |_| Ok(Arc::new(Stream))),
+        single("photon.examples:flaky", "Flaky", |_| Ok(Arc::new(Flaky { healthy: true.into() }))),
         single("photon.examples:greeter", "Greeter", |_| Ok(Arc::new(Greeter { interval_ms: AtomicU64::new(0) }))),
     ]
 }

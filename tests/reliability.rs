@@ -1,0 +1,158 @@
+//! End to end, on real processes: failing health checks, replica death under load, and
+//! overload far beyond capacity. Figures printed here are collected in RELIABILITY.md.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn deployment(details: &Value, app: &str, name: &str) -> Value {
+    details["applications"][app]["deployments"][name].clone()
+}
+
+fn running_ids(dep: &Value) -> Vec<String> {
+    dep["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == "RUNNING")
+        .map(|r| r["replica_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unhealthy_replica_leaves_routing_and_is_replaced() {
+    let p = Photon::run_yaml(
+        "applications:\n  - name: flaky\n    import_path: photon.examples:flaky\n    route_prefix: /flaky\n    deployments:\n      - name: Flaky\n        num_replicas: 2\n        health_check_period_s: 0.5\n        health_check_timeout_s: 1\n        graceful_shutdown_wait_loop_s: 0.2\n",
+        &[],
+    );
+    p.wait_running(&["flaky"]).await;
+    let before = running_ids(&deployment(&p.details().await, "flaky", "Flaky"));
+    assert_eq!(before.len(), 2);
+
+    // One replica is told to be unhealthy; requests keep succeeding on the other.
+    assert_eq!(post_json(&p.http, "/flaky", r#"{"healthy": false}"#).await.status, 200);
+    let flipped_at = Instant::now();
+    let load = Load::start(&p.http, "/flaky", "{}", 4);
+
+    let mut saw_unhealthy = false;
+    let mut left_routing_after = None;
+    loop {
+        let dep = deployment(&p.details().await, "flaky", "Flaky");
+        if left_routing_after.is_none()
+            && dep["replicas"].as_array().unwrap().iter().any(|r| r["last_health_check_error"].is_string())
+        {
+            left_routing_after = Some(flipped_at.elapsed());
+        }
+        saw_unhealthy |= dep["status"] == "UNHEALTHY";
+        let ids = running_ids(&dep);
+        if saw_unhealthy && dep["status"] == "HEALTHY" && ids.len() == 2 && ids != before {
+            break;
+        }
+        assert!(flipped_at.elapsed() < Duration::from_secs(20), "no recovery: {dep}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (results, rate) = load.finish().await;
+    let failed: Vec<_> = results.iter().filter(|(s, _)| *s != 200).collect();
+    println!("flaky: {} requests at {rate:.0} req/s, {} failed; first failed check (replica out of routing) after {left_routing_after:?}; recovered after {:?}", results.len(), failed.len(), flipped_at.elapsed());
+    assert!(failed.is_empty(), "{failed:?}");
+    // One health-check period (0.5 s, jittered up to 10 %) plus the check itself.
+    assert!(left_routing_after.unwrap() < Duration::from_millis(1500), "{left_routing_after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_replica_under_load_fails_only_its_in_flight_requests() {
+    let p = Photon::run_yaml(
+        "applications:\n  - name: app\n    import_path: photon.examples:sleep\n    route_prefix: /app\n    deployments:\n      - name: Sleep\n        num_replicas: 2\n        max_ongoing_requests: 5\n        user_config: {sleep_ms: 10}\n",
+        &[],
+    );
+    p.wait_running(&["app"]).await;
+    let load = Load::start(&p.http, "/app", "{}", 8);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (victim, _) = children_of(p.pid())[0].clone();
+    let killed = Instant::now();
+    signal(victim, nix::sys::signal::Signal::SIGKILL);
+    let recovered_after = loop {
+        let dep = deployment(&p.details().await, "app", "Sleep");
+        let running_others = dep["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["state"] == "RUNNING" && r["pid"].as_u64() != Some(u64::from(victim)))
+            .count();
+        if running_others == 2 {
+            break killed.elapsed();
+        }
+        assert!(killed.elapsed() < Duration::from_secs(5), "no replacement within 5 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (results, rate) = load.finish().await;
+    let failed: Vec<_> = results.iter().filter(|(s, _)| *s != 200).collect();
+    println!("kill -9 replica: {} requests at {rate:.0} req/s; {} failed (in flight on the killed replica): {failed:?}; replacement routed after {recovered_after:?}", results.len(), failed.len());
+    assert!(rate >= 200.0, "load was {rate:.0} req/s");
+    // The proxy had at most max_ongoing_requests (5) requests on the victim.
+    assert!(failed.len() <= 5, "{failed:?}");
+    assert!(failed.iter().all(|(s, _)| *s == 500));
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_shed_with_503_and_admitted_latency_stays_bounded() {
+    // Capacity: 2 concurrent requests of 100 ms = 20 req/s; offered: 400 req/s for 10 s.
+    let p = Photon::run_yaml(
+        "applications:\n  - name: app\n    import_path: photon.examples:sleep\n    route_prefix: /app\n    deployments:\n      - name: Sleep\n        max_ongoing_requests: 2\n        max_queued_requests: 4\n        user_config: {sleep_ms: 100}\n",
+        &[],
+    );
+    p.wait_running(&["app"]).await;
+    let unloaded = {
+        let t = Instant::now();
+        assert_eq!(post_json(&p.http, "/app", "{}").await.status, 200);
+        t.elapsed()
+    };
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    let mut peak_rss = 0;
+    while start.elapsed() < Duration::from_secs(10) {
+        for _ in 0..10 {
+            let addr = p.http.clone();
+            tasks.push(tokio::spawn(async move {
+                let t = Instant::now();
+                let status = post_json(&addr, "/app", "{}").await.status;
+                (status, t.elapsed())
+            }));
+        }
+        peak_rss = peak_rss.max(rss_kb(p.pid()));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (mut ok, mut shed, mut latencies) = (0, 0, Vec::new());
+    for t in tasks {
+        let (status, took) = t.await.unwrap();
+        match status {
+            200 => {
+                ok += 1;
+                latencies.push(took);
+            }
+            503 => shed += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    // Admitted requests wait at most for the queue ahead of them: 4 queued / 2 running x 100 ms.
+    let bound = unloaded * 2 + Duration::from_millis(200);
+    println!("overload: {ok} x 200, {shed} x 503 in 10 s; unloaded {unloaded:?}, p99 of 200s {p99:?} (bound {bound:?}); head peak RSS {} MB", peak_rss / 1024);
+    assert!(ok > 100 && shed > ok, "{ok} ok, {shed} shed");
+    assert!(p99 <= bound, "p99 {p99:?} over {bound:?}");
+    assert!(peak_rss < 100 * 1024, "head RSS {} MB", peak_rss / 1024);
+}
