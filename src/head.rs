@@ -63,7 +63,8 @@ impl Head {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let orchestrator = Arc::new(LocalOrchestrator::new(binary, events_tx));
         let placement = Placement { controller_url: format!("http://{controller_addr}"), nodes: 1 };
-        let controller = photon_controller::spawn(placement, registry, orchestrator, events_rx);
+        let router = Router::new();
+        let controller = photon_controller::spawn(placement, registry, orchestrator, events_rx, Some(router.clone()));
 
         let mut tasks = Vec::new();
         let grpc = ControllerServiceServer::new(ControllerGrpc(controller.clone()));
@@ -74,7 +75,6 @@ impl Head {
             }
         }));
 
-        let router = Router::new();
         let mut table = controller.routing_table();
         let feed = router.clone();
         tasks.push(tokio::spawn(async move {

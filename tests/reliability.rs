@@ -156,3 +156,61 @@ async fn overload_is_shed_with_503_and_admitted_latency_stays_bounded() {
     assert!(p99 <= bound, "p99 {p99:?} over {bound:?}");
     assert!(peak_rss < 100 * 1024, "head RSS {} MB", peak_rss / 1024);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscaling_follows_the_load_up_and_back_down() {
+    let p = Photon::run_yaml(
+        "applications:\n  - name: auto\n    import_path: photon.examples:sleep\n    route_prefix: /auto\n    deployments:\n      - name: Sleep\n        max_ongoing_requests: 4\n        graceful_shutdown_wait_loop_s: 0.2\n        user_config: {sleep_ms: 400}\n        autoscaling_config:\n          min_replicas: 1\n          max_replicas: 8\n          target_ongoing_requests: 2\n          metrics_interval_s: 0.2\n          look_back_period_s: 1\n          upscale_delay_s: 0.5\n          downscale_delay_s: 2\n",
+        &[],
+    );
+    p.wait_running(&["auto"]).await;
+    let count = |details: Value| running_ids(&deployment(&details, "auto", "Sleep")).len();
+    assert_eq!(count(p.details().await), 1);
+
+    let start = Instant::now();
+    let load = Load::start(&p.http, "/auto", "{}", 16);
+    let mut peak = 1;
+    let mut statuses = Vec::new();
+    while start.elapsed() < Duration::from_secs(20) && peak < 8 {
+        let details = p.details().await;
+        statuses.push(deployment(&details, "auto", "Sleep")["status"].as_str().unwrap_or("").to_string());
+        assert_eq!(details["applications"]["auto"]["status"], "RUNNING", "autoscaling keeps the app RUNNING");
+        peak = peak.max(count(details));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let up_after = start.elapsed();
+    let (results, _) = load.finish().await;
+    assert!(results.iter().all(|(s, _)| *s == 200), "failed requests while scaling up");
+    assert_eq!(peak, 8, "scaled up to {peak} only");
+    assert!(statuses.iter().any(|s| s == "UPSCALING"), "{statuses:?}");
+
+    let idle = Instant::now();
+    eventually(Duration::from_secs(20), "back down to 1 replica", || async { count(p.details().await) == 1 }).await;
+    let down_after = idle.elapsed();
+    println!("autoscaling: 1 -> 8 replicas in {up_after:?} under 16 concurrent requests; 8 -> 1 in {down_after:?} after the load stopped");
+    // Not before the configured downscale delay (2 s) has passed.
+    assert!(down_after >= Duration::from_secs(2), "{down_after:?}");
+    eventually(Duration::from_secs(10), "HEALTHY after scaling down", || async {
+        deployment(&p.details().await, "auto", "Sleep")["status"] == "HEALTHY"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_to_zero_and_back_up_on_the_first_request() {
+    let p = Photon::run_yaml(
+        "applications:\n  - name: zero\n    import_path: photon.examples:noop\n    route_prefix: /zero\n    deployments:\n      - name: Noop\n        graceful_shutdown_wait_loop_s: 0.2\n        autoscaling_config:\n          min_replicas: 0\n          max_replicas: 2\n          metrics_interval_s: 0.2\n          look_back_period_s: 1\n          upscale_delay_s: 0.2\n          downscale_delay_s: 1\n          downscale_to_zero_delay_s: 1\n",
+        &[],
+    );
+    p.wait_running(&["zero"]).await;
+    assert!(children_of(p.pid()).is_empty(), "min_replicas 0 starts no replica");
+    // The first request waits in the proxy's queue while a replica starts.
+    let start = Instant::now();
+    let r = request(&p.http, "POST", "/zero", &[], b"").await;
+    assert_eq!((r.status, r.text()), (200, "ok".to_string()));
+    let cold = start.elapsed();
+    assert_eq!(children_of(p.pid()).len(), 1);
+    // Idle again: back to zero after the delay.
+    eventually(Duration::from_secs(15), "scaled back to zero", || async { children_of(p.pid()).is_empty() }).await;
+    println!("scale to zero: first request served after {cold:?} (cold start), back to 0 replicas after idling");
+}

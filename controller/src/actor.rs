@@ -28,6 +28,7 @@ pub(crate) enum Command {
     Registered { replica_id: String, address: String, data_address: String, pid: u32, reply: oneshot::Sender<bool> },
     Health { replica_id: String, result: Result<(), String> },
     Reconfigured { replica_id: String, result: Result<(Option<Value>, u32), String> },
+    Load { replica_id: String, ongoing: Option<u32> },
     Status(oneshot::Sender<InstanceStatus>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -79,15 +80,26 @@ impl ControllerHandle {
 }
 
 /// Starts the controller actor.
+///
+/// `proxy_router`, when the proxy runs in this process, tells the autoscaler how many requests
+/// wait in the proxy's queues.
 pub fn spawn(
     placement: Placement,
     catalog: Arc<dyn AppCatalog>,
     orchestrator: Arc<dyn Orchestrator>,
     replica_events: mpsc::UnboundedReceiver<ReplicaEvent>,
+    proxy_router: Option<photon_router::Router>,
 ) -> ControllerHandle {
     let (tx, rx) = mpsc::channel(COMMANDS);
     let (table_tx, table_rx) = watch::channel(Arc::new(RoutingTable::default()));
-    let actor = Actor { state: State::new(placement), catalog, orchestrator, commands: tx.clone(), table: table_tx };
+    let actor = Actor {
+        state: State::new(placement),
+        catalog,
+        orchestrator,
+        commands: tx.clone(),
+        table: table_tx,
+        proxy_router,
+    };
     tokio::spawn(actor.run(rx, replica_events));
     ControllerHandle { commands: tx, table: table_rx }
 }
@@ -98,6 +110,7 @@ struct Actor {
     orchestrator: Arc<dyn Orchestrator>,
     commands: mpsc::Sender<Command>,
     table: watch::Sender<Arc<RoutingTable>>,
+    proxy_router: Option<photon_router::Router>,
 }
 
 impl Actor {
@@ -148,6 +161,7 @@ impl Actor {
                     self.execute(action);
                 }
             }
+            Command::Load { replica_id, ongoing } => self.state.on_load(&replica_id, ongoing),
             Command::Status(reply) => {
                 let _ = reply.send(self.state.status());
             }
@@ -156,6 +170,9 @@ impl Actor {
     }
 
     fn reconcile(&mut self) {
+        if let Some(router) = &self.proxy_router {
+            self.state.set_proxy_queued(router.queued_by_deployment());
+        }
         // Publish first: a replica leaving must be out of the table before it is told to stop.
         let actions = self.state.reconcile(Instant::now());
         self.publish();
@@ -195,6 +212,18 @@ impl Actor {
                         Err(_) => Err(format!("health check timed out after {}s", timeout.as_secs_f64())),
                     };
                     let _ = commands.send(Command::Health { replica_id, result }).await;
+                });
+            }
+            Action::PollLoad { replica_id, address } => {
+                let commands = self.commands.clone();
+                tokio::spawn(async move {
+                    let mut client = control_client(&address);
+                    let call = client.load(pb::LoadRequest {});
+                    let ongoing = match tokio::time::timeout(Duration::from_secs(1), call).await {
+                        Ok(Ok(r)) => Some(r.into_inner().ongoing_requests),
+                        _ => None,
+                    };
+                    let _ = commands.send(Command::Load { replica_id, ongoing }).await;
                 });
             }
             Action::Reconfigure { replica_id, address, user_config, max_ongoing_requests } => {

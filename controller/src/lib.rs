@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 mod actor;
+pub mod autoscale;
 mod grpc;
 pub mod metrics;
 pub mod rest;

@@ -18,6 +18,7 @@ use photon_router::{AppRoute, DeploymentId, DeploymentTargets, ReplicaEndpoint, 
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::autoscale::Autoscaler;
 use crate::status::*;
 
 /// What the actor must do after a state change.
@@ -40,6 +41,13 @@ pub enum Action {
         address: String,
         /// A check not answered within this fails.
         timeout: Duration,
+    },
+    /// Ask a replica how many requests it is executing (autoscaling).
+    PollLoad {
+        /// Which replica.
+        replica_id: String,
+        /// Its control address.
+        address: String,
     },
     /// Apply a new `user_config` / `max_ongoing_requests` in place.
     Reconfigure {
@@ -72,6 +80,9 @@ struct Replica {
     user_config: Option<Value>,
     max_ongoing_requests: u32,
     reconfiguring: bool,
+    /// Requests executing, as last reported (autoscaling).
+    ongoing: u32,
+    load_poll_in_flight: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +99,10 @@ struct Deployment {
     next_start_at: Instant,
     ever_healthy: bool,
     deleting: bool,
+    autoscaler: Option<Autoscaler>,
+    /// Set while an autoscaling decision is being carried out.
+    autoscaling: Option<DeploymentStatus>,
+    next_load_poll: Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +127,8 @@ pub struct Placement {
 /// The controller's whole state.
 pub struct State {
     placement: Placement,
+    /// Requests waiting in the proxy's router per deployment (autoscaling input).
+    proxy_queued: std::collections::HashMap<DeploymentId, usize>,
     apps: Vec<App>,
     deployments: BTreeMap<DeploymentId, Deployment>,
     table: RoutingTable,
@@ -145,7 +162,13 @@ fn secs(s: f64) -> Duration {
 impl State {
     /// Empty state.
     pub fn new(placement: Placement) -> Self {
-        State { placement, apps: Vec::new(), deployments: BTreeMap::new(), table: RoutingTable::default() }
+        State {
+            placement,
+            proxy_queued: Default::default(),
+            apps: Vec::new(),
+            deployments: BTreeMap::new(),
+            table: RoutingTable::default(),
+        }
     }
 
     /// Applies a whole config declaratively: apps it does not list are deleted. Applications
@@ -212,6 +235,14 @@ impl State {
                     d.version += 1;
                     d.heavy_key = key;
                 }
+                d.autoscaler = match (&spec.replicas, d.autoscaler.take()) {
+                    (ReplicaTarget::Autoscaling(a), Some(mut kept)) => {
+                        kept.target = kept.target.clamp(a.min_replicas, a.max_replicas);
+                        Some(kept)
+                    }
+                    (ReplicaTarget::Autoscaling(a), None) => Some(Autoscaler::new(a)),
+                    _ => None,
+                };
                 d.spec = spec;
                 d.deleting = false;
                 d.start_failures = 0;
@@ -221,9 +252,16 @@ impl State {
                 d.message.clear();
             }
             None => {
+                let autoscaler = match &spec.replicas {
+                    ReplicaTarget::Autoscaling(a) => Some(Autoscaler::new(a)),
+                    ReplicaTarget::Fixed(_) => None,
+                };
                 self.deployments.insert(
                     id,
                     Deployment {
+                        autoscaler,
+                        autoscaling: None,
+                        next_load_poll: now,
                         spec,
                         version: 1,
                         heavy_key: key,
@@ -363,6 +401,53 @@ impl State {
         None
     }
 
+    /// A replica reported how many requests it executes.
+    pub fn on_load(&mut self, replica_id: &str, ongoing: Option<u32>) {
+        for d in self.deployments.values_mut() {
+            if let Some(r) = d.replicas.get_mut(replica_id) {
+                r.load_poll_in_flight = false;
+                if let Some(n) = ongoing {
+                    r.ongoing = n;
+                }
+                return;
+            }
+        }
+    }
+
+    /// Requests waiting in the proxy's router, per deployment (autoscaling input).
+    pub fn set_proxy_queued(&mut self, queued: std::collections::HashMap<DeploymentId, usize>) {
+        self.proxy_queued = queued;
+    }
+
+    /// Feeds autoscalers their load and polls replicas for the next sample.
+    fn autoscale(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        for (id, d) in self.deployments.iter_mut() {
+            let ReplicaTarget::Autoscaling(config) = &d.spec.replicas else { continue };
+            let Some(autoscaler) = d.autoscaler.as_mut() else { continue };
+            if d.deleting || now < d.next_load_poll {
+                continue;
+            }
+            d.next_load_poll = now + secs(config.metrics_interval_s.min(config.look_back_period_s * 0.2).max(0.05));
+            let running: Vec<&Replica> = d.replicas.values().filter(|r| r.state == ReplicaState::RUNNING).collect();
+            let total = running.iter().map(|r| f64::from(r.ongoing)).sum::<f64>()
+                + self.proxy_queued.get(id).copied().unwrap_or(0) as f64;
+            autoscaler.record(now, total, config);
+            let before = autoscaler.target;
+            let after = autoscaler.decide(now, running.len() as u32, config);
+            if after != before {
+                tracing::info!(deployment = %id, from = before, to = after, load = total, "autoscaling");
+                d.autoscaling =
+                    Some(if after > before { DeploymentStatus::UPSCALING } else { DeploymentStatus::DOWNSCALING });
+            }
+            for r in d.replicas.values_mut() {
+                if let (ReplicaState::RUNNING, Some(address), false) = (r.state, &r.address, r.load_poll_in_flight) {
+                    r.load_poll_in_flight = true;
+                    actions.push(Action::PollLoad { replica_id: r.id.clone(), address: address.clone() });
+                }
+            }
+        }
+    }
+
     /// Every replica should stop (shutdown).
     pub fn delete_all(&mut self) {
         for app in &mut self.apps {
@@ -375,7 +460,11 @@ impl State {
 
     /// Replicas one node may hold for this deployment, and the count this instance aims for.
     fn placeable(&self, d: &Deployment) -> (u32, u32) {
-        let wanted = if d.deleting { 0 } else { d.spec.replicas.initial() };
+        let wanted = match (&d.autoscaler, d.deleting) {
+            (_, true) => 0,
+            (Some(a), false) => a.target,
+            (None, false) => d.spec.replicas.initial(),
+        };
         let cap =
             d.spec.max_replicas_per_node.map_or(u32::MAX, |per_node| per_node.saturating_mul(self.placement.nodes));
         (wanted, wanted.min(cap))
@@ -384,6 +473,7 @@ impl State {
     /// Compares target and observed state and returns what to do now.
     pub fn reconcile(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
+        self.autoscale(now, &mut actions);
         let ids: Vec<DeploymentId> = self.deployments.keys().cloned().collect();
         for id in ids {
             let (wanted, target) = self.placeable(&self.deployments[&id]);
@@ -436,6 +526,8 @@ impl State {
                             user_config: d.spec.user_config.clone(),
                             max_ongoing_requests: d.spec.max_ongoing_requests,
                             reconfiguring: false,
+                            ongoing: 0,
+                            load_poll_in_flight: false,
                         },
                     );
                     actions.push(Action::Start(spec));
@@ -529,8 +621,13 @@ impl State {
         } else if settled && running == target {
             if d.status != DeploymentStatus::HEALTHY {
                 tracing::info!(deployment = %id, replicas = running, "deployment is HEALTHY");
-                d.trigger = DeploymentStatusTrigger::CONFIG_UPDATE_COMPLETED;
+                d.trigger = match d.autoscaling.take() {
+                    Some(DeploymentStatus::UPSCALING) => DeploymentStatusTrigger::UPSCALE_COMPLETED,
+                    Some(_) => DeploymentStatusTrigger::DOWNSCALE_COMPLETED,
+                    None => DeploymentStatusTrigger::CONFIG_UPDATE_COMPLETED,
+                };
             }
+            d.autoscaling = None;
             d.status = DeploymentStatus::HEALTHY;
             d.ever_healthy = true;
             d.message = if target < wanted {
@@ -542,6 +639,15 @@ impl State {
             } else {
                 String::new()
             };
+        } else if let (Some(direction), true) = (d.autoscaling, d.ever_healthy) {
+            // Autoscaling keeps the application RUNNING (Ray: trigger AUTOSCALING).
+            if d.status == DeploymentStatus::HEALTHY
+                || d.status == DeploymentStatus::UPSCALING
+                || d.status == DeploymentStatus::DOWNSCALING
+            {
+                d.status = direction;
+                d.trigger = DeploymentStatusTrigger::AUTOSCALING;
+            }
         } else if d.status == DeploymentStatus::HEALTHY {
             d.status = DeploymentStatus::UPDATING;
             d.trigger = DeploymentStatusTrigger::CONFIG_UPDATE_STARTED;
@@ -734,7 +840,12 @@ fn app_status(app: &App, deployments: &[DeploymentStatusInfo]) -> (ApplicationSt
     if !unhealthy.is_empty() {
         return (ApplicationStatus::UNHEALTHY, format!("The deployments [{}] are UNHEALTHY.", unhealthy.join(", ")));
     }
-    if deployments.iter().all(|d| d.status == DeploymentStatus::HEALTHY) {
+    let serving = |d: &DeploymentStatusInfo| {
+        d.status == DeploymentStatus::HEALTHY
+            || (matches!(d.status, DeploymentStatus::UPSCALING | DeploymentStatus::DOWNSCALING)
+                && d.status_trigger == DeploymentStatusTrigger::AUTOSCALING)
+    };
+    if deployments.iter().all(serving) {
         (ApplicationStatus::RUNNING, String::new())
     } else {
         (ApplicationStatus::DEPLOYING, String::new())

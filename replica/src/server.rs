@@ -121,6 +121,10 @@ impl ReplicaService for ReplicaServer {
         }
     }
 
+    async fn load(&self, _request: Request<pb::LoadRequest>) -> Result<Response<pb::LoadResponse>, Status> {
+        Ok(Response::new(pb::LoadResponse { ongoing_requests: self.0.ongoing() }))
+    }
+
     async fn metrics(&self, _request: Request<pb::MetricsRequest>) -> Result<Response<pb::MetricsResponse>, Status> {
         Ok(Response::new(pb::MetricsResponse { text: photon_router::metrics::gather_text() }))
     }

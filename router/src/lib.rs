@@ -127,6 +127,15 @@ impl Router {
         queues.entry(id.clone()).or_insert_with(|| DeploymentQueue::new(id.clone(), &self.inner.caller)).clone()
     }
 
+    /// Requests waiting for a replica, per deployment.
+    pub fn queued_by_deployment(&self) -> HashMap<DeploymentId, usize> {
+        let queues: Vec<(DeploymentId, Arc<DeploymentQueue>)> = {
+            let map = self.inner.queues.lock().unwrap_or_else(|e| e.into_inner());
+            map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        queues.into_iter().map(|(id, q)| (id, q.queued())).collect()
+    }
+
     /// A handle for calls to one deployment.
     pub fn handle(&self, app: &str, deployment: &str) -> DeploymentHandle {
         DeploymentHandle::new(self.queue(&DeploymentId::new(app, deployment)))
