@@ -18,8 +18,10 @@ use tokio::sync::mpsc;
 
 /// Where the head listens.
 pub struct HeadOptions {
-    /// HTTP proxy address.
-    pub http: SocketAddr,
+    /// HTTP proxy address; `None`: no proxies in this process (`proxy_location: Disabled`).
+    pub http: Option<SocketAddr>,
+    /// Where the controller checkpoints its state (none: replicas are tied to this process).
+    pub state_store: Option<photon_controller::checkpoint::StateStore>,
     /// Internal controller gRPC address.
     pub controller: SocketAddr,
     /// REST API (dashboard) address.
@@ -49,22 +51,32 @@ impl Head {
     /// Binds every listener, then starts the controller, its gRPC service and the proxy.
     pub async fn start(opts: HeadOptions, registry: Arc<Registry>) -> anyhow::Result<Head> {
         let controller_listener = bind(opts.controller, "the controller").await?;
-        let http_listener = bind(opts.http, "HTTP").await?;
+        let http_listener = match opts.http {
+            Some(addr) => Some(bind(addr, "HTTP").await?),
+            None => None,
+        };
         let dashboard_listener = bind(opts.dashboard, "the REST API").await?;
         let grpc_listener = match opts.grpc {
             Some(addr) => Some(bind(addr, "gRPC").await?),
             None => None,
         };
         let controller_addr = controller_listener.local_addr()?;
-        let http_addr = http_listener.local_addr()?;
         let dashboard_addr = dashboard_listener.local_addr()?;
 
         let binary: PathBuf = std::env::current_exe().context("cannot find the photon binary for replicas")?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let orchestrator = Arc::new(LocalOrchestrator::new(binary, events_tx));
+        let orchestrator = Arc::new(LocalOrchestrator::new(binary, events_tx, opts.state_store.is_none()));
         let placement = Placement { controller_url: format!("http://{controller_addr}"), nodes: 1 };
         let router = Router::new();
-        let controller = photon_controller::spawn(placement, registry, orchestrator, events_rx, Some(router.clone()));
+        let proxy_router = http_listener.as_ref().map(|_| router.clone());
+        let controller = photon_controller::spawn(
+            placement,
+            registry,
+            orchestrator,
+            events_rx,
+            proxy_router,
+            opts.state_store.clone(),
+        )?;
 
         let mut tasks = Vec::new();
         let grpc = ControllerServiceServer::new(ControllerGrpc(controller.clone()));
@@ -88,18 +100,27 @@ impl Head {
                 }
             }
         }));
-        if let Some(listener) = grpc_listener {
+        let http_addr = match &http_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
+        let info = instance_info(&opts.startup_config, http_addr, &opts.http_config.node_id);
+        if let (Some(listener), true) = (grpc_listener, http_listener.is_some()) {
             let addr = listener.local_addr()?;
             tasks.push(tokio::spawn(photon_proxy::serve_grpc(listener, router.clone(), opts.grpc_config)));
             tracing::info!("gRPC proxy listening on {addr}");
         }
-        let info = instance_info(&opts.startup_config, http_addr, &opts.http_config.node_id);
-        tasks.push(tokio::spawn(photon_proxy::serve(http_listener, router, opts.http_config)));
+        if let Some(listener) = http_listener {
+            tasks.push(tokio::spawn(photon_proxy::serve(listener, router, opts.http_config)));
+        }
         tasks.push(tokio::spawn(photon_controller::rest::serve(dashboard_listener, controller.clone(), info)));
 
         tracing::info!("controller listening on {controller_addr}");
         tracing::info!("REST API listening on http://{dashboard_addr}");
-        tracing::info!("HTTP proxy listening on http://{http_addr}");
+        match http_addr {
+            Some(addr) => tracing::info!("HTTP proxy listening on http://{addr}"),
+            None => tracing::info!("no proxy in this process (proxy_location: Disabled)"),
+        }
         Ok(Head { controller, tasks })
     }
 
@@ -118,12 +139,14 @@ impl Head {
 
 fn instance_info(
     config: &photon_config::ServeConfig,
-    http_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     node_id: &str,
 ) -> photon_controller::rest::InstanceInfo {
     let node_id = node_id.to_string();
     let mut http_options = serde_json::to_value(&config.http_options).unwrap_or_default();
-    http_options["port"] = serde_json::json!(http_addr.port());
+    if let Some(addr) = http_addr {
+        http_options["port"] = serde_json::json!(addr.port());
+    }
     photon_controller::rest::InstanceInfo {
         node_id,
         node_ip: "127.0.0.1".to_string(),

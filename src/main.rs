@@ -29,6 +29,8 @@ enum Command {
     Config(cmd::inspect::ConfigArgs),
     /// Delete every application of a running head.
     Shutdown(cmd::inspect::ShutdownArgs),
+    /// A standalone HTTP/gRPC proxy fed by a controller (for heads started without proxies).
+    Proxy(cmd::proxy::ProxyArgs),
     /// One replica of one deployment (started by the orchestrator, not by hand).
     Replica(cmd::replica::ReplicaArgs),
 }
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
             Command::Status(args) => cmd::inspect::status(args).await,
             Command::Config(args) => cmd::inspect::config(args).await,
             Command::Shutdown(args) => cmd::inspect::shutdown(args).await,
+            Command::Proxy(args) => cmd::proxy::run(args).await,
             Command::Replica(args) => cmd::replica::run(args).await,
         }
     });

@@ -214,3 +214,108 @@ async fn scale_to_zero_and_back_up_on_the_first_request() {
     eventually(Duration::from_secs(15), "scaled back to zero", || async { children_of(p.pid()).is_empty() }).await;
     println!("scale to zero: first request served after {cold:?} (cold start), back to 0 replicas after idling");
 }
+
+fn os(args: &[&str]) -> Vec<std::ffi::OsString> {
+    args.iter().map(Into::into).collect()
+}
+
+/// A port that was free a moment ago: a restarted controller must come back at the same address,
+/// so this test cannot let the kernel pick a new one each time.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_can_die_and_come_back_without_dropping_a_request() {
+    let port = free_port().to_string();
+    let store = TempFile::new("state.json", "");
+    std::fs::remove_file(&store.path).unwrap();
+    let store_spec = format!("file:{}", store.path.display());
+    let head_args = os(&[
+        "start",
+        "--proxy-location",
+        "Disabled",
+        "--controller-port",
+        &port,
+        "--state-store",
+        &store_spec,
+        "--dashboard-port",
+        "0",
+    ]);
+    let mut head = Photon::spawn_waiting(&head_args, false, true);
+    let proxy = Photon::spawn_waiting(
+        &os(&[
+            "proxy",
+            "--controller-address",
+            &format!("http://127.0.0.1:{port}"),
+            "--http-port",
+            "0",
+            "--http-host",
+            "127.0.0.1",
+        ]),
+        true,
+        false,
+    );
+    let config = serde_json::json!({"applications": [{"name": "app", "import_path": "photon.examples:sleep", "route_prefix": "/app",
+        "deployments": [{"name": "Sleep", "num_replicas": 2, "max_ongoing_requests": 10, "user_config": {"sleep_ms": 5}}]}]});
+    let put = request(
+        &head.rest,
+        "PUT",
+        "/api/serve/applications/",
+        &[("content-type", "application/json")],
+        config.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(put.status, 200);
+    head.wait_running(&["app"]).await;
+    eventually(Duration::from_secs(10), "the proxy routes", || async {
+        post_json(&proxy.http, "/app", "{}").await.status == 200
+    })
+    .await;
+    let before = head.details().await;
+    let ids = running_ids(&deployment(&before, "app", "Sleep"));
+    let pids: Vec<u64> = deployment(&before, "app", "Sleep")["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["pid"].as_u64().unwrap())
+        .collect();
+
+    let load = Load::start(&proxy.http, "/app", "{}", 8);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let down_at = Instant::now();
+    signal(head.pid(), nix::sys::signal::Signal::SIGKILL);
+    let _ = head.terminate_killed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for pid in &pids {
+        assert!(alive(*pid as u32), "replica {pid} died with the controller");
+    }
+    let head2 = Photon::spawn_waiting(&head_args, false, true);
+    head2.wait_running(&["app"]).await;
+    let recovered_after = down_at.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (results, rate) = load.finish().await;
+    let failed: Vec<_> = results.iter().filter(|(s, _)| *s != 200).collect();
+    println!("controller kill -9: {} requests at {rate:.0} req/s through the standalone proxy, {} failed; controller back and RUNNING after {recovered_after:?}", results.len(), failed.len());
+    assert!(rate >= 200.0, "load was {rate:.0} req/s");
+    assert!(failed.is_empty(), "{failed:?}");
+
+    let after = head2.details().await;
+    assert_eq!(running_ids(&deployment(&after, "app", "Sleep")), ids, "replicas were replaced");
+    let pids_after: Vec<u64> = deployment(&after, "app", "Sleep")["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pids_after, pids, "replicas were restarted");
+    drop(proxy);
+    drop(head2);
+    for pid in &pids {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(*pid as u32) {
+            assert!(Instant::now() < deadline, "adopted replica {pid} outlived the head's SIGTERM");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

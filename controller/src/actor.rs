@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use crate::checkpoint::{Checkpoint, StateStore};
 use crate::state::{Action, Placement, State};
 use crate::status::InstanceStatus;
 use crate::ControllerError;
@@ -83,25 +84,68 @@ impl ControllerHandle {
 ///
 /// `proxy_router`, when the proxy runs in this process, tells the autoscaler how many requests
 /// wait in the proxy's queues.
+///
+/// `store`: checkpoints go there after every change; if it holds one, the controller first
+/// re-applies its config and adopts its replicas, before it publishes any routing table.
 pub fn spawn(
     placement: Placement,
     catalog: Arc<dyn AppCatalog>,
     orchestrator: Arc<dyn Orchestrator>,
     replica_events: mpsc::UnboundedReceiver<ReplicaEvent>,
     proxy_router: Option<photon_router::Router>,
-) -> ControllerHandle {
+    store: Option<StateStore>,
+) -> Result<ControllerHandle, crate::checkpoint::CheckpointError> {
     let (tx, rx) = mpsc::channel(COMMANDS);
     let (table_tx, table_rx) = watch::channel(Arc::new(RoutingTable::default()));
-    let actor = Actor {
-        state: State::new(placement),
-        catalog,
-        orchestrator,
-        commands: tx.clone(),
-        table: table_tx,
-        proxy_router,
-    };
+    let mut state = State::new(placement);
+    let mut saver = None;
+    if let Some(store) = store {
+        if let Some(checkpoint) = store.load()? {
+            recover(&mut state, &checkpoint, catalog.as_ref(), orchestrator.as_ref());
+        }
+        saver = Some(spawn_saver(store, state.checkpoint()));
+    }
+    let actor = Actor { state, catalog, orchestrator, commands: tx.clone(), table: table_tx, proxy_router, saver };
     tokio::spawn(actor.run(rx, replica_events));
-    ControllerHandle { commands: tx, table: table_rx }
+    Ok(ControllerHandle { commands: tx, table: table_rx })
+}
+
+/// Re-applies a checkpoint's config and adopts its replicas.
+fn recover(state: &mut State, checkpoint: &Checkpoint, catalog: &dyn AppCatalog, orchestrator: &dyn Orchestrator) {
+    let Some(doc) = &checkpoint.config else { return };
+    match photon_config::from_value(doc) {
+        Ok(parsed) => {
+            let now = Instant::now();
+            state.apply(&parsed.config, catalog, now);
+            let adopted = state.adopt(&checkpoint.replicas, now);
+            for (replica_id, pid) in &adopted {
+                orchestrator.adopt(replica_id, *pid);
+            }
+            tracing::info!(
+                applications = parsed.config.applications.len(),
+                replicas = adopted.len(),
+                "recovered from checkpoint"
+            );
+        }
+        Err(e) => tracing::error!(error = %e, "checkpointed config no longer validates; starting empty"),
+    }
+}
+
+/// Writes the newest checkpoint whenever it changes (coalescing bursts), off the actor.
+fn spawn_saver(store: StateStore, initial: Checkpoint) -> watch::Sender<Arc<Checkpoint>> {
+    let (tx, mut rx) = watch::channel(Arc::new(initial));
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let checkpoint = rx.borrow_and_update().clone();
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.save(&checkpoint)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "checkpoint not saved"),
+                Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
+            }
+        }
+    });
+    tx
 }
 
 struct Actor {
@@ -111,6 +155,7 @@ struct Actor {
     commands: mpsc::Sender<Command>,
     table: watch::Sender<Arc<RoutingTable>>,
     proxy_router: Option<photon_router::Router>,
+    saver: Option<watch::Sender<Arc<Checkpoint>>>,
 }
 
 impl Actor {
@@ -178,6 +223,16 @@ impl Actor {
         self.publish();
         for action in actions {
             self.execute(action);
+        }
+        if let Some(saver) = &self.saver {
+            let checkpoint = self.state.checkpoint();
+            saver.send_if_modified(|current| {
+                let changed = **current != checkpoint;
+                if changed {
+                    *current = Arc::new(checkpoint);
+                }
+                changed
+            });
         }
     }
 

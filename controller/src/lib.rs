@@ -6,6 +6,7 @@
 
 mod actor;
 pub mod autoscale;
+pub mod checkpoint;
 mod grpc;
 pub mod metrics;
 pub mod rest;

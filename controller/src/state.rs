@@ -127,6 +127,8 @@ pub struct Placement {
 /// The controller's whole state.
 pub struct State {
     placement: Placement,
+    /// The last applied config as a serve config document (for checkpoints).
+    applied: Option<Value>,
     /// Requests waiting in the proxy's router per deployment (autoscaling input).
     proxy_queued: std::collections::HashMap<DeploymentId, usize>,
     apps: Vec<App>,
@@ -164,6 +166,7 @@ impl State {
     pub fn new(placement: Placement) -> Self {
         State {
             placement,
+            applied: None,
             proxy_queued: Default::default(),
             apps: Vec::new(),
             deployments: BTreeMap::new(),
@@ -175,6 +178,9 @@ impl State {
     /// whose code cannot be found or whose overrides do not match it become DEPLOY_FAILED; the
     /// others are unaffected.
     pub fn apply(&mut self, config: &ServeConfig, catalog: &dyn AppCatalog, now: Instant) {
+        let mut doc = serde_json::to_value(config).unwrap_or_default();
+        doc["applications"] = Value::Array(config.applications.iter().map(|a| a.submitted.clone()).collect());
+        self.applied = Some(doc);
         let wanted: Vec<&str> = config.applications.iter().map(|a| a.name.as_str()).collect();
         for app in &mut self.apps {
             if !wanted.contains(&app.config.name.as_str()) && !app.deleting {
@@ -399,6 +405,69 @@ impl State {
             }
         }
         None
+    }
+
+    /// What a restarted controller needs: the applied config and the registered replicas.
+    pub fn checkpoint(&self) -> crate::checkpoint::Checkpoint {
+        let mut replicas = Vec::new();
+        for (id, d) in &self.deployments {
+            for r in d.replicas.values() {
+                let (Some(address), Some(data_address), Some(pid)) = (&r.address, &r.data_address, r.pid) else {
+                    continue;
+                };
+                if !matches!(r.state, ReplicaState::RUNNING | ReplicaState::UPDATING) || r.version != d.version {
+                    continue;
+                }
+                replicas.push(crate::checkpoint::ReplicaRecord {
+                    replica_id: r.id.clone(),
+                    app: id.app.clone(),
+                    deployment: id.name.clone(),
+                    heavy_key: d.heavy_key.clone(),
+                    address: address.clone(),
+                    data_address: data_address.clone(),
+                    pid,
+                    start_time_s: r.start_time_s,
+                    user_config: r.user_config.clone(),
+                    max_ongoing_requests: r.max_ongoing_requests,
+                });
+            }
+        }
+        crate::checkpoint::Checkpoint { config: self.applied.clone(), replicas }
+    }
+
+    /// Takes back replicas from a checkpoint (after `apply` of its config): they are RUNNING at
+    /// once if their deployment still wants them as they are, and are health-checked right away.
+    /// Returns the adopted (replica id, pid) pairs.
+    pub fn adopt(&mut self, records: &[crate::checkpoint::ReplicaRecord], now: Instant) -> Vec<(String, u32)> {
+        let mut adopted = Vec::new();
+        for rec in records {
+            let Some(d) = self.deployments.get_mut(&DeploymentId::new(&rec.app, &rec.deployment)) else { continue };
+            let version = if rec.heavy_key == d.heavy_key { d.version } else { 0 };
+            d.replicas.insert(
+                rec.replica_id.clone(),
+                Replica {
+                    id: rec.replica_id.clone(),
+                    version,
+                    state: ReplicaState::RUNNING,
+                    address: Some(rec.address.clone()),
+                    data_address: Some(rec.data_address.clone()),
+                    pid: Some(rec.pid),
+                    start_time_s: rec.start_time_s,
+                    health_failures: 0,
+                    next_health_check: now,
+                    health_check_in_flight: false,
+                    last_health_error: None,
+                    user_config: rec.user_config.clone(),
+                    max_ongoing_requests: rec.max_ongoing_requests,
+                    reconfiguring: false,
+                    ongoing: 0,
+                    load_poll_in_flight: false,
+                },
+            );
+            d.ever_healthy = true;
+            adopted.push((rec.replica_id.clone(), rec.pid));
+        }
+        adopted
     }
 
     /// A replica reported how many requests it executes.

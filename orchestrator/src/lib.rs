@@ -81,6 +81,10 @@ pub trait Orchestrator: Send + Sync + 'static {
     /// Asks a replica to stop: it drains for up to `grace`, then is killed.
     fn stop(&self, replica_id: &str, grace: Duration);
 
+    /// Takes over a replica started by an earlier head (known by its process id); its end is
+    /// reported like any other's.
+    fn adopt(&self, replica_id: &str, pid: u32);
+
     /// Ids of the replicas that run now.
     fn running(&self) -> Vec<String>;
 

@@ -23,6 +23,8 @@ pub const USER_CONFIG_ENV: &str = "PHOTON_REPLICA_USER_CONFIG";
 /// Runs replicas as child processes of this process.
 pub struct LocalOrchestrator {
     binary: PathBuf,
+    /// Replicas exit when the head goes away (no state store to come back to).
+    tie_to_head: bool,
     children: Arc<Mutex<HashMap<String, u32>>>,
     events: mpsc::UnboundedSender<ReplicaEvent>,
     all_exited: Arc<Notify>,
@@ -30,8 +32,28 @@ pub struct LocalOrchestrator {
 
 impl LocalOrchestrator {
     /// Replicas run `binary replica ...`; their ends are sent to `events`.
-    pub fn new(binary: PathBuf, events: mpsc::UnboundedSender<ReplicaEvent>) -> Self {
-        LocalOrchestrator { binary, children: Arc::default(), events, all_exited: Arc::new(Notify::new()) }
+    /// `tie_to_head`: replicas exit when this process dies (set when no state store lets a
+    /// restarted head adopt them).
+    pub fn new(binary: PathBuf, events: mpsc::UnboundedSender<ReplicaEvent>, tie_to_head: bool) -> Self {
+        LocalOrchestrator { binary, tie_to_head, children: Arc::default(), events, all_exited: Arc::new(Notify::new()) }
+    }
+
+    fn ended(
+        children: &Mutex<HashMap<String, u32>>,
+        all_exited: &Notify,
+        events: &mpsc::UnboundedSender<ReplicaEvent>,
+        replica_id: String,
+        how: String,
+    ) {
+        let empty = {
+            let mut map = children.lock().unwrap_or_else(|e| e.into_inner());
+            map.remove(&replica_id);
+            map.is_empty()
+        };
+        let _ = events.send(ReplicaEvent::Exited { replica_id, how });
+        if empty {
+            all_exited.notify_waiters();
+        }
     }
 
     fn signal(&self, replica_id: &str, signal: Signal) -> bool {
@@ -61,7 +83,7 @@ impl Orchestrator for LocalOrchestrator {
             .args(["--max-ongoing-requests", &spec.max_ongoing_requests.to_string()])
             .args(["--graceful-shutdown-timeout-s", &spec.graceful_shutdown_timeout.as_secs_f64().to_string()])
             .args(["--graceful-shutdown-wait-loop-s", &spec.graceful_shutdown_wait_loop.as_secs_f64().to_string()])
-            .arg("--exit-with-parent")
+            .args(if self.tie_to_head { &["--exit-with-parent"][..] } else { &[][..] })
             .args(if spec.access_log { &[][..] } else { &["--no-access-log"][..] })
             .args(["--log-encoding", &spec.log_encoding])
             .envs(&spec.env_vars)
@@ -97,17 +119,22 @@ impl Orchestrator for LocalOrchestrator {
                 Ok(status) => status.to_string(),
                 Err(e) => format!("wait failed: {e}"),
             };
-            let empty = {
-                let mut map = children.lock().unwrap_or_else(|e| e.into_inner());
-                map.remove(&replica_id);
-                map.is_empty()
-            };
-            let _ = events.send(ReplicaEvent::Exited { replica_id, how });
-            if empty {
-                all_exited.notify_waiters();
-            }
+            Self::ended(&children, &all_exited, &events, replica_id, how);
         });
         Ok(())
+    }
+
+    fn adopt(&self, replica_id: &str, pid: u32) {
+        self.children.lock().unwrap_or_else(|e| e.into_inner()).insert(replica_id.to_string(), pid);
+        let (children, events, all_exited) = (self.children.clone(), self.events.clone(), self.all_exited.clone());
+        let replica_id = replica_id.to_string();
+        // Not our child: watch the process id (signal 0 probes it) instead of waiting on it.
+        tokio::spawn(async move {
+            while kill(Pid::from_raw(pid as i32), None).is_ok() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Self::ended(&children, &all_exited, &events, replica_id, "adopted process ended".to_string());
+        });
     }
 
     fn stop(&self, replica_id: &str, grace: Duration) {

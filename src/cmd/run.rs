@@ -41,6 +41,15 @@ pub struct HeadArgs {
     /// Internal controller port (0 picks a free port).
     #[arg(long, env = "PHOTON_CONTROLLER_PORT", default_value_t = 0)]
     controller_port: u16,
+    /// Where the controller checkpoints its state: `file:PATH`. Default: a file in the temporary
+    /// directory named after `--controller-port` when that port is fixed, else none. With a
+    /// store, replicas outlive a controller that dies and a restarted one adopts them.
+    #[arg(long, env = "PHOTON_STATE_STORE")]
+    state_store: Option<String>,
+    /// `EveryNode` / `HeadOnly` run the proxies in this process; `Disabled` runs none (use
+    /// `photon proxy`). Default: the config's `proxy_location`.
+    #[arg(long, env = "PHOTON_PROXY_LOCATION")]
+    proxy_location: Option<String>,
     /// Largest accepted request body in bytes (413 above it).
     #[arg(long, env = "PHOTON_MAX_REQUEST_BODY_BYTES", default_value_t = 100 << 20)]
     max_request_body_bytes: usize,
@@ -96,6 +105,19 @@ fn head_options(args: &HeadArgs, config: &ServeConfig) -> anyhow::Result<HeadOpt
         .grpc_port
         .or((!config.grpc_options.grpc_servicer_functions.is_empty()).then_some(config.grpc_options.port));
     let timeout = |s: Option<f64>| s.map(Duration::from_secs_f64);
+    let state_store = match (&args.state_store, args.controller_port) {
+        (Some(spec), _) => Some(photon_controller::checkpoint::StateStore::parse(spec)?),
+        (None, 0) => None,
+        (None, port) => Some(photon_controller::checkpoint::StateStore::File(
+            std::env::temp_dir().join("photon").join(format!("state-{port}.json")),
+        )),
+    };
+    let proxies = match args.proxy_location.as_deref() {
+        Some("Disabled") => false,
+        Some("EveryNode" | "HeadOnly") => true,
+        Some(other) => anyhow::bail!("--proxy-location: must be EveryNode, HeadOnly or Disabled, got {other:?}"),
+        None => config.proxy_location != photon_config::ProxyLocation::Disabled,
+    };
     let node_id: String = (0..28).map(|_| format!("{:02x}", fastrand::u8(..))).collect();
     let access_log = config.logging_config.as_ref().and_then(|l| l.enable_access_log).unwrap_or(true);
     Ok(HeadOptions {
@@ -106,7 +128,8 @@ fn head_options(args: &HeadArgs, config: &ServeConfig) -> anyhow::Result<HeadOpt
             access_log,
             ..Default::default()
         },
-        http: SocketAddr::new(host, args.http_port.unwrap_or(config.http_options.port)),
+        http: proxies.then(|| SocketAddr::new(host, args.http_port.unwrap_or(config.http_options.port))),
+        state_store,
         controller: SocketAddr::from(([127, 0, 0, 1], args.controller_port)),
         dashboard: SocketAddr::new(args.dashboard_host, args.dashboard_port),
         http_config: HttpConfig {

@@ -73,6 +73,12 @@ impl Photon {
 
     /// Starts `photon ARGS...` and waits until it logs its HTTP and REST addresses.
     fn spawn(args: &[std::ffi::OsString]) -> Photon {
+        Photon::spawn_waiting(args, true, true)
+    }
+
+    /// Starts `photon ARGS...` and waits for the addresses asked for (a head without proxies
+    /// logs no HTTP address; a standalone proxy no REST address).
+    pub fn spawn_waiting(args: &[std::ffi::OsString], wait_http: bool, wait_rest: bool) -> Photon {
         let mut child = Command::new(PHOTON)
             .args(args)
             .env("RUST_LOG", "info")
@@ -93,8 +99,9 @@ impl Photon {
                 if let Some(a) = address_after(&line, "REST API listening on ") {
                     rest = Some(a);
                 }
-                if let (Some(h), Some(r)) = (&http, &rest) {
-                    let _ = tx.send((h.clone(), r.clone()));
+                let ready = (http.is_some() || !wait_http) && (rest.is_some() || !wait_rest);
+                if ready {
+                    let _ = tx.send((http.clone().unwrap_or_default(), rest.clone().unwrap_or_default()));
                 }
                 sink.lock().unwrap().push(line);
             }
@@ -135,6 +142,12 @@ impl Photon {
     /// The REST API's view of the instance.
     pub async fn details(&self) -> serde_json::Value {
         serde_json::from_slice(&get(&self.rest, "/api/serve/applications/").await.body).unwrap()
+    }
+
+    /// Waits for a process that was killed by signal, so drop does nothing more.
+    pub fn terminate_killed(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        child.wait().ok()
     }
 
     /// Sends SIGTERM and waits for the exit.

@@ -1,0 +1,167 @@
+//! Controller checkpoints: the applied config and the replica registry, written after every
+//! change so a restarted controller recovers its target state and re-adopts live replicas
+//! instead of restarting them (Ray keeps the same in the GCS, on Redis for fault tolerance).
+//!
+//! Guarantees: the file store replaces the file atomically (write a temporary file, fsync,
+//! rename), so a crash mid-write leaves the previous checkpoint intact. Saves are coalesced:
+//! only the newest checkpoint is written.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Where checkpoints live.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateStore {
+    /// A JSON file, replaced atomically.
+    File(PathBuf),
+}
+
+/// Why the store could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The `--state-store` value is not understood.
+    #[error("--state-store: {0}")]
+    BadSpec(String),
+    /// Reading or writing failed.
+    #[error("state store {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The stored checkpoint does not parse.
+    #[error("state store {path}: not a Photon checkpoint: {reason}")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One replica as the controller knew it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaRecord {
+    /// Replica id.
+    pub replica_id: String,
+    /// Application name.
+    pub app: String,
+    /// Deployment name.
+    pub deployment: String,
+    /// The options that needed new replicas when they changed (matches the deployment's).
+    pub heavy_key: String,
+    /// Control address.
+    pub address: String,
+    /// Data address.
+    pub data_address: String,
+    /// Process id.
+    pub pid: u32,
+    /// Unix start time.
+    pub start_time_s: f64,
+    /// The user_config it runs with.
+    pub user_config: Option<Value>,
+    /// Its admission limit.
+    pub max_ongoing_requests: u32,
+}
+
+/// Everything a restarted controller needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Checkpoint {
+    /// The last applied config, as a serve config document.
+    pub config: Option<Value>,
+    /// Running replicas.
+    pub replicas: Vec<ReplicaRecord>,
+}
+
+impl StateStore {
+    /// Parses `file:PATH` (or a bare path).
+    pub fn parse(spec: &str) -> Result<Self, CheckpointError> {
+        if let Some(path) = spec.strip_prefix("file:") {
+            return Ok(StateStore::File(PathBuf::from(path)));
+        }
+        if spec.contains("://") {
+            return Err(CheckpointError::BadSpec(format!("unsupported store {spec:?}; use file:PATH")));
+        }
+        Ok(StateStore::File(PathBuf::from(spec)))
+    }
+
+    /// Reads the checkpoint, if there is one.
+    pub fn load(&self) -> Result<Option<Checkpoint>, CheckpointError> {
+        match self {
+            StateStore::File(path) => {
+                let name = path.display().to_string();
+                match std::fs::read(path) {
+                    Ok(bytes) => serde_json::from_slice(&bytes)
+                        .map(Some)
+                        .map_err(|e| CheckpointError::Corrupt { path: name, reason: e.to_string() }),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(source) => Err(CheckpointError::Io { path: name, source }),
+                }
+            }
+        }
+    }
+
+    /// Writes a checkpoint atomically.
+    pub fn save(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+        match self {
+            StateStore::File(path) => {
+                write_atomically(path, &serde_json::to_vec_pretty(checkpoint).unwrap_or_default())
+                    .map_err(|source| CheckpointError::Io { path: path.display().to_string(), source })
+            }
+        }
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("photon-state")));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    // Make the rename itself durable.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_store_round_trips_and_replaces_atomically() {
+        let dir = std::env::temp_dir().join(format!("photon-ckpt-{}", fastrand::u64(..)));
+        let store = StateStore::parse(&format!("file:{}", dir.join("state.json").display())).unwrap();
+        assert_eq!(store.load().unwrap(), None);
+        let mut c = Checkpoint { config: Some(serde_json::json!({"applications": []})), replicas: Vec::new() };
+        store.save(&c).unwrap();
+        assert_eq!(store.load().unwrap(), Some(c.clone()));
+        c.config = None;
+        store.save(&c).unwrap();
+        assert_eq!(store.load().unwrap(), Some(c));
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_checkpoint_is_reported() {
+        let dir = std::env::temp_dir().join(format!("photon-ckpt-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        std::fs::write(&path, b"{half").unwrap();
+        let err = StateStore::File(path).load().unwrap_err();
+        assert!(err.to_string().contains("not a Photon checkpoint"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
