@@ -232,10 +232,53 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_can_die_and_come_back_without_dropping_a_request() {
-    let port = free_port().to_string();
     let store = TempFile::new("state.json", "");
     std::fs::remove_file(&store.path).unwrap();
-    let store_spec = format!("file:{}", store.path.display());
+    controller_restart(&format!("file:{}", store.path.display()), "file store").await;
+}
+
+/// A redis-server of this test's own, on a Unix socket in a temporary directory (no port).
+struct Redis {
+    child: std::process::Child,
+    dir: TempFile,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = &self.dir;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_recovers_from_the_redis_store() {
+    // .ci/run installs redis-server; without it this scenario cannot run here.
+    if std::process::Command::new("redis-server").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: redis-server is not installed (.ci/run installs it)");
+        return;
+    }
+    let dir = TempFile::new("redis.conf", "");
+    let socket = dir.path.with_file_name("redis.sock");
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", "0", "--unixsocket"])
+        .arg(&socket)
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(dir.path.parent().unwrap())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _redis = Redis { child, dir };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    controller_restart(&format!("redis+unix://{}", socket.display()), "Redis store").await;
+}
+
+async fn controller_restart(store_spec: &str, what: &str) {
+    let port = free_port().to_string();
     let head_args = os(&[
         "start",
         "--proxy-location",
@@ -301,7 +344,7 @@ async fn the_controller_can_die_and_come_back_without_dropping_a_request() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (results, rate) = load.finish().await;
     let failed: Vec<_> = results.iter().filter(|(s, _)| *s != 200).collect();
-    println!("controller kill -9: {} requests at {rate:.0} req/s through the standalone proxy, {} failed; controller back and RUNNING after {recovered_after:?}", results.len(), failed.len());
+    println!("controller kill -9 ({what}): {} requests at {rate:.0} req/s through the standalone proxy, {} failed; controller back and RUNNING after {recovered_after:?}", results.len(), failed.len());
     assert!(rate >= 200.0, "load was {rate:.0} req/s");
     assert!(failed.is_empty(), "{failed:?}");
 

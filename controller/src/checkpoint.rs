@@ -16,7 +16,13 @@ use serde_json::Value;
 pub enum StateStore {
     /// A JSON file, replaced atomically.
     File(PathBuf),
+    /// A key in Redis (`redis://HOST:PORT[/DB]`, `redis+unix:///PATH`), as Ray keeps GCS state
+    /// for fault tolerance; one SET replaces the checkpoint atomically.
+    Redis(String),
 }
+
+/// The Redis key holding the checkpoint.
+pub const REDIS_KEY: &str = "photon:controller:checkpoint";
 
 /// Why the store could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -77,15 +83,29 @@ pub struct Checkpoint {
 }
 
 impl StateStore {
-    /// Parses `file:PATH` (or a bare path).
+    /// Parses `file:PATH`, `redis://...` / `redis+unix://...`, or a bare path.
     pub fn parse(spec: &str) -> Result<Self, CheckpointError> {
         if let Some(path) = spec.strip_prefix("file:") {
             return Ok(StateStore::File(PathBuf::from(path)));
         }
+        if spec.starts_with("redis://") || spec.starts_with("redis+unix://") || spec.starts_with("unix://") {
+            redis::Client::open(spec).map_err(|e| CheckpointError::BadSpec(format!("{spec}: {e}")))?;
+            return Ok(StateStore::Redis(spec.to_string()));
+        }
         if spec.contains("://") {
-            return Err(CheckpointError::BadSpec(format!("unsupported store {spec:?}; use file:PATH")));
+            return Err(CheckpointError::BadSpec(format!(
+                "unsupported store {spec:?}; use file:PATH or redis://HOST:PORT"
+            )));
         }
         Ok(StateStore::File(PathBuf::from(spec)))
+    }
+
+    fn redis(url: &str) -> Result<redis::Connection, CheckpointError> {
+        let io = |e: redis::RedisError| CheckpointError::Io {
+            path: url.to_string(),
+            source: std::io::Error::other(e.to_string()),
+        };
+        redis::Client::open(url).map_err(io)?.get_connection_with_timeout(std::time::Duration::from_secs(2)).map_err(io)
     }
 
     /// Reads the checkpoint, if there is one.
@@ -101,6 +121,18 @@ impl StateStore {
                     Err(source) => Err(CheckpointError::Io { path: name, source }),
                 }
             }
+            StateStore::Redis(url) => {
+                let mut conn = Self::redis(url)?;
+                let value: Option<Vec<u8>> = redis::cmd("GET").arg(REDIS_KEY).query(&mut conn).map_err(|e| {
+                    CheckpointError::Io { path: url.clone(), source: std::io::Error::other(e.to_string()) }
+                })?;
+                value
+                    .map(|bytes| {
+                        serde_json::from_slice(&bytes)
+                            .map_err(|e| CheckpointError::Corrupt { path: url.clone(), reason: e.to_string() })
+                    })
+                    .transpose()
+            }
         }
     }
 
@@ -110,6 +142,17 @@ impl StateStore {
             StateStore::File(path) => {
                 write_atomically(path, &serde_json::to_vec_pretty(checkpoint).unwrap_or_default())
                     .map_err(|source| CheckpointError::Io { path: path.display().to_string(), source })
+            }
+            StateStore::Redis(url) => {
+                let mut conn = Self::redis(url)?;
+                redis::cmd("SET")
+                    .arg(REDIS_KEY)
+                    .arg(serde_json::to_vec(checkpoint).unwrap_or_default())
+                    .query::<()>(&mut conn)
+                    .map_err(|e| CheckpointError::Io {
+                        path: url.clone(),
+                        source: std::io::Error::other(e.to_string()),
+                    })
             }
         }
     }
