@@ -367,3 +367,49 @@ async fn controller_restart(store_spec: &str, what: &str) {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_oversized_and_truncated_clients_do_not_hurt_the_proxy() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let p = Photon::run_yaml(
+        "applications:\n  - name: n\n    import_path: photon.examples:noop\n    route_prefix: /n\n",
+        &[],
+    );
+    p.wait_running(&["n"]).await;
+    // 200 slowloris connections that never finish their request head.
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut s = tokio::net::TcpStream::connect(&p.http).await.unwrap();
+        s.write_all(b"GET /n HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+        slow.push(s);
+    }
+    // An oversized request head: refused, not buffered without bound.
+    let mut big = tokio::net::TcpStream::connect(&p.http).await.unwrap();
+    let head = format!("GET /n HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(200 << 10));
+    let _ = big.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), big.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // A truncated body: the client promises 100 bytes, sends 10 and goes away.
+    let mut cut = tokio::net::TcpStream::connect(&p.http).await.unwrap();
+    cut.write_all(b"POST /n HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789").await.unwrap();
+    drop(cut);
+    // Meanwhile normal requests are served at once.
+    for _ in 0..20 {
+        let t = Instant::now();
+        assert_eq!(get(&p.http, "/n").await.text(), "ok");
+        assert!(t.elapsed() < Duration::from_millis(500));
+    }
+    // The slow connections are closed after the head timeout.
+    let mut closed = 0;
+    for mut s in slow.into_iter().take(5) {
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(15), s.read(&mut buf)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 5, "slow connections were not closed by the header timeout");
+    let m = get(&p.rest, "/metrics").await.text();
+    assert!(m.contains("ray_serve_num_http_requests_total"));
+}

@@ -63,6 +63,11 @@ fn timeout_for(headers: &http::HeaderMap, default: Option<Duration>) -> Option<D
     }
 }
 
+/// Longest wait for a request's head (slowloris protection).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head.
+const MAX_HEAD_BYTES: usize = 64 << 10;
+
 struct Proxy {
     router: Router,
     metrics: DoorMetrics,
@@ -73,7 +78,14 @@ struct Proxy {
 pub async fn serve(listener: TcpListener, router: Router, config: HttpConfig) {
     let metrics = DoorMetrics::new(&metrics::HTTP, &config.node_id);
     let proxy = Arc::new(Proxy { router, metrics, config });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // Slow or oversized clients: a request head must arrive within HEADER_READ_TIMEOUT and fit
+    // in MAX_HEAD_BYTES (hyper answers 431 above it), so they cannot pin connections or memory.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES);
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
