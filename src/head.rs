@@ -30,6 +30,8 @@ pub struct HeadOptions {
     pub startup_config: photon_config::ServeConfig,
     /// HTTP front door options.
     pub http_config: HttpConfig,
+    /// Threads serving HTTP, each with its own runtime (0: the main runtime).
+    pub proxy_threads: usize,
     /// gRPC proxy address, when the gRPC front door runs.
     pub grpc: Option<SocketAddr>,
     /// gRPC front door options.
@@ -111,7 +113,14 @@ impl Head {
             tracing::info!("gRPC proxy listening on {addr}");
         }
         if let Some(listener) = http_listener {
-            tasks.push(tokio::spawn(photon_proxy::serve(listener, router, opts.http_config)));
+            if opts.proxy_threads > 0 {
+                let threads = opts.proxy_threads;
+                let addr = listener.local_addr()?;
+                drop(listener);
+                photon_proxy::serve_on_threads(addr, threads, router, opts.http_config)?;
+            } else {
+                tasks.push(tokio::spawn(photon_proxy::serve(listener, router, opts.http_config)));
+            }
         }
         tasks.push(tokio::spawn(photon_controller::rest::serve(dashboard_listener, controller.clone(), info)));
 

@@ -10,4 +10,4 @@ mod metrics;
 pub mod respond;
 
 pub use crate::grpc::{serve as serve_grpc, GrpcConfig};
-pub use crate::http::{serve, HttpConfig};
+pub use crate::http::{serve, serve_on_threads, HttpConfig};

@@ -30,11 +30,16 @@ pub fn new_pool() -> Pool {
         .build(connector)
 }
 
+thread_local! {
+    /// One pool per thread: a proxy thread running its own single-threaded runtime then keeps
+    /// each request, its connection and its connection task on one thread.
+    static POOL: Pool = new_pool();
+}
+
 /// A client of one replica; cheap to clone.
 #[derive(Clone)]
 pub struct ReplicaClient {
     address: String,
-    pool: Pool,
 }
 
 /// How a call to a replica failed.
@@ -52,8 +57,8 @@ pub enum ReplicaFailure {
 
 impl ReplicaClient {
     /// A client of the replica whose data port is `address` (`host:port`).
-    pub fn new(address: &str, pool: Pool) -> Self {
-        ReplicaClient { address: address.to_string(), pool }
+    pub fn new(address: &str) -> Self {
+        ReplicaClient { address: address.to_string() }
     }
 
     /// Sends one call.
@@ -78,7 +83,8 @@ impl ReplicaClient {
             }
         }
         let request = builder.body(Full::new(call.body)).map_err(|e| ReplicaFailure::Failed(e.to_string()))?;
-        let response = self.pool.request(request).await.map_err(|e| {
+        let pool = POOL.with(Pool::clone);
+        let response = pool.request(request).await.map_err(|e| {
             if e.is_connect() {
                 ReplicaFailure::Unreachable(format!("{e:?}"))
             } else {

@@ -67,7 +67,6 @@ pub struct Router {
 struct Inner {
     snapshot: ArcSwap<Snapshot>,
     queues: Mutex<HashMap<DeploymentId, Arc<DeploymentQueue>>>,
-    pool: Pool,
     table: Mutex<Arc<RoutingTable>>,
     ready: watch::Sender<bool>,
     /// Who routes (metric labels): `proxy`, or the replica id whose handles these are.
@@ -92,7 +91,6 @@ impl Router {
             inner: Arc::new(Inner {
                 snapshot: ArcSwap::from_pointee(Snapshot::default()),
                 queues: Mutex::new(HashMap::new()),
-                pool: new_pool(),
                 table: Mutex::new(Arc::new(RoutingTable::default())),
                 ready: watch::Sender::new(false),
                 caller: caller.to_string(),
@@ -146,7 +144,7 @@ impl Router {
     pub fn apply(&self, table: RoutingTable) {
         let table = Arc::new(table);
         *self.inner.table.lock().unwrap_or_else(|e| e.into_inner()) = table.clone();
-        let client_for = |_: &str, address: &str| ReplicaClient::new(address, self.inner.pool.clone());
+        let client_for = |_: &str, address: &str| ReplicaClient::new(address);
         let queues: Vec<(DeploymentId, Arc<DeploymentQueue>)> = {
             let mut map = self.inner.queues.lock().unwrap_or_else(|e| e.into_inner());
             for id in table.deployments.keys() {

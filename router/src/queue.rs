@@ -337,7 +337,7 @@ mod tests {
 
     fn queue_with(t: &DeploymentTargets) -> Arc<DeploymentQueue> {
         let q = DeploymentQueue::new(DeploymentId::new("app", "D"), "test");
-        q.update(Some(t), |_, addr| ReplicaClient::new(addr, crate::client::new_pool()));
+        q.update(Some(t), |_, addr| ReplicaClient::new(addr));
         q
     }
 
@@ -385,7 +385,7 @@ mod tests {
         while q.queued() == 0 {
             tokio::task::yield_now().await;
         }
-        q.update(Some(&targets(&["r2"], 1, -1)), |_, addr| ReplicaClient::new(addr, crate::client::new_pool()));
+        q.update(Some(&targets(&["r2"], 1, -1)), |_, addr| ReplicaClient::new(addr));
         assert_eq!(waiting.await.unwrap().unwrap(), "r2");
     }
 

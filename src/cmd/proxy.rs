@@ -25,6 +25,9 @@ pub struct ProxyArgs {
     /// gRPC port; no gRPC front door without it.
     #[arg(long, env = "PHOTON_GRPC_PORT")]
     grpc_port: Option<u16>,
+    /// Threads serving HTTP, each a single-threaded runtime (default: one per CPU).
+    #[arg(long, env = "PHOTON_PROXY_THREADS")]
+    proxy_threads: Option<usize>,
     /// `http_options.request_timeout_s` for this proxy.
     #[arg(long)]
     request_timeout_s: Option<f64>,
@@ -54,9 +57,12 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         let config = GrpcConfig { request_timeout: timeout, node_id: node_id.clone(), ..Default::default() };
         tasks.push(tokio::spawn(photon_proxy::serve_grpc(listener, router.clone(), config)));
     }
-    tracing::info!("HTTP proxy listening on http://{}", http.local_addr()?);
     let config = HttpConfig { request_timeout: timeout, node_id, ..Default::default() };
-    tasks.push(tokio::spawn(photon_proxy::serve(http, router, config)));
+    let threads = args.proxy_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let addr = http.local_addr()?;
+    drop(http);
+    let addr = photon_proxy::serve_on_threads(addr, threads.max(1), router, config)?;
+    tracing::info!("HTTP proxy listening on http://{addr}");
     crate::head::terminate_signal().await;
     for t in tasks {
         t.abort();

@@ -50,6 +50,10 @@ pub struct HeadArgs {
     /// `photon proxy`). Default: the config's `proxy_location`.
     #[arg(long, env = "PHOTON_PROXY_LOCATION")]
     proxy_location: Option<String>,
+    /// Threads serving HTTP, each a single-threaded runtime with its own SO_REUSEPORT listener
+    /// (default: one per CPU; 0 serves HTTP from the main runtime).
+    #[arg(long, env = "PHOTON_PROXY_THREADS")]
+    proxy_threads: Option<usize>,
     /// Largest accepted request body in bytes (413 above it).
     #[arg(long, env = "PHOTON_MAX_REQUEST_BODY_BYTES", default_value_t = 100 << 20)]
     max_request_body_bytes: usize,
@@ -130,6 +134,9 @@ fn head_options(args: &HeadArgs, config: &ServeConfig) -> anyhow::Result<HeadOpt
         },
         http: proxies.then(|| SocketAddr::new(host, args.http_port.unwrap_or(config.http_options.port))),
         state_store,
+        proxy_threads: args
+            .proxy_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
         controller: SocketAddr::from(([127, 0, 0, 1], args.controller_port)),
         dashboard: SocketAddr::new(args.dashboard_host, args.dashboard_port),
         http_config: HttpConfig {
