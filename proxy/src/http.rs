@@ -261,50 +261,14 @@ fn to_response(answer: Answer) -> Response<Body> {
 }
 
 /// Serves HTTP on `addr` from `threads` OS threads, each with its own single-threaded runtime
-/// and its own `SO_REUSEPORT` listener on the same port: the kernel spreads connections over
-/// them, and a request never changes threads (no cross-thread wake-ups between the client's
-/// connection, the router and the replica connection). Returns the address bound.
+/// and `SO_REUSEPORT` listener (`photon_router::serve_on_threads`). Returns the address bound.
 pub fn serve_on_threads(
     addr: std::net::SocketAddr,
     threads: usize,
     router: Router,
     config: HttpConfig,
 ) -> std::io::Result<std::net::SocketAddr> {
-    let (bound_tx, bound_rx) = std::sync::mpsc::channel::<std::io::Result<std::net::SocketAddr>>();
-    let mut port = addr.port();
-    for i in 0..threads.max(1) {
-        let (router, config, bound_tx) = (router.clone(), config.clone(), bound_tx.clone());
-        let this = std::net::SocketAddr::new(addr.ip(), port);
-        std::thread::Builder::new().name(format!("photon-http-{i}")).spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => return drop(bound_tx.send(Err(e))),
-            };
-            runtime.block_on(async move {
-                let socket = match if this.is_ipv4() {
-                    tokio::net::TcpSocket::new_v4()
-                } else {
-                    tokio::net::TcpSocket::new_v6()
-                } {
-                    Ok(s) => s,
-                    Err(e) => return drop(bound_tx.send(Err(e))),
-                };
-                let listener = socket
-                    .set_reuseaddr(true)
-                    .and_then(|()| socket.set_reuseport(true))
-                    .and_then(|()| socket.bind(this))
-                    .and_then(|()| socket.listen(1024));
-                match listener {
-                    Ok(l) => {
-                        let _ = bound_tx.send(l.local_addr());
-                        serve(l, router, config).await;
-                    }
-                    Err(e) => drop(bound_tx.send(Err(e))),
-                }
-            });
-        })?;
-        let bound = bound_rx.recv().map_err(|_| std::io::Error::other("proxy thread ended before binding"))??;
-        port = bound.port();
-    }
-    Ok(std::net::SocketAddr::new(addr.ip(), port))
+    photon_router::serve_on_threads(addr, threads, "photon-http", move |listener| {
+        serve(listener, router.clone(), config.clone())
+    })
 }

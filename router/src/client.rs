@@ -106,17 +106,3 @@ impl ReplicaClient {
         }
     }
 }
-
-/// Accepted connections of a server with Nagle's algorithm off: tonic sets `TCP_NODELAY` only
-/// on sockets it accepts itself, and a small response held back by Nagle waits for the peer's
-/// delayed ACK (tens of milliseconds).
-pub fn incoming_nodelay(
-    listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-        let stream = conn?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    })
-}
