@@ -111,6 +111,8 @@ struct App {
     ingress: Option<String>,
     deployments: Vec<String>,
     deploy_error: Option<String>,
+    /// What in the config cannot apply here (reported in the status message, not dropped).
+    warnings: Vec<String>,
     last_deployed_time_s: f64,
     deleting: bool,
 }
@@ -129,6 +131,8 @@ pub struct State {
     placement: Placement,
     /// The last applied config as a serve config document (for checkpoints).
     applied: Option<Value>,
+    /// `target_capacity`: a percentage applied to every deployment's replica counts.
+    target_capacity: Option<f64>,
     /// Requests waiting in the proxy's router per deployment (autoscaling input).
     proxy_queued: std::collections::HashMap<DeploymentId, usize>,
     apps: Vec<App>,
@@ -167,6 +171,7 @@ impl State {
         State {
             placement,
             applied: None,
+            target_capacity: None,
             proxy_queued: Default::default(),
             apps: Vec::new(),
             deployments: BTreeMap::new(),
@@ -181,6 +186,7 @@ impl State {
         let mut doc = serde_json::to_value(config).unwrap_or_default();
         doc["applications"] = Value::Array(config.applications.iter().map(|a| a.submitted.clone()).collect());
         self.applied = Some(doc);
+        self.target_capacity = config.target_capacity;
         let wanted: Vec<&str> = config.applications.iter().map(|a| a.name.as_str()).collect();
         for app in &mut self.apps {
             if !wanted.contains(&app.config.name.as_str()) && !app.deleting {
@@ -204,6 +210,7 @@ impl State {
                 ingress: None,
                 deployments: Vec::new(),
                 deploy_error: None,
+                warnings: runtime_env_warnings(cfg),
                 last_deployed_time_s: unix_now(),
                 deleting: false,
             };
@@ -532,7 +539,7 @@ impl State {
         let wanted = match (&d.autoscaler, d.deleting) {
             (_, true) => 0,
             (Some(a), false) => a.target,
-            (None, false) => d.spec.replicas.initial(),
+            (None, false) => capacity_adjusted(d.spec.replicas.initial(), self.target_capacity),
         };
         let cap =
             d.spec.max_replicas_per_node.map_or(u32::MAX, |per_node| per_node.saturating_mul(self.placement.nodes));
@@ -888,6 +895,36 @@ fn required_resources(d: &ResolvedDeployment) -> Value {
     Value::Object(m)
 }
 
+/// Ray's `capacity_adjusted`: `n` scaled by `target_capacity` percent, at least 1 unless the
+/// capacity or `n` is 0 (spec/ray-serve.md section 2.5; applied to fixed replica counts).
+fn capacity_adjusted(n: u32, capacity: Option<f64>) -> u32 {
+    match capacity {
+        None => n,
+        Some(c) if c >= 100.0 => n,
+        Some(c) if c <= 0.0 || n == 0 => 0,
+        Some(c) => ((f64::from(n) * c / 100.0 + 0.5).floor() as u32).max(1),
+    }
+}
+
+/// `runtime_env` keys Photon cannot apply: deployments are compiled into the replica binary, so
+/// code locations (`working_dir`, `py_modules`) and Python packages do not apply; `env_vars` do.
+fn runtime_env_warnings(app: &ApplicationConfig) -> Vec<String> {
+    let mut keys: Vec<String> =
+        app.runtime_env.keys().filter(|k| *k != "env_vars").map(|k| format!("runtime_env.{k}")).collect();
+    for d in &app.deployments {
+        if let Some(env) = d.ray_actor_options.as_ref().and_then(|o| o.runtime_env.as_ref()) {
+            keys.extend(
+                env.keys()
+                    .filter(|k| *k != "env_vars")
+                    .map(|k| format!("deployments.{}.ray_actor_options.runtime_env.{k}", d.name)),
+            );
+        }
+    }
+    keys.into_iter()
+        .map(|k| format!("{k} is ignored: Photon runs the deployments compiled into its replica binary"))
+        .collect()
+}
+
 fn app_status(app: &App, deployments: &[DeploymentStatusInfo]) -> (ApplicationStatus, String) {
     if app.deleting {
         return (ApplicationStatus::DELETING, String::new());
@@ -915,7 +952,7 @@ fn app_status(app: &App, deployments: &[DeploymentStatusInfo]) -> (ApplicationSt
                 && d.status_trigger == DeploymentStatusTrigger::AUTOSCALING)
     };
     if deployments.iter().all(serving) {
-        (ApplicationStatus::RUNNING, String::new())
+        (ApplicationStatus::RUNNING, app.warnings.join(" "))
     } else {
         (ApplicationStatus::DEPLOYING, String::new())
     }

@@ -149,3 +149,31 @@ fn removed_app_is_deleted() {
     s.reconcile(now);
     assert!(s.status().applications.is_empty());
 }
+
+#[test]
+fn target_capacity_scales_fixed_replica_counts() {
+    assert_eq!(capacity_adjusted(10, None), 10);
+    assert_eq!(capacity_adjusted(10, Some(100.0)), 10);
+    assert_eq!(capacity_adjusted(10, Some(25.0)), 3);
+    assert_eq!(capacity_adjusted(10, Some(5.0)), 1);
+    assert_eq!(capacity_adjusted(10, Some(0.0)), 0);
+    let mut s = state();
+    let now = Instant::now();
+    s.apply(&config("target_capacity: 50\napplications:\n  - name: a\n    import_path: two.app\n    deployments:\n      - name: Back\n        num_replicas: 4\n"), &Catalog, now);
+    let specs = starts(&s.reconcile(now));
+    assert_eq!(specs.iter().filter(|x| x.deployment == "Back").count(), 2);
+}
+
+#[test]
+fn runtime_env_that_cannot_apply_is_reported() {
+    let mut s = state();
+    let now = Instant::now();
+    s.apply(&config("applications:\n  - name: a\n    import_path: two.app\n    runtime_env: {working_dir: \"https://example.invalid/x.zip\", env_vars: {A: b}}\n"), &Catalog, now);
+    let specs = starts(&s.reconcile(now));
+    register_all(&mut s, &specs, now);
+    s.reconcile(now);
+    let app = &s.status().applications[0];
+    assert_eq!(app.status, ApplicationStatus::RUNNING);
+    assert!(app.message.contains("runtime_env.working_dir is ignored"), "{}", app.message);
+    assert!(!app.message.contains("env_vars"), "{}", app.message);
+}
