@@ -286,7 +286,7 @@ async fn controller_restart(store_spec: &str, what: &str) {
         "--controller-port",
         &port,
         "--state-store",
-        &store_spec,
+        store_spec,
         "--dashboard-port",
         "0",
     ]);

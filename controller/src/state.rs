@@ -22,6 +22,8 @@ use crate::autoscale::Autoscaler;
 use crate::status::*;
 
 /// What the actor must do after a state change.
+// Actions are built and consumed once per control loop, not stored: size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Start a replica.

@@ -117,7 +117,7 @@ pub async fn config(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         println!("No configuration was found.");
         return Ok(ExitCode::SUCCESS);
     }
-    let docs: Vec<String> = configs.iter().map(|c| serde_yaml_ng::to_string(c)).collect::<Result<_, _>>()?;
+    let docs: Vec<String> = configs.iter().map(serde_yaml_ng::to_string).collect::<Result<_, _>>()?;
     print!("{}", docs.join("---\n"));
     Ok(ExitCode::SUCCESS)
 }
