@@ -190,3 +190,15 @@ fn override_of_a_missing_deployment_is_an_error() {
     let err = resolve_app(&cfg.config.applications[0], &bp).unwrap_err();
     assert_eq!(err, "Deployment 'Nope' does not exist. Available: ['D']");
 }
+
+#[test]
+fn every_shipped_config_validates() {
+    for (name, text) in [
+        ("examples/grpc.yaml", include_str!("../../examples/grpc.yaml")),
+        ("benches/noop.yaml", include_str!("../../benches/noop.yaml")),
+        ("benches/noop-default-limits.yaml", include_str!("../../benches/noop-default-limits.yaml")),
+    ] {
+        let parsed = parse_yaml(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(parsed.warnings.is_empty(), "{name}: {:?}", parsed.warnings);
+    }
+}
