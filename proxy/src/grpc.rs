@@ -81,12 +81,9 @@ pub async fn serve(listener: TcpListener, router: Router, config: GrpcConfig) {
     let metrics = DoorMetrics::new(&metrics::GRPC, &config.node_id);
     let proxy = Arc::new(GrpcProxy { router, metrics, config });
     let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let builder = builder.clone();
-        tokio::spawn(async move {
+    crate::http::accept_loop(listener, move |stream| {
+        let (proxy, builder) = (proxy.clone(), builder.clone());
+        async move {
             let service = hyper::service::service_fn(move |req| {
                 let proxy = proxy.clone();
                 async move { Ok::<_, Infallible>(proxy.handle(req).await) }
@@ -94,8 +91,9 @@ pub async fn serve(listener: TcpListener, router: Router, config: GrpcConfig) {
             if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!(error = %e, "gRPC connection ended with an error");
             }
-        });
-    }
+        }
+    })
+    .await
 }
 
 /// Percent-encodes `grpc-message` as the gRPC spec asks.

@@ -86,19 +86,9 @@ pub async fn serve(listener: TcpListener, router: Router, config: HttpConfig) {
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES);
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let builder = builder.clone();
-        tokio::spawn(async move {
+    accept_loop(listener, move |stream| {
+        let (proxy, builder) = (proxy.clone(), builder.clone());
+        async move {
             let service = hyper::service::service_fn(move |req| {
                 let proxy = proxy.clone();
                 async move { Ok::<_, Infallible>(proxy.handle(req).await) }
@@ -106,7 +96,29 @@ pub async fn serve(listener: TcpListener, router: Router, config: HttpConfig) {
             if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
-        });
+        }
+    })
+    .await
+}
+
+/// Accepts connections forever (Nagle off) and runs `connection` for each in its own task; a
+/// failed accept (out of file descriptors, say) is logged and retried shortly.
+pub(crate) async fn accept_loop<F, Fut>(listener: TcpListener, connection: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(connection(stream));
     }
 }
 
