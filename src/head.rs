@@ -36,6 +36,8 @@ pub struct HeadOptions {
     pub grpc: Option<SocketAddr>,
     /// gRPC front door options.
     pub grpc_config: photon_proxy::GrpcConfig,
+    /// What this node offers replicas.
+    pub node: photon_orchestrator::NodeResources,
 }
 
 /// A running head.
@@ -68,7 +70,9 @@ impl Head {
         let binary: PathBuf = std::env::current_exe().context("cannot find the photon binary for replicas")?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let orchestrator = Arc::new(LocalOrchestrator::new(binary, events_tx, opts.state_store.is_none()));
-        let placement = Placement { controller_url: format!("http://{controller_addr}"), nodes: 1 };
+        tracing::info!(resources = %opts.node.describe(), gpus = ?opts.node.gpus, "node resources for replicas");
+        let placement =
+            Placement { controller_url: format!("http://{controller_addr}"), nodes: 1, node: opts.node.clone() };
         let router = Router::new();
         let proxy_router = http_listener.as_ref().map(|_| router.clone());
         let controller = photon_controller::spawn(

@@ -76,6 +76,8 @@ pub struct ResolvedDeployment {
     pub num_cpus: f64,
     /// GPUs per replica.
     pub num_gpus: f64,
+    /// Memory per replica, bytes (`ray_actor_options.memory`; 0 when not asked for).
+    pub memory: f64,
     /// Environment of the replica process (`runtime_env.env_vars`, app merged with deployment).
     pub env_vars: BTreeMap<String, String>,
     /// At most this many replicas per node.
@@ -217,6 +219,7 @@ fn resolve_one(
         health_check_timeout_s: eff.health_check_timeout_s.unwrap_or(d::HEALTH_CHECK_TIMEOUT_S),
         num_cpus: actor.num_cpus.unwrap_or(d::NUM_CPUS),
         num_gpus: actor.num_gpus.unwrap_or(0.0),
+        memory: actor.memory.unwrap_or(0.0),
         env_vars,
         max_replicas_per_node: eff.max_replicas_per_node,
         access_log: eff

@@ -202,3 +202,21 @@ fn every_shipped_config_validates() {
         assert!(parsed.warnings.is_empty(), "{name}: {:?}", parsed.warnings);
     }
 }
+
+#[test]
+fn gpu_counts_are_shares_or_whole_numbers() {
+    let doc = |gpus: &str| {
+        format!("applications:\n  - name: a\n    import_path: x.y\n    deployments:\n      - name: D\n        ray_actor_options: {{num_gpus: {gpus}}}\n")
+    };
+    for ok in ["0", "0.25", "1", "2"] {
+        parse_yaml(&doc(ok)).unwrap();
+    }
+    let errors = errors_of(&doc("1.5"));
+    assert!(
+        has(
+            &errors,
+            "applications[0].deployments[0].ray_actor_options.num_gpus: must be a whole number when greater than 1"
+        ),
+        "{errors:?}"
+    );
+}

@@ -208,6 +208,16 @@ fn positive(x: f64) -> Option<&'static str> {
 fn non_negative(x: f64) -> Option<&'static str> {
     (x < 0.0).then_some("must be >= 0")
 }
+/// Ray: a share of one GPU, or a whole number of GPUs.
+fn gpu_count(x: f64) -> Option<&'static str> {
+    if x < 0.0 {
+        Some("must be >= 0")
+    } else if x > 1.0 && x.fract() != 0.0 {
+        Some("must be a whole number when greater than 1")
+    } else {
+        None
+    }
+}
 fn positive_int(x: i64) -> Option<&'static str> {
     (x <= 0).then_some("must be > 0")
 }
@@ -778,7 +788,7 @@ fn actor_options(v: &Value, path: String, r: &mut Report) -> Option<RayActorOpti
     let mut o = Obj::new(path, v, r)?;
     let out = RayActorOptions {
         num_cpus: o.float("num_cpus", r, non_negative),
-        num_gpus: o.float("num_gpus", r, non_negative),
+        num_gpus: o.float("num_gpus", r, gpu_count),
         memory: o.float("memory", r, non_negative),
         resources: o.mapping("resources", r),
         accelerator_type: o.string("accelerator_type", r),

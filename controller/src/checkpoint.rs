@@ -71,6 +71,9 @@ pub struct ReplicaRecord {
     pub user_config: Option<Value>,
     /// Its admission limit.
     pub max_ongoing_requests: u32,
+    /// The GPUs it was given.
+    #[serde(default)]
+    pub gpu_ids: Vec<u32>,
 }
 
 /// Everything a restarted controller needs.

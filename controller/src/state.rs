@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use photon_config::{
     defaults, resolve_app, AppCatalog, ApplicationConfig, ReplicaTarget, ResolvedDeployment, ServeConfig,
 };
-use photon_orchestrator::ReplicaSpec;
+use photon_orchestrator::{NodeResources, ReplicaSpec, ResourceRequest, Usage};
 use photon_router::{AppRoute, DeploymentId, DeploymentTargets, ReplicaEndpoint, RoutingTable};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -85,6 +85,10 @@ struct Replica {
     /// Requests executing, as last reported (autoscaling).
     ongoing: u32,
     load_poll_in_flight: bool,
+    /// What it holds of the node until its process ends.
+    resources: ResourceRequest,
+    /// The GPUs it was given.
+    gpu_ids: Vec<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +108,8 @@ struct Deployment {
     autoscaler: Option<Autoscaler>,
     /// Set while an autoscaling decision is being carried out.
     autoscaling: Option<DeploymentStatus>,
+    /// Why replicas it wants are not started: the node lacks free resources.
+    pending: Option<String>,
     next_load_poll: Instant,
 }
 
@@ -126,6 +132,8 @@ pub struct Placement {
     pub controller_url: String,
     /// Nodes available (the local orchestrator is one node).
     pub nodes: u32,
+    /// What the node offers replicas.
+    pub node: NodeResources,
 }
 
 /// The controller's whole state.
@@ -165,6 +173,65 @@ fn heavy_key(d: &ResolvedDeployment) -> String {
 
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
+}
+
+/// What each replica of `d` asks of its node.
+fn resource_request(d: &ResolvedDeployment) -> ResourceRequest {
+    ResourceRequest { cpus: d.num_cpus, gpus: d.num_gpus, memory_bytes: d.memory }
+}
+
+fn pending_message(
+    id: &DeploymentId,
+    count: u32,
+    request: &ResourceRequest,
+    node: &NodeResources,
+    short: &str,
+) -> String {
+    format!(
+        "Deployment '{}' in application '{}' has {count} replica(s) waiting for resources: each needs {} and this \
+         node offers {} in all; short of {short}. They start once enough is free (photon run --num-cpus, \
+         --num-gpus and --memory set what the node offers).",
+        id.name,
+        id.app,
+        request.describe(),
+        node.describe()
+    )
+}
+
+/// An update that cannot place a new-version replica because old-version ones hold the room
+/// stops one old replica (the oldest), when that frees enough: new replicas start first while
+/// the node has room, and old ones make way when it has not (Ray's rolling update).
+fn make_room(
+    d: &mut Deployment,
+    usage: &mut Usage,
+    node: &NodeResources,
+    request: &ResourceRequest,
+    actions: &mut Vec<Action>,
+) {
+    let old_stopping = d.replicas.values().any(|r| r.version != d.version && r.state == ReplicaState::STOPPING);
+    if old_stopping {
+        return; // room is on its way
+    }
+    let Some(old) = d
+        .replicas
+        .values()
+        .filter(|r| r.version != d.version && r.state != ReplicaState::STOPPING)
+        .min_by(|a, b| a.start_time_s.total_cmp(&b.start_time_s))
+    else {
+        return;
+    };
+    let mut after = usage.clone();
+    after.release(&old.resources, &old.gpu_ids);
+    if after.place(node, request).is_err() {
+        return; // stopping it would not help
+    }
+    let (replica_id, was_starting) = (old.id.clone(), old.state == ReplicaState::STARTING);
+    let grace = if was_starting { Duration::ZERO } else { secs(d.spec.graceful_shutdown_timeout_s) };
+    if let Some(r) = d.replicas.get_mut(&replica_id) {
+        r.state = ReplicaState::STOPPING;
+    }
+    tracing::info!(replica = %replica_id, "stopping an old replica to make room for its replacement");
+    actions.push(Action::Stop { replica_id, grace });
 }
 
 impl State {
@@ -276,6 +343,7 @@ impl State {
                     Deployment {
                         autoscaler,
                         autoscaling: None,
+                        pending: None,
                         next_load_poll: now,
                         spec,
                         version: 1,
@@ -438,6 +506,7 @@ impl State {
                     start_time_s: r.start_time_s,
                     user_config: r.user_config.clone(),
                     max_ongoing_requests: r.max_ongoing_requests,
+                    gpu_ids: r.gpu_ids.clone(),
                 });
             }
         }
@@ -471,6 +540,8 @@ impl State {
                     reconfiguring: false,
                     ongoing: 0,
                     load_poll_in_flight: false,
+                    resources: resource_request(&d.spec),
+                    gpu_ids: rec.gpu_ids.clone(),
                 },
             );
             d.ever_healthy = true;
@@ -553,6 +624,11 @@ impl State {
         let mut actions = Vec::new();
         self.autoscale(now, &mut actions);
         let ids: Vec<DeploymentId> = self.deployments.keys().cloned().collect();
+        // Replicas hold their resources until their process ends, STOPPING ones included.
+        let mut usage = Usage::default();
+        for r in self.deployments.values().flat_map(|d| d.replicas.values()) {
+            usage.hold(&r.resources, &r.gpu_ids);
+        }
         for id in ids {
             let (wanted, target) = self.placeable(&self.deployments[&id]);
             let controller_url = self.placement.controller_url.clone();
@@ -568,8 +644,19 @@ impl State {
 
             // Start what is missing.
             let missing = target.saturating_sub(current.len() as u32);
+            let request = resource_request(&d.spec);
+            d.pending = None;
             if missing > 0 && !exhausted && now >= d.next_start_at {
-                for _ in 0..missing {
+                for placed in 0..missing {
+                    let gpu_ids = match usage.place(&self.placement.node, &request) {
+                        Ok(ids) => ids,
+                        Err(short) => {
+                            d.pending =
+                                Some(pending_message(&id, missing - placed, &request, &self.placement.node, &short));
+                            make_room(d, &mut usage, &self.placement.node, &request, &mut actions);
+                            break;
+                        }
+                    };
                     let replica_id = new_replica_id();
                     let spec = ReplicaSpec {
                         replica_id: replica_id.clone(),
@@ -586,6 +673,7 @@ impl State {
                         log_encoding: d.spec.log_encoding.clone(),
                         log_level: d.spec.log_level.clone(),
                         logs_dir: d.spec.logs_dir.clone(),
+                        gpu_ids: gpu_ids.clone(),
                     };
                     d.replicas.insert(
                         replica_id.clone(),
@@ -606,6 +694,8 @@ impl State {
                             reconfiguring: false,
                             ongoing: 0,
                             load_poll_in_flight: false,
+                            resources: request,
+                            gpu_ids,
                         },
                     );
                     actions.push(Action::Start(spec));
@@ -729,6 +819,9 @@ impl State {
         } else if d.status == DeploymentStatus::HEALTHY {
             d.status = DeploymentStatus::UPDATING;
             d.trigger = DeploymentStatusTrigger::CONFIG_UPDATE_STARTED;
+        }
+        if let Some(pending) = &d.pending {
+            d.message = pending.clone();
         }
     }
 

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 mod local;
+pub mod resources;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use local::{LocalOrchestrator, USER_CONFIG_ENV};
+pub use resources::{NodeResources, ResourceRequest, Usage};
 
 /// Everything needed to start one replica.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +48,8 @@ pub struct ReplicaSpec {
     pub log_level: Option<String>,
     /// Write the replica's output to a file in this directory instead of the head's stderr.
     pub logs_dir: Option<String>,
+    /// GPUs given to the replica (its `CUDA_VISIBLE_DEVICES`); empty when it asked for none.
+    pub gpu_ids: Vec<u32>,
 }
 
 /// Something that happened to a replica the orchestrator started.

@@ -93,6 +93,10 @@ impl Orchestrator for LocalOrchestrator {
         if let Some(cfg) = &spec.user_config {
             cmd.env(USER_CONFIG_ENV, cfg.to_string());
         }
+        if !spec.gpu_ids.is_empty() {
+            let ids: Vec<String> = spec.gpu_ids.iter().map(u32::to_string).collect();
+            cmd.env("CUDA_VISIBLE_DEVICES", ids.join(","));
+        }
         if let Some(level) = &spec.log_level {
             cmd.args(["--log-level", level]);
         }

@@ -1,7 +1,7 @@
 //! Generated protobuf and gRPC code: Photon's internal API (`photon.v1`). Generated modules only;
 //! conversions into domain types live in the crates that use them.
 
-/// Photon's internal controller and replica API.
+/// Photon's internal controller and replica API, and the gRPC API of its model deployments.
 #[allow(missing_docs, clippy::all)]
 pub mod photon {
     /// Version 1 of the internal API.

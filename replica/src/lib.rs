@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+pub mod batch;
 mod data;
 mod deployment;
 pub mod metrics;
@@ -23,7 +24,9 @@ use photon_router::{follow_controller, Router};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-pub use deployment::{call_handle, BuildContext, Deployment, DeploymentError, Reply, Request};
+pub use deployment::{
+    call_handle, BuildContext, ChunkStream, Deployment, DeploymentError, Protocol, Reply, ReplyBody, Request,
+};
 pub use registry::{AppDef, Constructor, DeploymentDef, Registry};
 pub use server::{user_config_json, ReplicaServer, ReplicaState};
 

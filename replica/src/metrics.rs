@@ -13,6 +13,8 @@ struct Families {
     errors: IntCounterVec,
     latency: HistogramVec,
     processing: IntGaugeVec,
+    batches: IntCounterVec,
+    batch_size: HistogramVec,
 }
 
 static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
@@ -39,6 +41,19 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
         "ray_serve_replica_processing_queries",
         "The current number of queries being processed.",
         &["application", "deployment", "replica"]
+    )
+    .expect("metric registers once"),
+    batches: register_int_counter_vec!(
+        "photon_model_batches_total",
+        "Batches handed to a deployment's batch handler (for model deployments: forward passes).",
+        &["application", "deployment", "replica"]
+    )
+    .expect("metric registers once"),
+    batch_size: register_histogram_vec!(
+        "photon_model_batch_size",
+        "Items in each batch handed to a deployment's batch handler.",
+        &["application", "deployment", "replica"],
+        vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]
     )
     .expect("metric registers once"),
 });
@@ -74,5 +89,29 @@ impl ReplicaMetrics {
                 message.split(':').next().filter(|t| !t.is_empty() && !t.contains(' ')).unwrap_or("Exception");
             FAMILIES.errors.with_label_values(&[app, dep, exception, replica, route]).inc();
         }
+    }
+}
+
+/// One replica's batching series: `photon_model_batches_total` and `photon_model_batch_size`.
+#[derive(Clone)]
+pub struct BatchMetrics {
+    batches: prometheus::IntCounter,
+    size: prometheus::Histogram,
+}
+
+impl BatchMetrics {
+    /// The series of replica `replica` of `application#deployment`.
+    pub fn new(application: &str, deployment: &str, replica: &str) -> Self {
+        let labels = [application, deployment, replica];
+        BatchMetrics {
+            batches: FAMILIES.batches.with_label_values(&labels),
+            size: FAMILIES.batch_size.with_label_values(&labels),
+        }
+    }
+
+    /// Records one batch of `items`.
+    pub fn record(&self, items: usize) {
+        self.batches.inc();
+        self.size.observe(items as f64);
     }
 }

@@ -6,3 +6,14 @@ pub mod inspect;
 pub mod proxy;
 pub mod replica;
 pub mod run;
+
+use photon_replica::Registry;
+
+/// Every application this binary serves: the built-in samples and the model deployments.
+pub fn registry() -> Registry {
+    let mut registry = Registry::builtin();
+    for app in photon_models::apps() {
+        registry.register(app);
+    }
+    registry
+}

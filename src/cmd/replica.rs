@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use photon_replica::{Registry, ReplicaOptions};
+use photon_replica::ReplicaOptions;
 use tracing::Instrument;
 
 #[derive(Args)]
@@ -77,7 +77,7 @@ pub async fn run(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
     };
     let span = tracing::info_span!("replica", app = %args.app, deployment = %args.deployment, id = %args.replica_id);
     let shutdown = shutdown_signal(args.exit_with_parent);
-    match photon_replica::run(Arc::new(Registry::builtin()), opts, shutdown).instrument(span).await {
+    match photon_replica::run(Arc::new(super::registry()), opts, shutdown).instrument(span).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             tracing::error!(replica = %args.replica_id, "{e}");

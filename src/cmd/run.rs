@@ -57,6 +57,17 @@ pub struct HeadArgs {
     /// Largest accepted request body in bytes (413 above it).
     #[arg(long, env = "PHOTON_MAX_REQUEST_BODY_BYTES", default_value_t = 100 << 20)]
     max_request_body_bytes: usize,
+    /// CPUs replicas may ask for in all (`ray start --num-cpus`; default: this machine's).
+    #[arg(long, env = "PHOTON_NUM_CPUS")]
+    num_cpus: Option<f64>,
+    /// GPUs replicas may use (`ray start --num-gpus`; default: those `nvidia-smi` lists,
+    /// narrowed by CUDA_VISIBLE_DEVICES).
+    #[arg(long, env = "PHOTON_NUM_GPUS")]
+    num_gpus: Option<u32>,
+    /// Memory replicas may ask for in all, bytes (`ray start --memory`; default: the available
+    /// memory at start).
+    #[arg(long, env = "PHOTON_MEMORY")]
+    memory: Option<f64>,
 }
 
 #[derive(Args)]
@@ -147,13 +158,14 @@ fn head_options(args: &HeadArgs, config: &ServeConfig) -> anyhow::Result<HeadOpt
             access_log,
         },
         startup_config: config.clone(),
+        node: photon_orchestrator::NodeResources::detect(args.num_cpus, args.num_gpus, args.memory),
     })
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(&args.config).with_context(|| format!("cannot read {}", args.config.display()))?;
-    let registry = Arc::new(Registry::builtin());
+    let registry = Arc::new(super::registry());
     let parsed =
         match photon_config::parse_yaml(&text).and_then(|p| check_against_registry(&p.config, &registry).map(|()| p)) {
             Ok(p) => p,
@@ -176,7 +188,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 pub async fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init_from(None);
     let empty = photon_config::from_value(&serde_json::json!({ "applications": [] }))?.config;
-    let head = Head::start(head_options(&args.head, &empty)?, Arc::new(Registry::builtin())).await?;
+    let head = Head::start(head_options(&args.head, &empty)?, Arc::new(super::registry())).await?;
     crate::head::terminate_signal().await;
     head.shutdown().await;
     Ok(ExitCode::SUCCESS)

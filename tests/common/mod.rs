@@ -82,6 +82,9 @@ impl Photon {
         let mut child = Command::new(PHOTON)
             .args(args)
             .env("RUST_LOG", "info")
+            // Many test configs run more 1-CPU replicas than a CI machine has cores; the
+            // resource tests pass --num-cpus / --num-gpus themselves (flags beat the variable).
+            .env("PHOTON_NUM_CPUS", "64")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

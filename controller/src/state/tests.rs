@@ -21,8 +21,16 @@ impl AppCatalog for Catalog {
     }
 }
 
+fn node(cpus: f64, gpus: u32) -> NodeResources {
+    NodeResources { cpus, gpus: (0..gpus).collect(), memory_bytes: 64e9 }
+}
+
+fn state_on(node: NodeResources) -> State {
+    State::new(Placement { controller_url: "http://127.0.0.1:1".into(), nodes: 1, node })
+}
+
 fn state() -> State {
-    State::new(Placement { controller_url: "http://127.0.0.1:1".into(), nodes: 1 })
+    state_on(node(64.0, 0))
 }
 
 fn config(yaml: &str) -> ServeConfig {
@@ -176,4 +184,68 @@ fn runtime_env_that_cannot_apply_is_reported() {
     assert_eq!(app.status, ApplicationStatus::RUNNING);
     assert!(app.message.contains("runtime_env.working_dir is ignored"), "{}", app.message);
     assert!(!app.message.contains("env_vars"), "{}", app.message);
+}
+
+fn stops(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| if let Action::Stop { replica_id, .. } = a { Some(replica_id.clone()) } else { None })
+        .collect()
+}
+
+const GPU: &str = "applications:\n  - name: a\n    import_path: two.app\n    route_prefix: /a\n    deployments:\n      - name: Back\n        ray_actor_options: {num_gpus: 1}\n";
+
+#[test]
+fn a_replica_asking_for_a_missing_gpu_is_pending_with_the_reason() {
+    let mut s = state_on(node(8.0, 0));
+    let now = Instant::now();
+    s.apply(&config(GPU), &Catalog, now);
+    let specs = starts(&s.reconcile(now));
+    assert_eq!(specs.iter().map(|s| s.deployment.as_str()).collect::<Vec<_>>(), ["Front"]);
+    register_all(&mut s, &specs, now);
+    s.reconcile(now);
+    let status = s.status();
+    assert_eq!(status.applications[0].status, ApplicationStatus::DEPLOYING);
+    let back = status.applications[0].deployments.iter().find(|d| d.name == "Back").unwrap();
+    assert_eq!(back.status, DeploymentStatus::UPDATING);
+    assert!(back.message.contains("waiting for resources"), "{}", back.message);
+    assert!(back.message.contains("short of GPU (needs 1, 0 of 0 free)"), "{}", back.message);
+}
+
+#[test]
+fn gpus_are_handed_out_and_come_back_when_a_replica_ends() {
+    let mut s = state_on(node(8.0, 2));
+    let now = Instant::now();
+    let yaml = GPU.replace("num_gpus: 1}", "num_gpus: 1}\n        num_replicas: 3");
+    s.apply(&config(&yaml), &Catalog, now);
+    let specs = starts(&s.reconcile(now));
+    let mut gpus: Vec<Vec<u32>> = specs.iter().filter(|s| s.deployment == "Back").map(|s| s.gpu_ids.clone()).collect();
+    gpus.sort();
+    assert_eq!(gpus, vec![vec![0], vec![1]], "two GPUs, two replicas; the third waits");
+    let first = specs.iter().find(|s| s.gpu_ids == vec![0]).unwrap().replica_id.clone();
+    s.on_exited(&first, "signal: 9 (SIGKILL)", now);
+    let again = starts(&s.reconcile(now + Duration::from_secs(10)));
+    assert_eq!(again.iter().map(|s| s.gpu_ids.clone()).collect::<Vec<_>>(), vec![vec![0]]);
+}
+
+#[test]
+fn an_update_on_a_full_node_replaces_old_replicas_one_at_a_time() {
+    let mut s = state_on(node(2.0, 0));
+    let now = Instant::now();
+    let v1 = "applications:\n  - name: a\n    import_path: two.app\n    route_prefix: /a\n    deployments:\n      - name: Back\n        ray_actor_options: {num_cpus: 1, runtime_env: {env_vars: {V: '1'}}}\n      - name: Front\n        ray_actor_options: {num_cpus: 1}\n";
+    s.apply(&config(v1), &Catalog, now);
+    let specs = starts(&s.reconcile(now));
+    assert_eq!(specs.len(), 2);
+    register_all(&mut s, &specs, now);
+    s.reconcile(now);
+    let old_back = specs.iter().find(|s| s.deployment == "Back").unwrap().replica_id.clone();
+    // A new Back version needs a CPU; the node's two are taken, so the old Back makes way.
+    s.apply(&config(&v1.replace("V: '1'", "V: '2'")), &Catalog, now);
+    let actions = s.reconcile(now);
+    assert!(starts(&actions).is_empty());
+    assert_eq!(stops(&actions), vec![old_back.clone()]);
+    s.on_exited(&old_back, "exit status: 0", now);
+    let specs = starts(&s.reconcile(now));
+    assert_eq!(specs.len(), 1);
+    assert_eq!(specs[0].env_vars.get("V").map(String::as_str), Some("2"));
 }

@@ -1,0 +1,502 @@
+//! Text generation from a quantized llama-family GGUF file: `photon.models:TextGeneration`.
+//!
+//! The GGUF file is the whole model: weights and tokenizer (see [`crate::gguf_tokenizer`]).
+//! One sequence runs at a time on the model thread; requests wait their turn in its queue.
+//! Decoding is greedy at `temperature: 0`, otherwise sampled (with `top_p` when below 1) from a
+//! seeded generator: the same prompt, parameters and seed give the same text. Text goes out as
+//! it is produced: as server-sent events over HTTP with `stream: true`, as a server stream over
+//! gRPC (`CompleteStream`).
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use candle_core::quantized::gguf_file;
+use candle_core::{DType, Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use candle_transformers::models::quantized_llama::ModelWeights;
+use photon_proto::v1 as pb;
+use photon_replica::{BuildContext, ChunkStream, Deployment, DeploymentError, Protocol, Reply, Request};
+use prost::Message;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokenizers::Tokenizer;
+use tokio::sync::mpsc;
+
+use crate::api;
+use crate::gguf_tokenizer;
+use crate::options::{self, Keys, ModelOptions};
+use crate::worker::ModelWorker;
+
+const KEYS: Keys = Keys { location: "model_path", location_help: "a GGUF file (llama family)", batching: false };
+
+/// OpenAI's default `max_tokens` for completions.
+pub const DEFAULT_MAX_TOKENS: usize = 16;
+
+/// How to pick each next token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateParams {
+    /// Tokens to generate at most.
+    pub max_tokens: usize,
+    /// 0 decodes greedily.
+    pub temperature: f64,
+    /// Nucleus sampling mass; 1 samples from the whole distribution.
+    pub top_p: f64,
+    /// Seed of the sampler.
+    pub seed: u64,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// The model produced an end-of-sequence token.
+    Stop,
+    /// `max_tokens` were produced, or the context is full.
+    Length,
+}
+
+impl Finish {
+    /// OpenAI's `finish_reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+        }
+    }
+}
+
+/// What the model thread reports while it generates, in this order: `Started` (or `Rejected`),
+/// any number of `Text`, then `Done` (or `Failed`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The prompt fits; `prompt_tokens` long.
+    Started {
+        /// Prompt length in tokens.
+        prompt_tokens: usize,
+    },
+    /// The request cannot be served as asked (the message says why); nothing was generated.
+    Rejected(String),
+    /// The next piece of text.
+    Text(String),
+    /// Generation ended.
+    Done {
+        /// Why.
+        finish: Finish,
+        /// Tokens generated.
+        completion_tokens: usize,
+    },
+    /// The model failed part-way.
+    Failed(String),
+}
+
+/// A loaded GGUF model and its tokenizer.
+pub struct Generator {
+    model: ModelWeights,
+    tokenizer: Tokenizer,
+    stop_ids: Vec<u32>,
+    bos: Option<u32>,
+    /// Prompt plus completion may not exceed this many tokens.
+    pub context_length: usize,
+    device: Device,
+}
+
+fn load_error(path: &Path, what: impl std::fmt::Display) -> DeploymentError {
+    DeploymentError(format!("could not load the model {}: {what}", path.display()))
+}
+
+impl Generator {
+    /// Loads the GGUF file at `path` onto `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Self, DeploymentError> {
+        let mut file =
+            std::fs::File::open(path).map_err(|e| load_error(path, format!("{e} (user_config.model_path)")))?;
+        let content =
+            gguf_file::Content::read(&mut file).map_err(|e| load_error(path, format!("not a GGUF file: {e}")))?;
+        let tok = gguf_tokenizer::from_gguf(&content).map_err(|e| load_error(path, e))?;
+        let arch = content.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).cloned();
+        let context_length = content
+            .metadata
+            .get(&format!("{}.context_length", arch.as_deref().unwrap_or("llama")))
+            .and_then(|v| v.to_u32().ok())
+            .map_or(2048, |n| n as usize);
+        if arch.as_deref() != Some("llama") {
+            return Err(load_error(
+                path,
+                format!("general.architecture is {arch:?}; Photon runs \"llama\" GGUF files"),
+            ));
+        }
+        let model = ModelWeights::from_gguf(content, &mut file, device).map_err(|e| load_error(path, e))?;
+        Ok(Generator {
+            model,
+            tokenizer: tok.tokenizer,
+            stop_ids: tok.stop_ids,
+            bos: tok.bos,
+            context_length,
+            device: device.clone(),
+        })
+    }
+
+    /// Generates a completion of `prompt`, reporting through `emit`; stops early when `emit`
+    /// returns false (nobody is listening any more).
+    pub fn generate(&mut self, prompt: &str, params: &GenerateParams, emit: &mut dyn FnMut(Event) -> bool) {
+        let mut tokens = match self.tokenizer.encode(prompt, false) {
+            Ok(e) => e.get_ids().to_vec(),
+            Err(e) => {
+                emit(Event::Rejected(format!("the prompt could not be tokenised: {e}")));
+                return;
+            }
+        };
+        if let Some(bos) = self.bos {
+            tokens.insert(0, bos);
+        }
+        if tokens.is_empty() {
+            emit(Event::Rejected("prompt is empty".into()));
+            return;
+        }
+        let prompt_tokens = tokens.len();
+        if prompt_tokens + params.max_tokens > self.context_length {
+            emit(Event::Rejected(format!(
+                "prompt ({prompt_tokens} tokens) plus max_tokens ({}) exceeds the model's context of {} tokens",
+                params.max_tokens, self.context_length
+            )));
+            return;
+        }
+        if !emit(Event::Started { prompt_tokens }) {
+            return;
+        }
+        match self.decode_loop(tokens, params, emit) {
+            Ok(Some(done)) => {
+                emit(done);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                emit(Event::Failed(format!("model: {e}")));
+            }
+        }
+    }
+
+    /// The token loop; `None` when the listener went away.
+    fn decode_loop(
+        &mut self,
+        prompt: Vec<u32>,
+        params: &GenerateParams,
+        emit: &mut dyn FnMut(Event) -> bool,
+    ) -> candle_core::Result<Option<Event>> {
+        let sampling = if params.temperature <= 0.0 {
+            Sampling::ArgMax
+        } else if params.top_p < 1.0 {
+            Sampling::TopP { p: params.top_p, temperature: params.temperature }
+        } else {
+            Sampling::All { temperature: params.temperature }
+        };
+        let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling);
+        let mut generated: Vec<u32> = Vec::with_capacity(params.max_tokens);
+        let mut sent = 0; // bytes of the decoded text already emitted
+        let mut input = prompt;
+        let mut position = 0;
+        while generated.len() < params.max_tokens {
+            let x = Tensor::new(input.as_slice(), &self.device)?.unsqueeze(0)?;
+            let logits = self.model.forward(&x, position)?.squeeze(0)?.to_dtype(DType::F32)?;
+            position += input.len();
+            let next = sampler.sample(&logits)?;
+            if self.stop_ids.contains(&next) {
+                return Ok(Some(Event::Done { finish: Finish::Stop, completion_tokens: generated.len() }));
+            }
+            generated.push(next);
+            input = vec![next];
+            let text = self.tokenizer.decode(&generated, true).map_err(candle_core::Error::msg)?;
+            // Hold back a piece that ends inside a multi-byte character until it is complete.
+            if !text.ends_with('\u{FFFD}') {
+                if let Some(delta) = text.get(sent..).filter(|d| !d.is_empty()) {
+                    if !emit(Event::Text(delta.to_string())) {
+                        return Ok(None);
+                    }
+                    sent = text.len();
+                }
+            }
+        }
+        Ok(Some(Event::Done { finish: Finish::Length, completion_tokens: generated.len() }))
+    }
+}
+
+struct Loaded {
+    options: ModelOptions,
+    worker: Arc<ModelWorker<Generator>>,
+}
+
+/// The `photon.models:TextGeneration` deployment.
+pub struct TextGeneration {
+    ctx: BuildContext,
+    loaded: RwLock<Option<Arc<Loaded>>>,
+}
+
+/// A parsed completion request.
+struct Completion {
+    prompt: String,
+    params: GenerateParams,
+    stream: bool,
+}
+
+fn number(body: &Value, key: &str, default: f64, ok: impl Fn(f64) -> bool, want: &str) -> Result<f64, String> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v.as_f64().filter(|x| ok(*x)).ok_or_else(|| format!("{key} must be {want}, got {v}")),
+    }
+}
+
+fn params_from(
+    max_tokens: Option<u64>,
+    temperature: f64,
+    top_p: f64,
+    seed: Option<u64>,
+) -> Result<GenerateParams, String> {
+    let max_tokens = max_tokens.map_or(Ok(DEFAULT_MAX_TOKENS), |n| {
+        if n >= 1 {
+            Ok(n as usize)
+        } else {
+            Err("max_tokens must be at least 1".to_string())
+        }
+    })?;
+    if !(0.0..=100.0).contains(&temperature) {
+        return Err(format!("temperature must be between 0 and 100, got {temperature}"));
+    }
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(format!("top_p must be in (0, 1], got {top_p}"));
+    }
+    Ok(GenerateParams { max_tokens, temperature, top_p, seed: seed.unwrap_or_else(|| fastrand::u64(..)) })
+}
+
+/// OpenAI's completion request: `prompt` (a string, or a list holding one), `max_tokens`,
+/// `temperature`, `top_p`, `seed`, `stream`; other keys (`model`, ...) are ignored.
+fn parse_http(body: &[u8]) -> Result<Completion, String> {
+    let body: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let prompt = match body.get("prompt") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) if items.len() == 1 && items[0].is_string() => items[0].as_str().unwrap_or("").into(),
+        Some(Value::Array(_)) => return Err("prompt must be one string (lists of prompts are not supported)".into()),
+        Some(other) => return Err(format!("prompt must be a string, got {other}")),
+        None => return Err("the body has no \"prompt\"".into()),
+    };
+    let max_tokens = match body.get("max_tokens") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| format!("max_tokens must be a positive integer, got {v}"))?),
+    };
+    let temperature = number(&body, "temperature", 1.0, |_| true, "a number")?;
+    let top_p = number(&body, "top_p", 1.0, |_| true, "a number")?;
+    let seed = match body.get("seed") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| format!("seed must be a non-negative integer, got {v}"))?),
+    };
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => return Err(format!("stream must be true or false, got {v}")),
+    };
+    Ok(Completion { prompt, params: params_from(max_tokens, temperature, top_p, seed)?, stream })
+}
+
+fn parse_grpc(body: &Bytes) -> Result<Completion, String> {
+    let req = pb::CompletionRequest::decode(body.clone()).map_err(|e| format!("bad CompletionRequest: {e}"))?;
+    let params = params_from(
+        req.max_tokens.map(u64::from),
+        req.temperature.map_or(1.0, f64::from),
+        req.top_p.map_or(1.0, f64::from),
+        req.seed,
+    )?;
+    Ok(Completion { prompt: req.prompt, params, stream: false })
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    text: &'a str,
+    index: u32,
+    logprobs: Option<()>,
+    finish_reason: Option<&'static str>,
+}
+
+fn completion_json(id: &str, created: u64, model: &str, text: &str, finish: Option<Finish>) -> Value {
+    json!({
+        "id": id,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [Choice { text, index: 0, logprobs: None, finish_reason: finish.map(Finish::as_str) }],
+    })
+}
+
+fn usage(prompt_tokens: usize, completion_tokens: usize) -> Value {
+    json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+           "total_tokens": prompt_tokens + completion_tokens})
+}
+
+impl TextGeneration {
+    /// A deployment with no model yet: `reconfigure` loads it.
+    pub fn new(ctx: &BuildContext) -> Self {
+        TextGeneration { ctx: ctx.clone(), loaded: RwLock::new(None) }
+    }
+
+    /// Queues the completion on the model thread; answers its events, or the reason it was
+    /// rejected.
+    async fn start(
+        &self,
+        completion: Completion,
+    ) -> Result<Result<(usize, mpsc::Receiver<Event>, String), String>, DeploymentError> {
+        let loaded = self.loaded.read().expect("lock").clone().ok_or("no model is loaded")?;
+        let (tx, mut events) = mpsc::channel(64);
+        let Completion { prompt, params, .. } = completion;
+        loaded
+            .worker
+            .spawn(move |g| g.generate(&prompt, &params, &mut |event| tx.blocking_send(event).is_ok()))
+            .await?;
+        match events.recv().await {
+            Some(Event::Started { prompt_tokens }) => {
+                Ok(Ok((prompt_tokens, events, loaded.options.model_name.clone())))
+            }
+            Some(Event::Rejected(why)) => Ok(Err(why)),
+            other => Err(DeploymentError(format!("the model thread answered {other:?} before starting"))),
+        }
+    }
+
+    async fn http(&self, request: &Request) -> Result<Reply, DeploymentError> {
+        let completion = match parse_http(&request.body) {
+            Ok(c) => c,
+            Err(why) => return Ok(api::bad_request(&why)),
+        };
+        let stream = completion.stream;
+        let (prompt_tokens, mut events, model) = match self.start(completion).await? {
+            Ok(started) => started,
+            Err(why) => return Ok(api::bad_request(&why)),
+        };
+        let id = format!("cmpl-{}", request.request_id);
+        let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if stream {
+            let chunks: ChunkStream = Box::pin(async_stream(events, move |event| match event {
+                Event::Text(text) => Some(Ok(sse(&completion_json(&id, created, &model, &text, None)))),
+                Event::Done { finish, completion_tokens } => {
+                    let mut last = completion_json(&id, created, &model, "", Some(finish));
+                    last["usage"] = usage(prompt_tokens, completion_tokens);
+                    let mut bytes = sse(&last).to_vec();
+                    bytes.extend_from_slice(b"data: [DONE]\n\n");
+                    Some(Ok(Bytes::from(bytes)))
+                }
+                Event::Failed(why) => Some(Err(DeploymentError(why))),
+                Event::Started { .. } | Event::Rejected(_) => None,
+            }));
+            return Ok(Reply::stream("text/event-stream", chunks));
+        }
+        let mut text = String::new();
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Text(t) => text.push_str(&t),
+                Event::Done { finish, completion_tokens } => {
+                    let mut body = completion_json(&id, created, &model, &text, Some(finish));
+                    body["usage"] = usage(prompt_tokens, completion_tokens);
+                    return api::json_reply(&body);
+                }
+                Event::Failed(why) => return Err(DeploymentError(why)),
+                Event::Started { .. } | Event::Rejected(_) => {}
+            }
+        }
+        Err(DeploymentError("the model thread stopped part-way".into()))
+    }
+
+    async fn grpc(&self, request: &Request) -> Result<Reply, DeploymentError> {
+        let streamed = match request.method.as_str() {
+            "Complete" => false,
+            "CompleteStream" => true,
+            other => {
+                return Err(DeploymentError(format!(
+                    "TextGeneration has no gRPC method {other:?} (it has Complete and CompleteStream)"
+                )))
+            }
+        };
+        let completion = parse_grpc(&request.body).map_err(DeploymentError)?;
+        let (prompt_tokens, mut events, _) = self.start(completion).await?.map_err(DeploymentError)?;
+        let message = move |text: String, finish: Option<Finish>, completion_tokens: usize| {
+            Bytes::from(
+                pb::CompletionResponse {
+                    text,
+                    finish_reason: finish.map_or("", Finish::as_str).to_string(),
+                    prompt_tokens: prompt_tokens as u32,
+                    completion_tokens: completion_tokens as u32,
+                }
+                .encode_to_vec(),
+            )
+        };
+        if streamed {
+            let mut produced = 0;
+            let chunks: ChunkStream = Box::pin(async_stream(events, move |event| match event {
+                Event::Text(text) => {
+                    produced += 1;
+                    Some(Ok(message(text, None, produced)))
+                }
+                Event::Done { finish, completion_tokens } => {
+                    Some(Ok(message(String::new(), Some(finish), completion_tokens)))
+                }
+                Event::Failed(why) => Some(Err(DeploymentError(why))),
+                Event::Started { .. } | Event::Rejected(_) => None,
+            }));
+            return Ok(Reply::stream("application/grpc", chunks));
+        }
+        let mut text = String::new();
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Text(t) => text.push_str(&t),
+                Event::Done { finish, completion_tokens } => {
+                    return Ok(Reply::bytes(message(text, Some(finish), completion_tokens), None))
+                }
+                Event::Failed(why) => return Err(DeploymentError(why)),
+                Event::Started { .. } | Event::Rejected(_) => {}
+            }
+        }
+        Err(DeploymentError("the model thread stopped part-way".into()))
+    }
+}
+
+fn sse(value: &Value) -> Bytes {
+    Bytes::from(format!("data: {value}\n\n"))
+}
+
+/// The events as a stream of chunks: `f` maps each event to a chunk, or to nothing. Dropping
+/// the stream (the client went away) closes the channel, which stops the generation.
+fn async_stream(
+    events: mpsc::Receiver<Event>,
+    f: impl FnMut(Event) -> Option<Result<Bytes, DeploymentError>> + Send + 'static,
+) -> impl tokio_stream::Stream<Item = Result<Bytes, DeploymentError>> + Send + 'static {
+    tokio_stream::StreamExt::filter_map(tokio_stream::wrappers::ReceiverStream::new(events), f)
+}
+
+#[async_trait::async_trait]
+impl Deployment for TextGeneration {
+    async fn call(&self, request: Request) -> Result<Reply, DeploymentError> {
+        match request.protocol {
+            Protocol::Http => self.http(&request).await,
+            Protocol::Grpc => self.grpc(&request).await,
+        }
+    }
+
+    async fn reconfigure(&self, user_config: Option<&Value>) -> Result<(), DeploymentError> {
+        let options = options::parse(user_config, KEYS)?;
+        let current = self.loaded.read().expect("lock").clone();
+        let worker = match current {
+            Some(c) if c.options.same_model(&options) => c.worker.clone(),
+            _ => {
+                let (path, device) = (options.location.clone(), options.device);
+                let generator = tokio::task::spawn_blocking(move || Generator::load(&path, &device.open()?))
+                    .await
+                    .map_err(|e| DeploymentError(format!("model loading panicked: {e}")))??;
+                let name = format!("model-{}", self.ctx.deployment);
+                Arc::new(ModelWorker::start(&name, generator, 256)?)
+            }
+        };
+        *self.loaded.write().expect("lock") = Some(Arc::new(Loaded { options, worker }));
+        Ok(())
+    }
+
+    async fn check_health(&self) -> Result<(), DeploymentError> {
+        match self.loaded.read().expect("lock").as_ref() {
+            Some(l) if !l.worker.alive() => Err("RuntimeError: the model thread stopped".into()),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The thread that owns a model. Model execution is CPU- (or GPU-) bound and would stall the
+//! async runtime, so each model lives on a dedicated thread fed through a bounded channel of
+//! jobs; callers await their job's result. Tokenisation runs inside the jobs, off the runtime too.
+
+use photon_replica::DeploymentError;
+use tokio::sync::{mpsc, oneshot};
+
+type Job<M> = Box<dyn FnOnce(&mut M) + Send>;
+
+/// A handle to the thread that owns a model of type `M`. The thread ends once every handle is
+/// dropped and the queued jobs are done.
+pub struct ModelWorker<M> {
+    jobs: mpsc::Sender<Job<M>>,
+}
+
+impl<M: Send + 'static> ModelWorker<M> {
+    /// Moves `model` onto a new thread named `name`; at most `queue` jobs wait for it.
+    pub fn start(name: &str, model: M, queue: usize) -> Result<Self, DeploymentError> {
+        let (jobs, mut inbox) = mpsc::channel::<Job<M>>(queue.max(1));
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let mut model = model;
+                while let Some(job) = inbox.blocking_recv() {
+                    job(&mut model);
+                }
+            })
+            .map_err(|e| DeploymentError(format!("could not start the model thread: {e}")))?;
+        Ok(ModelWorker { jobs })
+    }
+
+    /// Runs `job` on the model thread and waits for its result.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut M) -> R + Send + 'static,
+    ) -> Result<R, DeploymentError> {
+        let (tx, rx) = oneshot::channel();
+        self.spawn(move |model| {
+            let _ = tx.send(job(model));
+        })
+        .await?;
+        rx.await.map_err(|_| stopped())
+    }
+
+    /// Queues `job` without waiting for it to run (it reports through channels of its own).
+    pub async fn spawn(&self, job: impl FnOnce(&mut M) + Send + 'static) -> Result<(), DeploymentError> {
+        self.jobs.send(Box::new(job)).await.map_err(|_| stopped())
+    }
+
+    /// Whether the thread is still there (it is gone if a job panicked).
+    pub fn alive(&self) -> bool {
+        !self.jobs.is_closed()
+    }
+}
+
+fn stopped() -> DeploymentError {
+    DeploymentError("RuntimeError: the model thread stopped (a model job panicked)".into())
+}
