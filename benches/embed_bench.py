@@ -5,7 +5,7 @@ same sentences, in one process so one table compares them.
   embed_bench.py photon URL [--batches 1,8,32] [--seconds S] [--clients C]
       POSTs {"input": [B sentences]} to URL (e.g. http://127.0.0.1:8000/v1/embeddings)
       from C clients on keep-alive connections for S seconds per batch size.
-  embed_bench.py sentence-transformers MODEL_DIR [--device cpu|cuda] [--batches ...]
+  embed_bench.py sentence-transformers MODEL_DIR [--device cpu|cuda] [--dtype float32] [--batches ...]
       SentenceTransformer(MODEL_DIR).encode(sentences, batch_size=B) for S seconds per size.
   embed_bench.py onnxruntime MODEL_DIR [--batches ...]
       The same model exported to ONNX (needs torch for the export), run by onnxruntime's CPU
@@ -89,14 +89,18 @@ def timed_runs(name, encode, batches, seconds):
         print(f"RESULT {name} {b} {done / (time.monotonic() - start):.1f}", flush=True)
 
 
-def bench_st(model_dir, device, batches, seconds):
+def bench_st(model_dir, device, dtype, batches, seconds):
+    import torch
     from sentence_transformers import SentenceTransformer
-    model = SentenceTransformer(model_dir, device=device)
+    # Computed in `dtype` whatever the file stores (recent transformers keep a float16 file's
+    # float16 unless told otherwise).
+    model = SentenceTransformer(model_dir, device=device, model_kwargs={"dtype": getattr(torch, dtype)})
 
     def encode(chunk, b):
         model.encode(chunk, batch_size=b, convert_to_numpy=True)
 
-    timed_runs(f"sentence-transformers-{device}", encode, batches, seconds)
+    suffix = "" if dtype == "float32" else f"-{dtype}"
+    timed_runs(f"sentence-transformers-{device}{suffix}", encode, batches, seconds)
 
 
 def bench_onnx(model_dir, batches, seconds):
@@ -110,7 +114,16 @@ def bench_onnx(model_dir, batches, seconds):
     from transformers import AutoModel
 
     path = os.path.join(tempfile.mkdtemp(), "model.onnx")
-    model = AutoModel.from_pretrained(model_dir).eval()
+    class Encoder(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            return out.last_hidden_state
+
+    model = Encoder(AutoModel.from_pretrained(model_dir, dtype=torch.float32)).eval()
     ids = torch.ones(2, 8, dtype=torch.long)
     torch.onnx.export(model, (ids, ids, torch.zeros_like(ids)), path, dynamo=False,
                       input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["hidden"],
@@ -159,6 +172,7 @@ def main():
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--clients", type=int, default=1)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", help="sentence-transformers compute dtype")
     p.add_argument("--min-cosine", type=float, default=0.9999)
     p.add_argument("--max-abs", type=float, default=None)
     a = p.parse_args()
@@ -166,7 +180,7 @@ def main():
     if a.mode == "photon":
         bench_photon(a.target, batches, a.seconds, a.clients)
     elif a.mode == "sentence-transformers":
-        bench_st(a.target, a.device, batches, a.seconds)
+        bench_st(a.target, a.device, a.dtype, batches, a.seconds)
     elif a.mode == "onnxruntime":
         bench_onnx(a.target, batches, a.seconds)
     else:

@@ -118,7 +118,9 @@ impl Generator {
             .metadata
             .get(&format!("{}.context_length", arch.as_deref().unwrap_or("llama")))
             .and_then(|v| v.to_u32().ok())
-            .map_or(2048, |n| n as usize);
+            .map_or(2048, |n| n as usize)
+            // candle's llama precomputes rotary embeddings for this many positions only.
+            .min(candle_transformers::models::quantized_llama::MAX_SEQ_LEN);
         if arch.as_deref() != Some("llama") {
             return Err(load_error(
                 path,
