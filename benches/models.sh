@@ -66,7 +66,7 @@ applications:
         max_ongoing_requests: 256
         max_queued_requests: 1024
         ray_actor_options: {num_cpus: 1, num_gpus: $gpus}
-        user_config: {model_dir: $(abs "$minilm"), device: $device, max_batch_size: $max_batch, batch_wait_timeout_s: 0.002}
+        user_config: {model_dir: $(abs "$minilm"), device: $device, max_batch_size: $max_batch, batch_wait_timeout_s: 0}
 YAML
 status=0
 runtimes=""

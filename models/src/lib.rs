@@ -14,6 +14,9 @@ pub mod options;
 pub mod tiny;
 pub mod worker;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use photon_replica::{AppDef, DeploymentDef};

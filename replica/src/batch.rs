@@ -6,6 +6,9 @@
 //! batches at a time. The next batch is only collected once a slot is free, so items that arrive
 //! while the handler is busy join one large batch rather than many small ones. An item whose
 //! caller has gone (the request was cancelled) leaves the batch before the handler sees it.
+//! Items submitted together (`submit_many`) reach the queue as one group, so a request's items
+//! are not split between batches by a race with the collecting task; a group is split only
+//! where a batch is full.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -61,7 +64,7 @@ struct Pending<I, O> {
 /// A queue that feeds a batch handler. Dropping it lets queued items finish, then stops the
 /// collecting task.
 pub struct Batcher<I, O> {
-    queue: mpsc::UnboundedSender<Pending<I, O>>,
+    queue: mpsc::UnboundedSender<Vec<Pending<I, O>>>,
     options: BatchOptions,
 }
 
@@ -81,30 +84,33 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     /// Queues one item and waits for its result.
     pub async fn submit(&self, input: I) -> Result<O, DeploymentError> {
         let (reply, result) = oneshot::channel();
-        self.queue.send(Pending { input, reply }).map_err(|_| DeploymentError("batch queue is closed".into()))?;
+        self.queue.send(vec![Pending { input, reply }]).map_err(|_| closed())?;
         result.await.map_err(|_| dropped())?
     }
 
     /// Queues all `inputs` at once (so they can share a batch) and waits for their results,
     /// in order.
     pub async fn submit_many(&self, inputs: Vec<I>) -> Vec<Result<O, DeploymentError>> {
-        let mut waiting = Vec::with_capacity(inputs.len());
-        for input in inputs {
-            let (reply, result) = oneshot::channel();
-            match self.queue.send(Pending { input, reply }) {
-                Ok(()) => waiting.push(Some(result)),
-                Err(_) => waiting.push(None),
-            }
+        let (group, waiting): (Vec<_>, Vec<_>) = inputs
+            .into_iter()
+            .map(|input| {
+                let (reply, result) = oneshot::channel();
+                (Pending { input, reply }, result)
+            })
+            .unzip();
+        if self.queue.send(group).is_err() {
+            return waiting.iter().map(|_| Err(closed())).collect();
         }
         let mut out = Vec::with_capacity(waiting.len());
         for result in waiting {
-            out.push(match result {
-                Some(r) => r.await.unwrap_or_else(|_| Err(dropped())),
-                None => Err(DeploymentError("batch queue is closed".into())),
-            });
+            out.push(result.await.unwrap_or_else(|_| Err(dropped())));
         }
         out
     }
+}
+
+fn closed() -> DeploymentError {
+    DeploymentError("batch queue is closed".into())
 }
 
 fn dropped() -> DeploymentError {
@@ -112,20 +118,33 @@ fn dropped() -> DeploymentError {
 }
 
 async fn collect<I: Send + 'static, O: Send + 'static>(
-    mut items: mpsc::UnboundedReceiver<Pending<I, O>>,
+    mut groups: mpsc::UnboundedReceiver<Vec<Pending<I, O>>>,
     options: BatchOptions,
     metrics: BatchMetrics,
     handler: BatchHandler<I, O>,
 ) {
     let slots = Arc::new(Semaphore::new(options.max_concurrent_batches));
+    // Items received but not batched yet (the rest of a group that did not fit).
+    let mut held = std::collections::VecDeque::new();
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let Some(first) = items.recv().await else { return };
+        if held.is_empty() {
+            let Some(group) = groups.recv().await else { return };
+            held.extend(group);
+        }
         let deadline = tokio::time::Instant::now() + options.batch_wait_timeout;
-        let mut batch = vec![first];
-        while batch.len() < options.max_batch_size {
-            match tokio::time::timeout_at(deadline, items.recv()).await {
-                Ok(Some(item)) => batch.push(item),
+        let mut batch = Vec::new();
+        loop {
+            while batch.len() < options.max_batch_size {
+                let Some(item) = held.pop_front() else { break };
+                batch.push(item);
+            }
+            if batch.len() >= options.max_batch_size {
+                break;
+            }
+            // Groups already queued are taken even when the wait is over.
+            match tokio::time::timeout_at(deadline, groups.recv()).await {
+                Ok(Some(group)) => held.extend(group),
                 Ok(None) | Err(_) => break,
             }
         }
@@ -195,6 +214,18 @@ mod tests {
         let batcher = Batcher::new(options, BatchMetrics::new("app", "dep", "r2"), doubling(calls.clone()));
         assert_eq!(batcher.submit(21).await.unwrap(), 42);
         assert_eq!(*calls.lock().unwrap(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn a_group_stays_together_and_is_split_only_where_a_batch_is_full() {
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let options = BatchOptions { max_batch_size: 8, batch_wait_timeout: Duration::ZERO, ..Default::default() };
+        let batcher = Batcher::new(options, BatchMetrics::new("app", "dep", "r4"), doubling(calls.clone()));
+        let out = batcher.submit_many((0..6).collect()).await;
+        assert_eq!(out.into_iter().map(Result::unwrap).collect::<Vec<_>>(), vec![0, 2, 4, 6, 8, 10]);
+        let out = batcher.submit_many((0..20).collect()).await;
+        assert_eq!(out.len(), 20);
+        assert_eq!(*calls.lock().unwrap(), vec![6, 8, 8, 4]);
     }
 
     #[tokio::test]
