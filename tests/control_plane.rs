@@ -215,6 +215,8 @@ async fn a_deployment_that_cannot_start_is_deploy_failed_and_deploy_says_so() {
     assert_eq!(dep["status"], "DEPLOY_FAILED");
     assert_eq!(dep["status_trigger"], "REPLICA_STARTUP_FAILED");
     assert!(dep["message"].as_str().unwrap().contains("failed to start 3 times in a row"), "{dep}");
+    // The replica's own reason reaches the status message.
+    assert!(dep["message"].as_str().unwrap().contains("user_config.sleep_ms must be a non-negative integer"), "{dep}");
     // Ray answers requests for a deployment that failed to deploy with 503.
     let r = get(&head.http, "/b").await;
     assert_eq!(r.status, 503);

@@ -195,6 +195,7 @@ fn override_of_a_missing_deployment_is_an_error() {
 fn every_shipped_config_validates() {
     for (name, text) in [
         ("examples/grpc.yaml", include_str!("../../examples/grpc.yaml")),
+        ("examples/models.yaml", include_str!("../../examples/models.yaml")),
         ("benches/noop.yaml", include_str!("../../benches/noop.yaml")),
         ("benches/noop-default-limits.yaml", include_str!("../../benches/noop-default-limits.yaml")),
     ] {

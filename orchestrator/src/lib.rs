@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub use local::{LocalOrchestrator, USER_CONFIG_ENV};
+pub use local::{LocalOrchestrator, ERROR_FILE_ENV, USER_CONFIG_ENV};
 pub use resources::{NodeResources, ResourceRequest, Usage};
 
 /// Everything needed to start one replica.

@@ -20,6 +20,14 @@ use crate::{Orchestrator, OrchestratorError, ReplicaEvent, ReplicaSpec};
 /// Environment variable carrying the replica's initial `user_config` as JSON.
 pub const USER_CONFIG_ENV: &str = "PHOTON_REPLICA_USER_CONFIG";
 
+/// Environment variable naming the file where a replica that cannot start writes why; the
+/// reason then joins the replica's exit in the deployment's status message.
+pub const ERROR_FILE_ENV: &str = "PHOTON_REPLICA_ERROR_FILE";
+
+fn error_file(replica_id: &str) -> PathBuf {
+    std::env::temp_dir().join("photon").join(format!("replica-{replica_id}.error"))
+}
+
 /// Runs replicas as child processes of this process.
 pub struct LocalOrchestrator {
     binary: PathBuf,
@@ -93,6 +101,11 @@ impl Orchestrator for LocalOrchestrator {
         if let Some(cfg) = &spec.user_config {
             cmd.env(USER_CONFIG_ENV, cfg.to_string());
         }
+        let error_file = error_file(&spec.replica_id);
+        if let Some(dir) = error_file.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        cmd.env(ERROR_FILE_ENV, &error_file);
         if !spec.gpu_ids.is_empty() {
             let ids: Vec<String> = spec.gpu_ids.iter().map(u32::to_string).collect();
             cmd.env("CUDA_VISIBLE_DEVICES", ids.join(","));
@@ -119,10 +132,16 @@ impl Orchestrator for LocalOrchestrator {
         let all_exited = self.all_exited.clone();
         let replica_id = spec.replica_id;
         tokio::spawn(async move {
-            let how = match child.wait().await {
+            let mut how = match child.wait().await {
                 Ok(status) => status.to_string(),
                 Err(e) => format!("wait failed: {e}"),
             };
+            if let Ok(why) = std::fs::read_to_string(&error_file) {
+                let _ = std::fs::remove_file(&error_file);
+                if !why.trim().is_empty() {
+                    how = format!("{how}: {}", why.trim());
+                }
+            }
             Self::ended(&children, &all_exited, &events, replica_id, how);
         });
         Ok(())

@@ -166,8 +166,11 @@ impl Usage {
                 .take(count)
                 .collect();
             if gpu_ids.len() < count {
-                let free_gpus: f64 =
-                    node.gpus.iter().map(|id| free(1.0, self.gpu_share.get(id).copied().unwrap_or(0.0))).fold(0.0, |a, b| a + b);
+                let free_gpus: f64 = node
+                    .gpus
+                    .iter()
+                    .map(|id| free(1.0, self.gpu_share.get(id).copied().unwrap_or(0.0)))
+                    .fold(0.0, |a, b| a + b);
                 short.push(format!("GPU (needs {}, {} of {} free)", request.gpus, free_gpus, node.gpus.len()));
             }
         }

@@ -81,6 +81,10 @@ pub async fn run(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             tracing::error!(replica = %args.replica_id, "{e}");
+            // The head names the reason in the deployment's status (see ERROR_FILE_ENV).
+            if let Some(path) = std::env::var_os(photon_orchestrator::ERROR_FILE_ENV) {
+                let _ = std::fs::write(path, e.to_string());
+            }
             Ok(ExitCode::FAILURE)
         }
     }
