@@ -8,14 +8,25 @@
 #   CONFIG=benches/noop-default-limits.yaml benches/http_load.sh
 #   PHOTON_BIN=/path/to/photon TARGETS=photon EXTRAS=0 benches/http_load.sh   # A/B of two builds
 #
-# Needs wrk and nginx (Debian: apt-get install wrk nginx-light); everything it starts listens on
-# 127.0.0.1 only and is stopped on exit.
+#   RATES="2000 8000" benches/http_load.sh                 # open-loop rates (default 2000 8000)
+#
+# Needs wrk and nginx, and installs them when missing (Debian's wrk and nginx-light, as root);
+# everything it starts listens on 127.0.0.1 only and is stopped on exit. After the closed-loop
+# table (wrk) comes an open-loop one: requests at a fixed rate over 64 connections, latency
+# counted from each request's scheduled time (benches/open_loop.rs), so queueing is not hidden.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-15}
 CONNECTIONS=${CONNECTIONS:-"1 16 64 256"}
 CONFIG=${CONFIG:-benches/noop.yaml}
+RATES=${RATES:-"2000 8000"}
+if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing wrk and nginx-light (Debian packages)" >&2
+    apt-get update -qq && apt-get install -y -qq wrk nginx-light >/dev/null
+  fi
+fi
 for tool in wrk nginx; do
   command -v "$tool" >/dev/null || { echo "missing $tool (Debian: apt-get install wrk nginx-light)" >&2; exit 1; }
 done
@@ -122,6 +133,19 @@ for c in $CONNECTIONS; do
   echo "$line"
 done
 echo "photon launch to first 200: ${first_200_ms} ms"
+
+# --- Open loop: fixed rates, latency from the scheduled send time ------------------------------
+cargo bench --quiet --bench open_loop --no-run 2>/dev/null
+echo
+printf '| target | offered req/s | achieved req/s | p50 | p99 | p99.9 | errors |\n|---|---|---|---|---|---|---|\n'
+for rate in $RATES; do
+  for target in $TARGETS; do
+    url_var="${target}_url"; url=${!url_var}
+    [ -n "$url" ] || continue
+    read -r got p50 p99 p999 errs <<<"$(cargo bench --quiet --bench open_loop -- "$url/" "$rate" "$DURATION" 64)"
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$target" "$rate" "$got" "$p50" "$p99" "$p999" "$errs"
+  done
+done
 
 # --- Photon only: the gRPC path (noop app) and the fruit app (three handle hops) ---------------
 [ "$EXTRAS" = 1 ] || exit 0
