@@ -84,7 +84,9 @@ async fn main() {
     let elapsed = start.elapsed().as_secs_f64();
     latencies.sort();
     let pct = |p: f64| {
-        latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     println!(
         "{:.0} {:.3}ms {:.3}ms {:.3}ms {}",
