@@ -193,6 +193,7 @@ async fn minilm_matches_the_reference_and_batches_32_requests_into_at_most_4_pas
         assert!(worst <= 1e-6, "request {i}: batched differs from unbatched by {worst}");
     }
     let passes = batches(&p, "emb").await - before;
+    eprintln!("32 concurrent one-sentence requests took {passes} forward passes");
     assert!((1.0..=4.0).contains(&passes), "32 concurrent requests took {passes} forward passes");
 }
 
