@@ -286,6 +286,7 @@ async fn tiny_llama_streams_over_http_and_grpc_and_checks_its_context() {
         temperature: Some(0.9),
         top_p: None,
         seed: Some(7),
+        stop: Vec::new(),
     });
     req.metadata_mut().insert("application", "gen".parse().unwrap());
     let mut stream = client.complete_stream(req).await.unwrap().into_inner();
@@ -314,8 +315,20 @@ async fn smollm2_streams_greedy_text_that_knows_paris() {
     let text_events: Vec<Duration> = first.iter().filter(|(_, e)| e != "[DONE]").map(|(t, _)| *t).collect();
     assert!(text_events.len() >= 3, "{first:?}");
     assert!(text_events[0] < total / 2, "first event at {:?} of {total:?}", text_events[0]);
-    let (second, _) = stream_completion(&p.http, body).await;
+    let (second, _) = stream_completion(&p.http, body.clone()).await;
     assert_eq!(streamed_text(&second), text, "same prompt and seed, same text");
+    // A stop string ends the completion before it, streamed or not.
+    let cut = text.find('.').expect("a sentence end in the completion");
+    let mut stopped = body.clone();
+    stopped["stop"] = json!(["."]);
+    let (events, _) = stream_completion(&p.http, stopped.clone()).await;
+    assert_eq!(streamed_text(&events), &text[..cut]);
+    let last: Value = serde_json::from_str(&events[events.len() - 2].1).unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    stopped["stream"] = json!(false);
+    let whole: Value =
+        serde_json::from_slice(&post_json(&p.http, "/v1/completions", &stopped.to_string()).await.body).unwrap();
+    assert_eq!(whole["choices"][0]["text"], &text[..cut]);
     // Sampled text is reproducible by seed too.
     let sampled = json!({"prompt": "Once upon a time", "max_tokens": 16, "temperature": 0.8, "top_p": 0.9, "seed": 42});
     let a = post_json(&p.http, "/v1/completions", &sampled.to_string()).await.text();

@@ -45,6 +45,8 @@ pub struct GenerateParams {
     pub top_p: f64,
     /// Seed of the sampler.
     pub seed: u64,
+    /// Text that ends the completion when generated (not included in it).
+    pub stop: Vec<String>,
 }
 
 /// Why generation ended.
@@ -194,6 +196,7 @@ impl Generator {
         let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling);
         let mut generated: Vec<u32> = Vec::with_capacity(params.max_tokens);
         let mut sent = 0; // bytes of the decoded text already emitted
+        let mut text = String::new();
         let mut input = prompt;
         let mut position = 0;
         while generated.len() < params.max_tokens {
@@ -206,19 +209,50 @@ impl Generator {
             }
             generated.push(next);
             input = vec![next];
-            let text = self.tokenizer.decode(&generated, true).map_err(candle_core::Error::msg)?;
-            // Hold back a piece that ends inside a multi-byte character until it is complete.
-            if !text.ends_with('\u{FFFD}') {
-                if let Some(delta) = text.get(sent..).filter(|d| !d.is_empty()) {
+            text = self.tokenizer.decode(&generated, true).map_err(candle_core::Error::msg)?;
+            if let Some(cut) = params.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                if let Some(delta) = text.get(sent..cut).filter(|d| !d.is_empty()) {
                     if !emit(Event::Text(delta.to_string())) {
                         return Ok(None);
                     }
-                    sent = text.len();
                 }
+                return Ok(Some(Event::Done { finish: Finish::Stop, completion_tokens: generated.len() }));
+            }
+            // Hold back a piece that ends inside a multi-byte character until it is complete,
+            // and one that may be the start of a stop string until it is known not to be.
+            if text.ends_with('\u{FFFD}') {
+                continue;
+            }
+            let end = emittable_end(&text, &params.stop);
+            if let Some(delta) = text.get(sent..end).filter(|d| !d.is_empty()) {
+                if !emit(Event::Text(delta.to_string())) {
+                    return Ok(None);
+                }
+                sent = end;
+            }
+        }
+        if let Some(rest) = text.get(sent..).filter(|d| !d.is_empty() && !d.ends_with('\u{FFFD}')) {
+            if !emit(Event::Text(rest.to_string())) {
+                return Ok(None);
             }
         }
         Ok(Some(Event::Done { finish: Finish::Length, completion_tokens: generated.len() }))
     }
+}
+
+/// Where `text` may be emitted up to: before the longest tail that is a proper start of a stop
+/// string.
+pub(crate) fn emittable_end(text: &str, stop: &[String]) -> usize {
+    let held = stop
+        .iter()
+        .flat_map(|s| (1..s.len()).filter(|&k| s.is_char_boundary(k) && text.ends_with(&s[..k])))
+        .max()
+        .unwrap_or(0);
+    let mut end = text.len() - held;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
 }
 
 struct Loaded {
@@ -251,7 +285,11 @@ fn params_from(
     temperature: f64,
     top_p: f64,
     seed: Option<u64>,
+    stop: Vec<String>,
 ) -> Result<GenerateParams, String> {
+    if stop.len() > 4 || stop.iter().any(String::is_empty) {
+        return Err("stop must be at most 4 non-empty strings".into());
+    }
     let max_tokens = max_tokens.map_or(Ok(DEFAULT_MAX_TOKENS), |n| {
         if n >= 1 {
             Ok(n as usize)
@@ -265,11 +303,11 @@ fn params_from(
     if !(top_p > 0.0 && top_p <= 1.0) {
         return Err(format!("top_p must be in (0, 1], got {top_p}"));
     }
-    Ok(GenerateParams { max_tokens, temperature, top_p, seed: seed.unwrap_or_else(|| fastrand::u64(..)) })
+    Ok(GenerateParams { max_tokens, temperature, top_p, seed: seed.unwrap_or_else(|| fastrand::u64(..)), stop })
 }
 
 /// OpenAI's completion request: `prompt` (a string, or a list holding one), `max_tokens`,
-/// `temperature`, `top_p`, `seed`, `stream`; other keys (`model`, ...) are ignored.
+/// `temperature`, `top_p`, `seed`, `stop`, `stream`; other keys (`model`, ...) are ignored.
 fn parse_http(body: &[u8]) -> Result<Completion, String> {
     let body: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
     let prompt = match body.get("prompt") {
@@ -289,12 +327,21 @@ fn parse_http(body: &[u8]) -> Result<Completion, String> {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_u64().ok_or_else(|| format!("seed must be a non-negative integer, got {v}"))?),
     };
+    let stop = match body.get("stop") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| format!("stop must hold strings, got {v}")))
+            .collect::<Result<_, _>>()?,
+        Some(other) => return Err(format!("stop must be a string or a list of strings, got {other}")),
+    };
     let stream = match body.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(v) => return Err(format!("stream must be true or false, got {v}")),
     };
-    Ok(Completion { prompt, params: params_from(max_tokens, temperature, top_p, seed)?, stream })
+    Ok(Completion { prompt, params: params_from(max_tokens, temperature, top_p, seed, stop)?, stream })
 }
 
 fn parse_grpc(body: &Bytes) -> Result<Completion, String> {
@@ -304,6 +351,7 @@ fn parse_grpc(body: &Bytes) -> Result<Completion, String> {
         req.temperature.map_or(1.0, f64::from),
         req.top_p.map_or(1.0, f64::from),
         req.seed,
+        req.stop,
     )?;
     Ok(Completion { prompt: req.prompt, params, stream: false })
 }

@@ -49,7 +49,7 @@ fn gguf_model_and_tokenizer_load_and_generate_reproducibly() {
     let mut g = Generator::load(&path, &Device::Cpu).unwrap();
     assert_eq!(g.context_length, tiny::LLAMA_CONTEXT as usize);
 
-    let params = GenerateParams { max_tokens: 10, temperature: 0.7, top_p: 0.9, seed: 3 };
+    let params = GenerateParams { max_tokens: 10, temperature: 0.7, top_p: 0.9, seed: 3, stop: Vec::new() };
     let first = generate(&mut g, "the tea 42", &params);
     assert!(matches!(first[0], Event::Started { prompt_tokens } if prompt_tokens > 3), "{first:?}");
     match first.last().unwrap() {
@@ -58,10 +58,10 @@ fn gguf_model_and_tokenizer_load_and_generate_reproducibly() {
         other => panic!("{other:?}"),
     }
     assert_eq!(generate(&mut g, "the tea 42", &params), first, "same prompt, parameters and seed");
-    let greedy = GenerateParams { temperature: 0.0, ..params };
+    let greedy = GenerateParams { temperature: 0.0, ..params.clone() };
     assert_eq!(generate(&mut g, "hello", &greedy), generate(&mut g, "hello", &greedy));
 
-    let too_long = GenerateParams { max_tokens: 200, ..params };
+    let too_long = GenerateParams { max_tokens: 200, ..params.clone() };
     assert!(
         matches!(&generate(&mut g, "hi", &too_long)[0], Event::Rejected(why) if why.contains("context of 128 tokens"))
     );
@@ -95,4 +95,15 @@ fn gguf_tokenizer_round_trips_text_and_knows_its_special_tokens() {
     assert!(tok.stop_ids.contains(&end[0]));
     assert_eq!(tok.bos, None);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn text_is_held_back_only_while_it_may_start_a_stop_string() {
+    use crate::generation::emittable_end;
+    let stop = vec!["\n\n".to_string(), "END".to_string()];
+    assert_eq!(emittable_end("Paris.", &stop), 6);
+    assert_eq!(emittable_end("Paris.\n", &stop), 6);
+    assert_eq!(emittable_end("Paris. EN", &stop), 7);
+    assert_eq!(emittable_end("héé", &["é!".to_string()]), "hé".len());
+    assert_eq!(emittable_end("anything", &[]), 8);
 }
