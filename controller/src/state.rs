@@ -203,7 +203,7 @@ fn pending_message(
 /// the node has room, and old ones make way when it has not (Ray's rolling update).
 fn make_room(
     d: &mut Deployment,
-    usage: &mut Usage,
+    usage: &Usage,
     node: &NodeResources,
     request: &ResourceRequest,
     actions: &mut Vec<Action>,
@@ -225,13 +225,20 @@ fn make_room(
     if after.place(node, request).is_err() {
         return; // stopping it would not help
     }
-    let (replica_id, was_starting) = (old.id.clone(), old.state == ReplicaState::STARTING);
-    let grace = if was_starting { Duration::ZERO } else { secs(d.spec.graceful_shutdown_timeout_s) };
-    if let Some(r) = d.replicas.get_mut(&replica_id) {
-        r.state = ReplicaState::STOPPING;
-    }
+    let replica_id = old.id.clone();
     tracing::info!(replica = %replica_id, "stopping an old replica to make room for its replacement");
-    actions.push(Action::Stop { replica_id, grace });
+    stop_replica(d, replica_id, actions);
+}
+
+/// Marks a replica STOPPING and asks for its stop: at once if it never started, else with the
+/// deployment's grace period.
+fn stop_replica(d: &mut Deployment, replica_id: String, actions: &mut Vec<Action>) {
+    if let Some(r) = d.replicas.get_mut(&replica_id) {
+        let grace =
+            if r.state == ReplicaState::STARTING { Duration::ZERO } else { secs(d.spec.graceful_shutdown_timeout_s) };
+        r.state = ReplicaState::STOPPING;
+        actions.push(Action::Stop { replica_id, grace });
+    }
 }
 
 impl State {
@@ -653,7 +660,7 @@ impl State {
                         Err(short) => {
                             d.pending =
                                 Some(pending_message(&id, missing - placed, &request, &self.placement.node, &short));
-                            make_room(d, &mut usage, &self.placement.node, &request, &mut actions);
+                            make_room(d, &usage, &self.placement.node, &request, &mut actions);
                             break;
                         }
                     };
@@ -723,15 +730,7 @@ impl State {
                 );
             }
             for replica_id in to_stop {
-                if let Some(r) = d.replicas.get_mut(&replica_id) {
-                    let grace = if r.state == ReplicaState::STARTING {
-                        Duration::ZERO
-                    } else {
-                        secs(d.spec.graceful_shutdown_timeout_s)
-                    };
-                    r.state = ReplicaState::STOPPING;
-                    actions.push(Action::Stop { replica_id, grace });
-                }
+                stop_replica(d, replica_id, &mut actions);
             }
 
             // Health checks and in-place reconfiguration of running replicas.

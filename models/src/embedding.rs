@@ -273,12 +273,10 @@ impl Deployment for SentenceEmbedding {
             }
             _ => {
                 let (dir, device) = (options.location.clone(), options.device);
-                let embedder = tokio::task::spawn_blocking(move || Embedder::load(&dir, &device.open()?))
-                    .await
-                    .map_err(|e| DeploymentError(format!("model loading panicked: {e}")))??;
                 let name = format!("model-{}", self.ctx.deployment);
                 // Jobs are whole batches; a few may wait behind the running one.
-                Arc::new(ModelWorker::start(&name, embedder, 4 * options.batch.max_concurrent_batches)?)
+                let queue = 4 * options.batch.max_concurrent_batches;
+                Arc::new(ModelWorker::load(&name, queue, move || Embedder::load(&dir, &device.open()?)).await?)
             }
         };
         let batcher = self.batcher(&options, worker.clone());
@@ -287,9 +285,6 @@ impl Deployment for SentenceEmbedding {
     }
 
     async fn check_health(&self) -> Result<(), DeploymentError> {
-        match self.loaded.read().expect("lock").as_ref() {
-            Some(l) if !l.worker.alive() => Err("RuntimeError: the model thread stopped".into()),
-            _ => Ok(()),
-        }
+        self.loaded.read().expect("lock").as_ref().map_or(Ok(()), |l| l.worker.check())
     }
 }

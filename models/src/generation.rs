@@ -434,20 +434,10 @@ impl TextGeneration {
             }));
             return Ok(Reply::stream("text/event-stream", chunks));
         }
-        let mut text = String::new();
-        while let Some(event) = events.recv().await {
-            match event {
-                Event::Text(t) => text.push_str(&t),
-                Event::Done { finish, completion_tokens } => {
-                    let mut body = completion_json(&id, created, &model, &text, Some(finish));
-                    body["usage"] = usage(prompt_tokens, completion_tokens);
-                    return api::json_reply(&body);
-                }
-                Event::Failed(why) => return Err(DeploymentError(why)),
-                Event::Started { .. } | Event::Rejected(_) => {}
-            }
-        }
-        Err(DeploymentError("the model thread stopped part-way".into()))
+        let (text, finish, completion_tokens) = whole(&mut events).await?;
+        let mut body = completion_json(&id, created, &model, &text, Some(finish));
+        body["usage"] = usage(prompt_tokens, completion_tokens);
+        api::json_reply(&body)
     }
 
     async fn grpc(&self, request: &Request) -> Result<Reply, DeploymentError> {
@@ -474,12 +464,8 @@ impl TextGeneration {
             )
         };
         if streamed {
-            let mut produced = 0;
             let chunks: ChunkStream = Box::pin(async_stream(events, move |event| match event {
-                Event::Text(text) => {
-                    produced += 1;
-                    Some(Ok(message(text, None, produced)))
-                }
+                Event::Text(text) => Some(Ok(message(text, None, 0))),
                 Event::Done { finish, completion_tokens } => {
                     Some(Ok(message(String::new(), Some(finish), completion_tokens)))
                 }
@@ -488,19 +474,23 @@ impl TextGeneration {
             }));
             return Ok(Reply::stream("application/grpc", chunks));
         }
-        let mut text = String::new();
-        while let Some(event) = events.recv().await {
-            match event {
-                Event::Text(t) => text.push_str(&t),
-                Event::Done { finish, completion_tokens } => {
-                    return Ok(Reply::bytes(message(text, Some(finish), completion_tokens), None))
-                }
-                Event::Failed(why) => return Err(DeploymentError(why)),
-                Event::Started { .. } | Event::Rejected(_) => {}
-            }
-        }
-        Err(DeploymentError("the model thread stopped part-way".into()))
+        let (text, finish, completion_tokens) = whole(&mut events).await?;
+        Ok(Reply::bytes(message(text, Some(finish), completion_tokens), None))
     }
+}
+
+/// The whole completion: its text, why it ended and how many tokens it took.
+async fn whole(events: &mut mpsc::Receiver<Event>) -> Result<(String, Finish, usize), DeploymentError> {
+    let mut text = String::new();
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Text(t) => text.push_str(&t),
+            Event::Done { finish, completion_tokens } => return Ok((text, finish, completion_tokens)),
+            Event::Failed(why) => return Err(DeploymentError(why)),
+            Event::Started { .. } | Event::Rejected(_) => {}
+        }
+    }
+    Err(DeploymentError("the model thread stopped part-way".into()))
 }
 
 fn sse(value: &Value) -> Bytes {
@@ -532,11 +522,8 @@ impl Deployment for TextGeneration {
             Some(c) if c.options.same_model(&options) => c.worker.clone(),
             _ => {
                 let (path, device) = (options.location.clone(), options.device);
-                let generator = tokio::task::spawn_blocking(move || Generator::load(&path, &device.open()?))
-                    .await
-                    .map_err(|e| DeploymentError(format!("model loading panicked: {e}")))??;
                 let name = format!("model-{}", self.ctx.deployment);
-                Arc::new(ModelWorker::start(&name, generator, 256)?)
+                Arc::new(ModelWorker::load(&name, 256, move || Generator::load(&path, &device.open()?)).await?)
             }
         };
         *self.loaded.write().expect("lock") = Some(Arc::new(Loaded { options, worker }));
@@ -544,9 +531,6 @@ impl Deployment for TextGeneration {
     }
 
     async fn check_health(&self) -> Result<(), DeploymentError> {
-        match self.loaded.read().expect("lock").as_ref() {
-            Some(l) if !l.worker.alive() => Err("RuntimeError: the model thread stopped".into()),
-            _ => Ok(()),
-        }
+        self.loaded.read().expect("lock").as_ref().map_or(Ok(()), |l| l.worker.check())
     }
 }

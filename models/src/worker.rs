@@ -47,9 +47,26 @@ impl<M: Send + 'static> ModelWorker<M> {
         self.jobs.send(Box::new(job)).await.map_err(|_| stopped())
     }
 
-    /// Whether the thread is still there (it is gone if a job panicked).
-    pub fn alive(&self) -> bool {
-        !self.jobs.is_closed()
+    /// Builds the model with `load` on a blocking thread (loading reads and converts weights),
+    /// then starts its thread.
+    pub async fn load(
+        name: &str,
+        queue: usize,
+        load: impl FnOnce() -> Result<M, DeploymentError> + Send + 'static,
+    ) -> Result<Self, DeploymentError> {
+        let model = tokio::task::spawn_blocking(load)
+            .await
+            .map_err(|e| DeploymentError(format!("model loading panicked: {e}")))??;
+        Self::start(name, model, queue)
+    }
+
+    /// The health check: an error once the thread is gone (a job panicked).
+    pub fn check(&self) -> Result<(), DeploymentError> {
+        if self.jobs.is_closed() {
+            Err(DeploymentError("RuntimeError: the model thread stopped".into()))
+        } else {
+            Ok(())
+        }
     }
 }
 

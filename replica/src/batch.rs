@@ -65,7 +65,6 @@ struct Pending<I, O> {
 /// collecting task.
 pub struct Batcher<I, O> {
     queue: mpsc::UnboundedSender<Vec<Pending<I, O>>>,
-    options: BatchOptions,
 }
 
 impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
@@ -73,19 +72,12 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     pub fn new(options: BatchOptions, metrics: BatchMetrics, handler: BatchHandler<I, O>) -> Self {
         let (queue, items) = mpsc::unbounded_channel();
         tokio::spawn(collect(items, options, metrics, handler));
-        Batcher { queue, options }
-    }
-
-    /// The options this batcher was built with.
-    pub fn options(&self) -> BatchOptions {
-        self.options
+        Batcher { queue }
     }
 
     /// Queues one item and waits for its result.
     pub async fn submit(&self, input: I) -> Result<O, DeploymentError> {
-        let (reply, result) = oneshot::channel();
-        self.queue.send(vec![Pending { input, reply }]).map_err(|_| closed())?;
-        result.await.map_err(|_| dropped())?
+        self.submit_many(vec![input]).await.pop().unwrap_or_else(|| Err(dropped()))
     }
 
     /// Queues all `inputs` at once (so they can share a batch) and waits for their results,
