@@ -1,5 +1,5 @@
-//! The head process: controller (with its internal gRPC service), the local orchestrator, and
-//! the HTTP proxy fed in-process by the controller's routing table. Ports are bound before
+//! The head process: controller (with its internal gRPC service), the orchestrator (local
+//! processes, or pods with `--orchestrator kubernetes`), and the HTTP proxy fed in-process by the controller's routing table. Ports are bound before
 //! anything starts, and each listener's address is logged once.
 
 use std::net::SocketAddr;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use photon_controller::{ControllerGrpc, ControllerHandle, Placement};
-use photon_orchestrator::LocalOrchestrator;
+use photon_orchestrator::{LocalOrchestrator, Orchestrator};
 use photon_proto::v1::controller_service_server::ControllerServiceServer;
 use photon_proxy::HttpConfig;
 use photon_replica::Registry;
@@ -38,6 +38,20 @@ pub struct HeadOptions {
     pub grpc_config: photon_proxy::GrpcConfig,
     /// What this node offers replicas.
     pub node: photon_orchestrator::NodeResources,
+    /// Where replicas run.
+    pub backend: Backend,
+}
+
+/// Where replicas run.
+pub enum Backend {
+    /// Child processes of the head.
+    Local,
+    /// Pods, made from the settings in the environment (the operator sets them).
+    #[cfg(feature = "kubernetes")]
+    Kubernetes {
+        /// Host replicas reach the controller at (the head Service's name).
+        advertise_host: String,
+    },
 }
 
 /// A running head.
@@ -67,12 +81,28 @@ impl Head {
         let controller_addr = controller_listener.local_addr()?;
         let dashboard_addr = dashboard_listener.local_addr()?;
 
-        let binary: PathBuf = std::env::current_exe().context("cannot find the photon binary for replicas")?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let orchestrator = Arc::new(LocalOrchestrator::new(binary, events_tx, opts.state_store.is_none()));
-        tracing::info!(resources = %opts.node.describe(), gpus = ?opts.node.gpus, "node resources for replicas");
-        let placement =
-            Placement { controller_url: format!("http://{controller_addr}"), nodes: 1, node: opts.node.clone() };
+        let (orchestrator, controller_url, node): (Arc<dyn Orchestrator>, String, _) = match &opts.backend {
+            Backend::Local => {
+                let binary: PathBuf =
+                    std::env::current_exe().context("cannot find the photon binary for replicas")?;
+                tracing::info!(resources = %opts.node.describe(), gpus = ?opts.node.gpus, "node resources for replicas");
+                let local = LocalOrchestrator::new(binary, events_tx, opts.state_store.is_none());
+                (Arc::new(local), format!("http://{controller_addr}"), opts.node.clone())
+            }
+            #[cfg(feature = "kubernetes")]
+            Backend::Kubernetes { advertise_host } => {
+                use photon_orchestrator::kubernetes::{KubernetesOrchestrator, KubernetesSettings};
+                let settings = KubernetesSettings::from_env()?;
+                let client = kube::Client::try_default()
+                    .await
+                    .context("cannot reach the Kubernetes API server (in-cluster config or KUBECONFIG)")?;
+                let backend = KubernetesOrchestrator::connect(client, settings, events_tx).await?;
+                let url = format!("http://{advertise_host}:{}", controller_addr.port());
+                (Arc::new(backend), url, photon_orchestrator::NodeResources::cluster())
+            }
+        };
+        let placement = Placement { controller_url, nodes: 1, node };
         let router = Router::new();
         let proxy_router = http_listener.as_ref().map(|_| router.clone());
         let controller = photon_controller::spawn(

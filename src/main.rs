@@ -33,6 +33,9 @@ enum Command {
     Proxy(cmd::proxy::ProxyArgs),
     /// One replica of one deployment (started by the orchestrator, not by hand).
     Replica(cmd::replica::ReplicaArgs),
+    /// The Kubernetes operator for PhotonService resources (`crd` prints its CRD).
+    #[cfg(feature = "kubernetes")]
+    Operator(cmd::operator::OperatorArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +57,8 @@ fn main() -> ExitCode {
             Command::Shutdown(args) => cmd::inspect::shutdown(args).await,
             Command::Proxy(args) => cmd::proxy::run(args).await,
             Command::Replica(args) => cmd::replica::run(args).await,
+            #[cfg(feature = "kubernetes")]
+            Command::Operator(args) => cmd::operator::run(args).await,
         }
     });
     match result {

@@ -681,6 +681,8 @@ impl State {
                         log_level: d.spec.log_level.clone(),
                         logs_dir: d.spec.logs_dir.clone(),
                         gpu_ids: gpu_ids.clone(),
+                        resources: request.clone(),
+                        version: d.version,
                     };
                     d.replicas.insert(
                         replica_id.clone(),

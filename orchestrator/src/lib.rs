@@ -1,9 +1,11 @@
 //! Starts and stops replicas. The controller asks for replicas by spec and learns about their
-//! end through events; how a replica runs (a local process, later a Kubernetes pod) is the
-//! backend's business.
+//! end through events; how a replica runs (a local process, or a Kubernetes pod with the
+//! `kubernetes` feature) is the backend's business.
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 mod local;
 pub mod resources;
 
@@ -50,6 +52,45 @@ pub struct ReplicaSpec {
     pub logs_dir: Option<String>,
     /// GPUs given to the replica (its `CUDA_VISIBLE_DEVICES`); empty when it asked for none.
     pub gpu_ids: Vec<u32>,
+    /// What the replica asked for (`ray_actor_options`).
+    pub resources: ResourceRequest,
+    /// The deployment's version: replicas of one version share their code-level options.
+    pub version: u64,
+}
+
+impl ReplicaSpec {
+    /// The `photon replica ...` arguments (after the binary) that start this replica; the
+    /// backend adds where it listens and where its output goes.
+    pub fn replica_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "replica".into(),
+            "--app".into(),
+            self.app.clone(),
+            "--deployment".into(),
+            self.deployment.clone(),
+            "--replica-id".into(),
+            self.replica_id.clone(),
+            "--import-path".into(),
+            self.import_path.clone(),
+            "--controller".into(),
+            self.controller.clone(),
+            "--max-ongoing-requests".into(),
+            self.max_ongoing_requests.to_string(),
+            "--graceful-shutdown-timeout-s".into(),
+            self.graceful_shutdown_timeout.as_secs_f64().to_string(),
+            "--graceful-shutdown-wait-loop-s".into(),
+            self.graceful_shutdown_wait_loop.as_secs_f64().to_string(),
+            "--log-encoding".into(),
+            self.log_encoding.clone(),
+        ];
+        if !self.access_log {
+            args.push("--no-access-log".into());
+        }
+        if let Some(level) = &self.log_level {
+            args.extend(["--log-level".into(), level.clone()]);
+        }
+        args
+    }
 }
 
 /// Something that happened to a replica the orchestrator started.
@@ -75,6 +116,9 @@ pub enum OrchestratorError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The backend cannot be set up (Kubernetes settings, API server).
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// A backend that runs replicas.
@@ -85,8 +129,8 @@ pub trait Orchestrator: Send + Sync + 'static {
     /// Asks a replica to stop: it drains for up to `grace`, then is killed.
     fn stop(&self, replica_id: &str, grace: Duration);
 
-    /// Takes over a replica started by an earlier head (known by its process id); its end is
-    /// reported like any other's.
+    /// Takes over a replica started by an earlier head (known by its process id locally, by its
+    /// pod's labels on Kubernetes); its end is reported like any other's.
     fn adopt(&self, replica_id: &str, pid: u32);
 
     /// Ids of the replicas that run now.

@@ -84,16 +84,8 @@ fn log_file(dir: &str, spec: &ReplicaSpec) -> std::io::Result<std::fs::File> {
 impl Orchestrator for LocalOrchestrator {
     fn start(&self, spec: ReplicaSpec) -> Result<(), OrchestratorError> {
         let mut cmd = Command::new(&self.binary);
-        cmd.arg("replica")
-            .args(["--app", &spec.app, "--deployment", &spec.deployment])
-            .args(["--replica-id", &spec.replica_id, "--import-path", &spec.import_path])
-            .args(["--controller", &spec.controller])
-            .args(["--max-ongoing-requests", &spec.max_ongoing_requests.to_string()])
-            .args(["--graceful-shutdown-timeout-s", &spec.graceful_shutdown_timeout.as_secs_f64().to_string()])
-            .args(["--graceful-shutdown-wait-loop-s", &spec.graceful_shutdown_wait_loop.as_secs_f64().to_string()])
+        cmd.args(spec.replica_args())
             .args(if self.tie_to_head { &["--exit-with-parent"][..] } else { &[][..] })
-            .args(if spec.access_log { &[][..] } else { &["--no-access-log"][..] })
-            .args(["--log-encoding", &spec.log_encoding])
             .envs(&spec.env_vars)
             .env_remove(USER_CONFIG_ENV)
             .process_group(0)
@@ -109,9 +101,6 @@ impl Orchestrator for LocalOrchestrator {
         if !spec.gpu_ids.is_empty() {
             let ids: Vec<String> = spec.gpu_ids.iter().map(u32::to_string).collect();
             cmd.env("CUDA_VISIBLE_DEVICES", ids.join(","));
-        }
-        if let Some(level) = &spec.log_level {
-            cmd.args(["--log-level", level]);
         }
         if let Some(dir) = &spec.logs_dir {
             let file = log_file(dir, &spec)

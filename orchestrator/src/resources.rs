@@ -34,6 +34,13 @@ impl NodeResources {
         }
     }
 
+    /// A Kubernetes cluster: its scheduler places replica pods (a pod that fits nowhere stays
+    /// Pending, which its status shows), so the controller sets no limit of its own. GPU ids
+    /// are only bookkeeping there: the device plugin picks the devices a pod sees.
+    pub fn cluster() -> Self {
+        NodeResources { cpus: f64::INFINITY, gpus: (0..1024).collect(), memory_bytes: f64::INFINITY }
+    }
+
     /// Ray's resource-dict form: `{"CPU": 2.0, "GPU": 0.0, "memory": ...}`.
     pub fn describe(&self) -> String {
         format!(

@@ -80,6 +80,8 @@ pub struct ReplicaOptions {
     pub graceful_shutdown_wait_loop: Duration,
     /// Address to listen on (port 0 picks one).
     pub bind: String,
+    /// Host others reach this replica at (a pod's IP), when it listens on a wildcard address.
+    pub advertise_host: Option<String>,
     /// One log line per request.
     pub access_log: bool,
 }
@@ -117,7 +119,12 @@ pub async fn run(
         ),
     );
 
-    register(&opts, &address.to_string(), &data_address.to_string()).await?;
+    let reachable = |addr: std::net::SocketAddr| match &opts.advertise_host {
+        Some(host) => format!("{host}:{}", addr.port()),
+        None => addr.to_string(),
+    };
+    let (address, data_address) = (reachable(address), reachable(data_address));
+    register(&opts, &address, &data_address).await?;
     tracing::info!(replica = %opts.replica_id, control = %address, data = %data_address, "replica ready");
 
     shutdown.await;

@@ -3,6 +3,8 @@
 pub mod client;
 pub mod deploy;
 pub mod inspect;
+#[cfg(feature = "kubernetes")]
+pub mod operator;
 pub mod proxy;
 pub mod replica;
 pub mod run;

@@ -39,6 +39,10 @@ pub struct ReplicaArgs {
     /// Address for the replica's service.
     #[arg(long, default_value = "127.0.0.1:0")]
     bind: String,
+    /// Host other processes reach this replica at (the pod IP on Kubernetes), when `--bind` is
+    /// a wildcard address.
+    #[arg(long)]
+    advertise_host: Option<String>,
     /// Log encoding: TEXT or JSON.
     #[arg(long, default_value = "TEXT")]
     log_encoding: String,
@@ -73,6 +77,7 @@ pub async fn run(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
         graceful_shutdown_timeout: Duration::from_secs_f64(args.graceful_shutdown_timeout_s.max(0.0)),
         graceful_shutdown_wait_loop: Duration::from_secs_f64(args.graceful_shutdown_wait_loop_s.max(0.0)),
         bind: args.bind,
+        advertise_host: args.advertise_host,
         access_log: !args.no_access_log,
     };
     let span = tracing::info_span!("replica", app = %args.app, deployment = %args.deployment, id = %args.replica_id);

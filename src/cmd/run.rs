@@ -41,6 +41,18 @@ pub struct HeadArgs {
     /// Internal controller port (0 picks a free port).
     #[arg(long, env = "PHOTON_CONTROLLER_PORT", default_value_t = 0)]
     controller_port: u16,
+    /// Internal controller bind address (replicas and proxies on other machines need a
+    /// reachable one, e.g. 0.0.0.0 in a pod).
+    #[arg(long, env = "PHOTON_CONTROLLER_HOST", default_value = "127.0.0.1")]
+    controller_host: IpAddr,
+    /// Where replicas run: `local` (child processes) or `kubernetes` (one pod per replica;
+    /// settings from the PHOTON_KUBERNETES_* variables the operator sets on the head pod).
+    #[arg(long, env = "PHOTON_ORCHESTRATOR", default_value = "local")]
+    orchestrator: String,
+    /// Host name replica pods reach the controller at (with `--orchestrator kubernetes`; the
+    /// operator passes the cluster's head Service).
+    #[arg(long, env = "PHOTON_ADVERTISE_HOST")]
+    advertise_host: Option<String>,
     /// Where the controller checkpoints its state: `file:PATH`. Default: a file in the temporary
     /// directory named after `--controller-port` when that port is fixed, else none. With a
     /// store, replicas outlive a controller that dies and a restarted one adopts them.
@@ -148,7 +160,7 @@ fn head_options(args: &HeadArgs, config: &ServeConfig) -> anyhow::Result<HeadOpt
         proxy_threads: args
             .proxy_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
-        controller: SocketAddr::from(([127, 0, 0, 1], args.controller_port)),
+        controller: SocketAddr::new(args.controller_host, args.controller_port),
         dashboard: SocketAddr::new(args.dashboard_host, args.dashboard_port),
         http_config: HttpConfig {
             root_path: config.http_options.root_path.clone(),
@@ -159,7 +171,28 @@ fn head_options(args: &HeadArgs, config: &ServeConfig) -> anyhow::Result<HeadOpt
         },
         startup_config: config.clone(),
         node: photon_orchestrator::NodeResources::detect(args.num_cpus, args.num_gpus, args.memory),
+        backend: backend(args)?,
     })
+}
+
+fn backend(args: &HeadArgs) -> anyhow::Result<crate::head::Backend> {
+    match args.orchestrator.as_str() {
+        "local" => Ok(crate::head::Backend::Local),
+        #[cfg(feature = "kubernetes")]
+        "kubernetes" => {
+            let advertise_host = match &args.advertise_host {
+                Some(host) => host.clone(),
+                None if !args.controller_host.is_unspecified() => args.controller_host.to_string(),
+                None => anyhow::bail!(
+                    "--advertise-host: needed with --orchestrator kubernetes when --controller-host is a wildcard address"
+                ),
+            };
+            Ok(crate::head::Backend::Kubernetes { advertise_host })
+        }
+        #[cfg(not(feature = "kubernetes"))]
+        "kubernetes" => anyhow::bail!("--orchestrator kubernetes: this photon was built without the kubernetes feature"),
+        other => anyhow::bail!("--orchestrator: must be local or kubernetes, got {other:?}"),
+    }
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
