@@ -224,12 +224,6 @@ fn os(args: &[&str]) -> Vec<std::ffi::OsString> {
     args.iter().map(Into::into).collect()
 }
 
-/// A port that was free a moment ago: a restarted controller must come back at the same address,
-/// so this test cannot let the kernel pick a new one each time.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_can_die_and_come_back_without_dropping_a_request() {
     let store = TempFile::new("state.json", "");

@@ -479,8 +479,9 @@ async fn reconcile_serve(ctx: &Context, svc: &PhotonService, key: &str, o: &Obse
             match result {
                 Ok(()) => {
                     ctx.with_memory(key, |m| m.submitted.insert(o.name.clone(), text.clone()));
-                    ctx.event(svc, false, "UpdatedServeApplications", format!("Updated serve applications on cluster {}", o.name))
-                        .await;
+                    let generation = svc.metadata.generation.unwrap_or(0);
+                    let note = format!("Submitted the serve config of generation {generation} to cluster {}", o.name);
+                    ctx.event(svc, false, "UpdatedServeApplications", note).await;
                 }
                 Err(e) => {
                     ctx.event(svc, true, "FailedToUpdateServeApplications", format!("cluster {}: {e}", o.name)).await;

@@ -79,8 +79,19 @@ impl Photon {
     /// Starts `photon ARGS...` and waits for the addresses asked for (a head without proxies
     /// logs no HTTP address; a standalone proxy no REST address).
     pub fn spawn_waiting(args: &[std::ffi::OsString], wait_http: bool, wait_rest: bool) -> Photon {
+        Photon::spawn_with_env(args, &[], wait_http, wait_rest)
+    }
+
+    /// [`Photon::spawn_waiting`] with extra environment variables.
+    pub fn spawn_with_env(
+        args: &[std::ffi::OsString],
+        env: &[(String, String)],
+        wait_http: bool,
+        wait_rest: bool,
+    ) -> Photon {
         let mut child = Command::new(PHOTON)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             // Many test configs run more 1-CPU replicas than a CI machine has cores; the
             // resource tests pass --num-cpus / --num-gpus themselves (flags beat the variable).
@@ -117,6 +128,13 @@ impl Photon {
             }
         };
         Photon { child: Some(child), http, rest, log, _config: None }
+    }
+
+    /// The exit code (128 + signal when killed), once the process has ended.
+    pub fn exit_code(&mut self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        Some(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
     }
 
     pub fn pid(&self) -> u32 {
@@ -332,4 +350,10 @@ impl Photon {
     pub fn grpc_addr(&self) -> Option<String> {
         self.log.lock().unwrap().iter().find_map(|l| address_after(l, "gRPC proxy listening on "))
     }
+}
+
+/// A port that was free a moment ago: a restarted controller must come back at the same address,
+/// so tests of restarts cannot let the kernel pick a new one each time.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -1,0 +1,414 @@
+//! Kubernetes scenarios. No Kubernetes API server can be installed where these tests run, so
+//! they use `photon-kube-fake`: an in-process stand-in for the API server (real HTTP on
+//! 127.0.0.1: objects, resource versions, watches, finalizers, garbage collection,
+//! EndpointSlices) and a fake kubelet that runs pods as local processes. Everything else is
+//! real: `photon` heads and replicas, the operator's reconcile loop, kube-rs clients.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::Api;
+use photon_kube_fake::kubelet::{run_container, FakeKubelet, PodOutcome, PodProcess};
+use photon_kube_fake::{Collection, FakeApiServer};
+use photon_operator::{Addresses, OperatorSettings, PhotonService};
+use serde_json::{json, Value};
+
+const NS: &str = "default";
+
+fn photon_programs() -> HashMap<String, std::path::PathBuf> {
+    HashMap::from([("photon".to_string(), std::path::PathBuf::from(PHOTON))])
+}
+
+fn names(objects: &[Value]) -> BTreeSet<String> {
+    objects.iter().map(|o| o["metadata"]["name"].as_str().unwrap_or_default().to_string()).collect()
+}
+
+fn uids(objects: &[Value]) -> BTreeSet<String> {
+    objects.iter().map(|o| o["metadata"]["uid"].as_str().unwrap_or_default().to_string()).collect()
+}
+
+const FRUIT: &str = r#"{"applications": [{"name": "fruit_app", "import_path": "fruit.deployment_graph", "route_prefix": "/fruit",
+  "deployments": [
+    {"name": "MangoStand", "num_replicas": 2, "user_config": {"price": 3}, "ray_actor_options": {"num_cpus": 0.1, "memory": 100000000}},
+    {"name": "OrangeStand", "user_config": {"price": 2}, "ray_actor_options": {"num_cpus": 0.1}},
+    {"name": "PearStand", "user_config": {"price": 1}, "ray_actor_options": {"num_cpus": 0.1}},
+    {"name": "FruitMarket", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}}]}]}"#;
+
+/// A head with `--orchestrator kubernetes` against the fake API server.
+fn kubernetes_head(server: &FakeApiServer, dir: &TempFile, controller_port: u16, owner: &Value) -> Photon {
+    let kubeconfig = dir.path.with_file_name("kubeconfig");
+    server.write_kubeconfig(&kubeconfig);
+    let template = json!({"metadata": {"labels": {"team": "ml"}}, "spec": {"containers": [{"name": "replica", "image": "photon:test"}]}});
+    let env: Vec<(String, String)> = [
+        ("KUBECONFIG", kubeconfig.display().to_string()),
+        ("PHOTON_KUBERNETES_NAMESPACE", NS.to_string()),
+        ("PHOTON_KUBERNETES_CLUSTER", "svc-abcde".to_string()),
+        ("PHOTON_KUBERNETES_SERVICE", "svc".to_string()),
+        ("PHOTON_KUBERNETES_REPLICA_TEMPLATE", template.to_string()),
+        ("PHOTON_KUBERNETES_OWNER_NAME", owner["metadata"]["name"].as_str().unwrap().to_string()),
+        ("PHOTON_KUBERNETES_OWNER_UID", owner["metadata"]["uid"].as_str().unwrap().to_string()),
+    ]
+    .map(|(k, v)| (k.to_string(), v))
+    .to_vec();
+    let args: Vec<std::ffi::OsString> = [
+        "start",
+        "--orchestrator",
+        "kubernetes",
+        "--http-port",
+        "0",
+        "--dashboard-port",
+        "0",
+        "--http-host",
+        "127.0.0.1",
+        "--controller-port",
+        &controller_port.to_string(),
+        "--state-store",
+        &format!("file:{}", dir.path.display()),
+    ]
+    .map(Into::into)
+    .to_vec();
+    Photon::spawn_with_env(&args, &env, true, true)
+}
+
+fn replica_pods(server: &FakeApiServer) -> Vec<Value> {
+    server.objects(&Collection::pods(), Some(NS), "photon.io/replica")
+}
+
+async fn put_config(rest: &str, config: &str) {
+    let reply = request(rest, "PUT", "/api/serve/applications/", &[("content-type", "application/json")], config.as_bytes()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_run_as_pods_are_replaced_when_deleted_and_adopted_after_a_head_restart() {
+    let server = Arc::new(FakeApiServer::start().await);
+    // The head pod that owns the replica pods (the operator makes it; here, by hand).
+    let owner = server.create(&Collection::pods(), NS, json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "svc-abcde-head", "labels": {"ray.io/node-type": "head"}},
+        "spec": {"containers": [{"name": "head", "image": "photon:test"}]}})).unwrap();
+    let _kubelet = FakeKubelet::start(server.clone(), |pod| {
+        if pod["metadata"]["labels"]["photon.io/replica"].is_string() {
+            PodOutcome::Process(Box::new(run_container(pod, &photon_programs(), None).expect("replica process starts")))
+        } else {
+            PodOutcome::NoProcess
+        }
+    });
+    let state = TempFile::new("state.json", "");
+    std::fs::remove_file(&state.path).unwrap();
+    let controller_port = free_port();
+    let mut head = kubernetes_head(&server, &state, controller_port, &owner);
+    put_config(&head.rest, FRUIT).await;
+    head.wait_running(&["fruit_app"]).await;
+
+    // One pod per replica, with labels, requests and the head as owner.
+    let pods = replica_pods(&server);
+    assert_eq!(pods.len(), 5, "{pods:#?}");
+    let mango: Vec<&Value> = pods.iter().filter(|p| p["metadata"]["labels"]["photon.io/deployment"] == "MangoStand").collect();
+    assert_eq!(mango.len(), 2);
+    let labels = &mango[0]["metadata"]["labels"];
+    assert_eq!(labels["photon.io/service"], "svc");
+    assert_eq!(labels["ray.io/cluster"], "svc-abcde");
+    assert_eq!(labels["photon.io/application"], "fruit_app");
+    assert_eq!(labels["photon.io/version"], "1");
+    assert_eq!(labels["team"], "ml", "the template's labels are kept");
+    assert_eq!(mango[0]["metadata"]["ownerReferences"][0]["uid"], owner["metadata"]["uid"]);
+    let resources = &mango[0]["spec"]["containers"][0]["resources"]["requests"];
+    assert_eq!(resources["cpu"], "100m");
+    assert_eq!(resources["memory"], "100000000");
+    assert_eq!(mango[0]["spec"]["restartPolicy"], "Never");
+    let reply = post_json(&head.http, "/fruit", r#"["MANGO", 2]"#).await;
+    assert_eq!((reply.status, reply.text()), (200, "6".to_string()));
+
+    // A deleted replica pod is replaced by a new one.
+    let victim = mango[0]["metadata"]["name"].as_str().unwrap().to_string();
+    server.delete(&Collection::pods(), NS, &victim).unwrap();
+    eventually(Duration::from_secs(30), "a replacement replica pod", || {
+        let pods = replica_pods(&server);
+        let ok = pods.len() == 5 && !names(&pods).contains(&victim);
+        async move { ok }
+    })
+    .await;
+    head.wait_running(&["fruit_app"]).await;
+    eventually(Duration::from_secs(20), "traffic through the replacement", || {
+        let http = head.http.clone();
+        async move {
+            let reply = post_json(&http, "/fruit", r#"["MANGO", 2]"#).await;
+            reply.status == 200 && reply.text() == "6"
+        }
+    })
+    .await;
+
+    // A restarted head adopts the live pods: none is deleted or created.
+    let before = uids(&replica_pods(&server));
+    signal(head.pid(), nix::sys::signal::Signal::SIGKILL);
+    head.terminate_killed();
+    let head = kubernetes_head(&server, &state, controller_port, &owner);
+    head.wait_running(&["fruit_app"]).await;
+    let reply = post_json(&head.http, "/fruit", r#"["ORANGE", 2]"#).await;
+    assert_eq!((reply.status, reply.text()), (200, "4".to_string()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(uids(&replica_pods(&server)), before, "pods were recreated after the restart");
+    assert!(head.log_text().contains("adopted replica pod"), "{}", head.log_text());
+
+    // Deleting the head pod garbage-collects every replica pod.
+    drop(head);
+    server.delete(&Collection::pods(), NS, "svc-abcde-head").unwrap();
+    assert!(replica_pods(&server).is_empty());
+}
+
+/// Heads on 127.0.0.1, one per cluster, registered by the fake kubelet as it starts them.
+#[derive(Default, Clone)]
+struct LocalHeads(Arc<Mutex<HashMap<String, (String, String)>>>);
+
+impl LocalHeads {
+    fn get(&self, cluster: &str) -> Option<(String, String)> {
+        self.0.lock().unwrap().get(cluster).cloned()
+    }
+}
+
+impl Addresses for LocalHeads {
+    fn dashboard(&self, _ns: &str, cluster: &str, _port: i32) -> String {
+        format!("http://{}", self.get(cluster).map(|a| a.0).unwrap_or_else(|| "127.0.0.1:1".into()))
+    }
+    fn head_proxy(&self, _ns: &str, cluster: &str, _ip: &str, _port: i32) -> String {
+        format!("http://{}", self.get(cluster).map(|a| a.1).unwrap_or_else(|| "127.0.0.1:1".into()))
+    }
+}
+
+/// A `photon start` standing in for a head pod's container.
+struct HeadProcess(Photon);
+
+impl PodProcess for HeadProcess {
+    fn exited(&mut self) -> Option<(i32, String)> {
+        self.0.exit_code().map(|code| (code, String::new()))
+    }
+    fn terminate(&mut self) {
+        signal(self.0.pid(), nix::sys::signal::Signal::SIGTERM);
+    }
+    fn kill(&mut self) {
+        signal(self.0.pid(), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+const MATH: &str = r#"applications:
+  - name: math_app
+    import_path: conditional_dag.serve_dag
+    route_prefix: /calc
+    deployments:
+      - name: Adder
+        user_config: {increment: 3}
+        ray_actor_options: {num_cpus: 0.1}
+      - name: Multiplier
+        user_config: {factor: 5}
+        ray_actor_options: {num_cpus: 0.1}
+      - name: Router
+"#;
+
+fn photon_service(name: &str) -> Value {
+    let sample = include_str!("../deploy/kubernetes/samples/photon-service.sample.yaml");
+    let mut svc: Value = serde_yaml_ng::from_str(sample).unwrap();
+    svc["metadata"]["name"] = json!(name);
+    svc["spec"]["serveConfigV2"] = json!(MATH);
+    svc["spec"]["rayClusterDeletionDelaySeconds"] = json!(2);
+    svc
+}
+
+async fn status(api: &Api<PhotonService>, name: &str) -> Value {
+    api.get_opt(name).await.unwrap().map(|s| serde_json::to_value(s.status).unwrap()).unwrap_or(Value::Null)
+}
+
+fn condition(status: &Value, type_: &str) -> (String, String) {
+    let c = status["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == type_).cloned().unwrap_or_default();
+    (c["status"].as_str().unwrap_or_default().into(), c["reason"].as_str().unwrap_or_default().into())
+}
+
+/// How many times an event with this reason was reported (a repeated event is one object
+/// whose `series.count` grows).
+fn events(server: &FakeApiServer, reason: &str) -> u64 {
+    server
+        .objects(&Collection::of("events.k8s.io", "v1", "events"), Some(NS), "")
+        .iter()
+        .filter(|e| e["reason"] == reason)
+        .map(|e| e["series"]["count"].as_u64().unwrap_or(1))
+        .sum()
+}
+
+fn selector_cluster(server: &FakeApiServer, service: &str) -> Option<String> {
+    server.object(&Collection::services(), NS, service)?["spec"]["selector"]["ray.io/cluster"].as_str().map(str::to_string)
+}
+
+async fn wait_status(api: &Api<PhotonService>, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(api, name).await;
+        if check(&s) {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}; status: {s:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_creates_updates_upgrades_and_deletes_a_photon_service() {
+    let server = Arc::new(FakeApiServer::start().await);
+    let heads = LocalHeads::default();
+    let registry = heads.clone();
+    let _kubelet = FakeKubelet::start(server.clone(), move |pod| {
+        let labels = &pod["metadata"]["labels"];
+        if labels["ray.io/node-type"] != "head" {
+            return PodOutcome::NoProcess;
+        }
+        let cluster = labels["ray.io/cluster"].as_str().unwrap().to_string();
+        let head = Photon::spawn_waiting(
+            &["start", "--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"].map(Into::into),
+            true,
+            true,
+        );
+        registry.0.lock().unwrap().insert(cluster, (head.rest.clone(), head.http.clone()));
+        PodOutcome::Process(Box::new(HeadProcess(head)))
+    });
+    let client = server.client();
+    let operator = tokio::spawn(photon_operator::run(
+        client.clone(),
+        OperatorSettings { image: "photon:test".into(), ..Default::default() },
+        Arc::new(heads.clone()),
+        Some(NS.into()),
+    ));
+    let api: Api<PhotonService> = Api::namespaced(client.clone(), NS);
+
+    // Bad input: the status names the field, and nothing is made.
+    let mut bad = photon_service("bad");
+    bad["spec"]["upgradeStrategy"] = json!({"type": "Sometimes"});
+    api.create(&PostParams::default(), &serde_json::from_value(bad).unwrap()).await.unwrap();
+    let s = wait_status(&api, "bad", "ValidationFailed", |s| condition(s, "Ready").1 == "ValidationFailed").await;
+    let message = s["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap()["message"].clone();
+    assert!(message.as_str().unwrap().starts_with("spec.upgradeStrategy.type"), "{message}");
+    api.delete("bad", &DeleteParams::default()).await.unwrap();
+
+    // Create: a cluster, Services, status Running.
+    api.create(&PostParams::default(), &serde_json::from_value(photon_service("fruit")).unwrap()).await.unwrap();
+    let s = wait_status(&api, "fruit", "Running", |s| s["serviceStatus"] == "Running").await;
+    let first = s["activeServiceStatus"]["rayClusterName"].as_str().unwrap().to_string();
+    assert!(first.starts_with("fruit-") && first.len() == "fruit-".len() + 5, "{first}");
+    assert_eq!(s["activeServiceStatus"]["applicationStatuses"]["math_app"]["status"], "RUNNING", "{s:#}");
+    assert_eq!(condition(&s, "Ready"), ("True".into(), "NonZeroServeEndpoints".into()));
+    assert_eq!(condition(&s, "UpgradeInProgress"), ("False".into(), "NoPendingCluster".into()));
+    assert!(s["numServeEndpoints"].as_i64().unwrap() >= 1);
+    assert_eq!(s["observedGeneration"], 1);
+    assert!(s["pendingServiceStatus"]["rayClusterName"].is_null());
+    let pods = server.objects(&Collection::pods(), Some(NS), &format!("ray.io/cluster={first}"));
+    assert_eq!(names(&pods), BTreeSet::from([format!("{first}-head"), format!("{first}-small-group-worker-0")]));
+    assert_eq!(selector_cluster(&server, "fruit-serve-svc").as_deref(), Some(first.as_str()));
+    assert_eq!(selector_cluster(&server, "fruit-head-svc").as_deref(), Some(first.as_str()));
+    let serve = server.object(&Collection::services(), NS, "fruit-serve-svc").unwrap();
+    assert_eq!(serve["spec"]["ports"][0]["port"], 8000);
+    assert_eq!(serve["spec"]["selector"]["ray.io/serve"], "true");
+    assert!(server.object(&Collection::services(), NS, &format!("{first}-head-svc")).is_some());
+    assert_eq!(events(&server, "UpdatedServeApplications"), 1);
+    let head_http = heads.get(&first).unwrap().1;
+    let reply = post_json(&head_http, "/calc", r#"["MUL", 3]"#).await;
+    assert_eq!(reply.text(), "15 pizzas please!");
+    // The head's proxy is healthy, so it takes serve traffic.
+    eventually(Duration::from_secs(10), "head pod labelled ray.io/serve=true", || {
+        let serving = server.object(&Collection::pods(), NS, &format!("{first}-head")).unwrap()["metadata"]["labels"]["ray.io/serve"] == "true";
+        async move { serving }
+    })
+    .await;
+
+    // serveConfigV2 change: one PUT to the running cluster, no new pods.
+    let pods_before = uids(&server.objects(&Collection::pods(), Some(NS), ""));
+    let patch = json!({"spec": {"serveConfigV2": MATH.replace("factor: 5", "factor: 7")}});
+    api.patch("fruit", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    eventually(Duration::from_secs(30), "the new factor served", || {
+        let http = head_http.clone();
+        async move { post_json(&http, "/calc", r#"["MUL", 3]"#).await.text() == "21 pizzas please!" }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(events(&server, "UpdatedServeApplications"), 2, "one PUT for the change");
+    assert_eq!(uids(&server.objects(&Collection::pods(), Some(NS), "")), pods_before, "no pod was made or removed");
+    let s = status(&api, "fruit").await;
+    assert_eq!(s["activeServiceStatus"]["rayClusterName"], first.as_str());
+    assert_eq!(s["observedGeneration"], 2);
+
+    // Cluster change: a pending cluster, the switch, then the old cluster goes.
+    let patch = json!({"spec": {"rayClusterConfig": {"headGroupSpec": {"template": {"metadata": {"labels": {"tier": "v2"}}}}}}});
+    api.patch("fruit", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let s = wait_status(&api, "fruit", "a pending cluster", |s| s["pendingServiceStatus"]["rayClusterName"].is_string()).await;
+    let second = s["pendingServiceStatus"]["rayClusterName"].as_str().unwrap().to_string();
+    assert_ne!(second, first);
+    assert_eq!(selector_cluster(&server, "fruit-serve-svc").as_deref(), Some(first.as_str()), "traffic stays until the new cluster is ready");
+    let s = wait_status(&api, "fruit", "the new cluster promoted", |s| s["activeServiceStatus"]["rayClusterName"] == second.as_str()).await;
+    assert!(s["pendingServiceStatus"]["rayClusterName"].is_null(), "{s:#}");
+    assert_eq!(selector_cluster(&server, "fruit-serve-svc").as_deref(), Some(second.as_str()));
+    assert_eq!(selector_cluster(&server, "fruit-head-svc").as_deref(), Some(second.as_str()));
+    let new_head = server.object(&Collection::pods(), NS, &format!("{second}-head")).unwrap();
+    assert_eq!(new_head["metadata"]["labels"]["tier"], "v2");
+    eventually(Duration::from_secs(30), "the old cluster deleted after the delay", || {
+        let gone = server.objects(&Collection::pods(), Some(NS), &format!("ray.io/cluster={first}")).is_empty()
+            && server.object(&Collection::services(), NS, &format!("{first}-head-svc")).is_none();
+        async move { gone }
+    })
+    .await;
+    let s = wait_status(&api, "fruit", "Running on the new cluster", |s| s["serviceStatus"] == "Running").await;
+    assert_eq!(condition(&s, "UpgradeInProgress"), ("False".into(), "NoPendingCluster".into()));
+    let reply = post_json(&heads.get(&second).unwrap().1, "/calc", r#"["MUL", 3]"#).await;
+    assert_eq!(reply.text(), "21 pizzas please!");
+
+    // Deletion: everything the service made goes, then the object.
+    api.delete("fruit", &DeleteParams::default()).await.unwrap();
+    eventually(Duration::from_secs(30), "everything cleaned up", || {
+        let left = server.object(&Collection::of("photon.io", "v1", "photonservices"), NS, "fruit").is_some()
+            || !server.objects(&Collection::pods(), Some(NS), "").is_empty()
+            || !server.objects(&Collection::services(), Some(NS), "").is_empty()
+            || !server.objects(&Collection::of("", "v1", "serviceaccounts"), Some(NS), "").is_empty();
+        async move { !left }
+    })
+    .await;
+    operator.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_head_pod_is_made_again() {
+    let server = Arc::new(FakeApiServer::start().await);
+    let _kubelet = FakeKubelet::start(server.clone(), |_| PodOutcome::NoProcess);
+    let client = server.client();
+    let operator = tokio::spawn(photon_operator::run(
+        client.clone(),
+        OperatorSettings::default(),
+        Arc::new(LocalHeads::default()),
+        Some(NS.into()),
+    ));
+    let api: Api<PhotonService> = Api::namespaced(client.clone(), NS);
+    api.create(&PostParams::default(), &serde_json::from_value(photon_service("lone")).unwrap()).await.unwrap();
+    let s = wait_status(&api, "lone", "a pending cluster", |s| s["pendingServiceStatus"]["rayClusterName"].is_string()).await;
+    let cluster = s["pendingServiceStatus"]["rayClusterName"].as_str().unwrap().to_string();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let head = format!("{cluster}-head");
+    eventually(Duration::from_secs(20), "the head pod", || {
+        let pods = pods.clone();
+        let head = head.clone();
+        async move { pods.get_opt(&head).await.unwrap().is_some() }
+    })
+    .await;
+    let uid = pods.get(&head).await.unwrap().metadata.uid;
+    pods.delete(&head, &DeleteParams::default()).await.unwrap();
+    eventually(Duration::from_secs(20), "a new head pod", || {
+        let pods = pods.clone();
+        let head = head.clone();
+        let uid = uid.clone();
+        async move { pods.get_opt(&head).await.unwrap().is_some_and(|p| p.metadata.uid != uid) }
+    })
+    .await;
+    // The head never answers here (no process), so the service stays initializing.
+    let s = status(&api, "lone").await;
+    assert_eq!(condition(&s, "Ready"), ("False".into(), "Initializing".into()));
+    operator.abort();
+}
