@@ -32,7 +32,8 @@ pub struct OperatorArgs {
 enum OperatorCommand {
     /// Print the PhotonService CustomResourceDefinition (YAML).
     Crd,
-    /// Print every object the operator makes for a PhotonService manifest (YAML stream).
+    /// Print every object the operator makes for a PhotonService manifest (a YAML stream of
+    /// JSON documents: label values such as `yes` stay strings for every YAML reader).
     Render {
         /// A PhotonService manifest.
         manifest: PathBuf,
@@ -60,7 +61,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<ExitCode> {
             let name = svc.metadata.name.clone().unwrap_or_default();
             let cluster = cluster.unwrap_or_else(|| format!("{name}-xxxxx"));
             for object in photon_operator::render(&svc, &cluster, &settings).map_err(anyhow::Error::msg)? {
-                print!("---\n{}", serde_yaml_ng::to_string(&object)?);
+                println!("---\n{}", serde_json::to_string_pretty(&object)?);
             }
             Ok(ExitCode::SUCCESS)
         }
