@@ -84,8 +84,7 @@ impl Head {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (orchestrator, controller_url, node): (Arc<dyn Orchestrator>, String, _) = match &opts.backend {
             Backend::Local => {
-                let binary: PathBuf =
-                    std::env::current_exe().context("cannot find the photon binary for replicas")?;
+                let binary: PathBuf = std::env::current_exe().context("cannot find the photon binary for replicas")?;
                 tracing::info!(resources = %opts.node.describe(), gpus = ?opts.node.gpus, "node resources for replicas");
                 let local = LocalOrchestrator::new(binary, events_tx, opts.state_store.is_none());
                 (Arc::new(local), format!("http://{controller_addr}"), opts.node.clone())

@@ -81,7 +81,9 @@ fn replica_pods(server: &FakeApiServer) -> Vec<Value> {
 }
 
 async fn put_config(rest: &str, config: &str) {
-    let reply = request(rest, "PUT", "/api/serve/applications/", &[("content-type", "application/json")], config.as_bytes()).await;
+    let reply =
+        request(rest, "PUT", "/api/serve/applications/", &[("content-type", "application/json")], config.as_bytes())
+            .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
 
@@ -89,9 +91,15 @@ async fn put_config(rest: &str, config: &str) {
 async fn replicas_run_as_pods_are_replaced_when_deleted_and_adopted_after_a_head_restart() {
     let server = Arc::new(FakeApiServer::start().await);
     // The head pod that owns the replica pods (the operator makes it; here, by hand).
-    let owner = server.create(&Collection::pods(), NS, json!({"apiVersion": "v1", "kind": "Pod",
+    let owner = server
+        .create(
+            &Collection::pods(),
+            NS,
+            json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "svc-abcde-head", "labels": {"ray.io/node-type": "head"}},
-        "spec": {"containers": [{"name": "head", "image": "photon:test"}]}})).unwrap();
+        "spec": {"containers": [{"name": "head", "image": "photon:test"}]}}),
+        )
+        .unwrap();
     let _kubelet = FakeKubelet::start(server.clone(), |pod| {
         if pod["metadata"]["labels"]["photon.io/replica"].is_string() {
             PodOutcome::Process(Box::new(run_container(pod, &photon_programs(), None).expect("replica process starts")))
@@ -109,7 +117,8 @@ async fn replicas_run_as_pods_are_replaced_when_deleted_and_adopted_after_a_head
     // One pod per replica, with labels, requests and the head as owner.
     let pods = replica_pods(&server);
     assert_eq!(pods.len(), 5, "{pods:#?}");
-    let mango: Vec<&Value> = pods.iter().filter(|p| p["metadata"]["labels"]["photon.io/deployment"] == "MangoStand").collect();
+    let mango: Vec<&Value> =
+        pods.iter().filter(|p| p["metadata"]["labels"]["photon.io/deployment"] == "MangoStand").collect();
     assert_eq!(mango.len(), 2);
     let labels = &mango[0]["metadata"]["labels"];
     assert_eq!(labels["photon.io/service"], "svc");
@@ -224,7 +233,8 @@ async fn status(api: &Api<PhotonService>, name: &str) -> Value {
 }
 
 fn condition(status: &Value, type_: &str) -> (String, String) {
-    let c = status["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == type_).cloned().unwrap_or_default();
+    let c =
+        status["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == type_).cloned().unwrap_or_default();
     (c["status"].as_str().unwrap_or_default().into(), c["reason"].as_str().unwrap_or_default().into())
 }
 
@@ -240,7 +250,9 @@ fn events(server: &FakeApiServer, reason: &str) -> u64 {
 }
 
 fn selector_cluster(server: &FakeApiServer, service: &str) -> Option<String> {
-    server.object(&Collection::services(), NS, service)?["spec"]["selector"]["ray.io/cluster"].as_str().map(str::to_string)
+    server.object(&Collection::services(), NS, service)?["spec"]["selector"]["ray.io/cluster"]
+        .as_str()
+        .map(str::to_string)
 }
 
 async fn wait_status(api: &Api<PhotonService>, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
@@ -317,7 +329,9 @@ async fn the_operator_creates_updates_upgrades_and_deletes_a_photon_service() {
     assert_eq!(reply.text(), "15 pizzas please!");
     // The head's proxy is healthy, so it takes serve traffic.
     eventually(Duration::from_secs(10), "head pod labelled ray.io/serve=true", || {
-        let serving = server.object(&Collection::pods(), NS, &format!("{first}-head")).unwrap()["metadata"]["labels"]["ray.io/serve"] == "true";
+        let serving = server.object(&Collection::pods(), NS, &format!("{first}-head")).unwrap()["metadata"]["labels"]
+            ["ray.io/serve"]
+            == "true";
         async move { serving }
     })
     .await;
@@ -341,11 +355,20 @@ async fn the_operator_creates_updates_upgrades_and_deletes_a_photon_service() {
     // Cluster change: a pending cluster, the switch, then the old cluster goes.
     let patch = json!({"spec": {"rayClusterConfig": {"headGroupSpec": {"template": {"metadata": {"labels": {"tier": "v2"}}}}}}});
     api.patch("fruit", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    let s = wait_status(&api, "fruit", "a pending cluster", |s| s["pendingServiceStatus"]["rayClusterName"].is_string()).await;
+    let s =
+        wait_status(&api, "fruit", "a pending cluster", |s| s["pendingServiceStatus"]["rayClusterName"].is_string())
+            .await;
     let second = s["pendingServiceStatus"]["rayClusterName"].as_str().unwrap().to_string();
     assert_ne!(second, first);
-    assert_eq!(selector_cluster(&server, "fruit-serve-svc").as_deref(), Some(first.as_str()), "traffic stays until the new cluster is ready");
-    let s = wait_status(&api, "fruit", "the new cluster promoted", |s| s["activeServiceStatus"]["rayClusterName"] == second.as_str()).await;
+    assert_eq!(
+        selector_cluster(&server, "fruit-serve-svc").as_deref(),
+        Some(first.as_str()),
+        "traffic stays until the new cluster is ready"
+    );
+    let s = wait_status(&api, "fruit", "the new cluster promoted", |s| {
+        s["activeServiceStatus"]["rayClusterName"] == second.as_str()
+    })
+    .await;
     assert!(s["pendingServiceStatus"]["rayClusterName"].is_null(), "{s:#}");
     assert_eq!(selector_cluster(&server, "fruit-serve-svc").as_deref(), Some(second.as_str()));
     assert_eq!(selector_cluster(&server, "fruit-head-svc").as_deref(), Some(second.as_str()));
@@ -388,7 +411,8 @@ async fn a_deleted_head_pod_is_made_again() {
     ));
     let api: Api<PhotonService> = Api::namespaced(client.clone(), NS);
     api.create(&PostParams::default(), &serde_json::from_value(photon_service("lone")).unwrap()).await.unwrap();
-    let s = wait_status(&api, "lone", "a pending cluster", |s| s["pendingServiceStatus"]["rayClusterName"].is_string()).await;
+    let s = wait_status(&api, "lone", "a pending cluster", |s| s["pendingServiceStatus"]["rayClusterName"].is_string())
+        .await;
     let cluster = s["pendingServiceStatus"]["rayClusterName"].as_str().unwrap().to_string();
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let head = format!("{cluster}-head");

@@ -681,7 +681,7 @@ impl State {
                         log_level: d.spec.log_level.clone(),
                         logs_dir: d.spec.logs_dir.clone(),
                         gpu_ids: gpu_ids.clone(),
-                        resources: request.clone(),
+                        resources: request,
                         version: d.version,
                     };
                     d.replicas.insert(

@@ -99,7 +99,11 @@ fn expand(text: &str, env: &HashMap<String, String>) -> String {
 /// Starts the pod's first container as a local process; `programs` maps the container's
 /// `command[0]` (e.g. `photon`) to a local binary. The child's stdout and stderr go to
 /// `log`, when given.
-pub fn run_container(pod: &Value, programs: &HashMap<String, PathBuf>, log: Option<std::fs::File>) -> std::io::Result<ChildProcess> {
+pub fn run_container(
+    pod: &Value,
+    programs: &HashMap<String, PathBuf>,
+    log: Option<std::fs::File>,
+) -> std::io::Result<ChildProcess> {
     let container = &pod["spec"]["containers"][0];
     let mut env: HashMap<String, String> = HashMap::new();
     for var in container["env"].as_array().cloned().unwrap_or_default() {
@@ -195,10 +199,7 @@ fn set_ended(server: &FakeApiServer, ns: &str, name: &str, code: i32, message: &
 
 impl FakeKubelet {
     /// Watches `server` for pods (every 50 ms) and handles each new one with `policy`.
-    pub fn start(
-        server: Arc<FakeApiServer>,
-        policy: impl Fn(&Value) -> PodOutcome + Send + 'static,
-    ) -> FakeKubelet {
+    pub fn start(server: Arc<FakeApiServer>, policy: impl Fn(&Value) -> PodOutcome + Send + 'static) -> FakeKubelet {
         let stop = Arc::new(Mutex::new(false));
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -228,12 +229,23 @@ impl FakeKubelet {
                             PodOutcome::Process(p) => Some(p),
                             PodOutcome::NoProcess => None,
                             PodOutcome::Pending => {
-                                pods.insert(uid, RunningPod { namespace: ns, name, process: None, stopping: Some((Instant::now(), Duration::MAX)) });
+                                pods.insert(
+                                    uid,
+                                    RunningPod {
+                                        namespace: ns,
+                                        name,
+                                        process: None,
+                                        stopping: Some((Instant::now(), Duration::MAX)),
+                                    },
+                                );
                                 continue;
                             }
                         };
                         set_running(&server, &ns, &name);
-                        pods.insert(uid.clone(), RunningPod { namespace: ns.clone(), name: name.clone(), process, stopping: None });
+                        pods.insert(
+                            uid.clone(),
+                            RunningPod { namespace: ns.clone(), name: name.clone(), process, stopping: None },
+                        );
                     }
                     let p = pods.get_mut(&uid).expect("inserted above");
                     if deleting && p.stopping.is_none() {

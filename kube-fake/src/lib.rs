@@ -166,7 +166,10 @@ fn list_kind(collection: &Collection, items: &[Value]) -> String {
         return format!("{kind}List");
     }
     let plural = collection.plural();
-    let singular = plural.strip_suffix("es").filter(|s| s.ends_with("ss") || s.ends_with("ch")).unwrap_or_else(|| plural.strip_suffix('s').unwrap_or(plural));
+    let singular = plural
+        .strip_suffix("es")
+        .filter(|s| s.ends_with("ss") || s.ends_with("ch"))
+        .unwrap_or_else(|| plural.strip_suffix('s').unwrap_or(plural));
     let mut c = singular.chars();
     let kind: String = c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default();
     format!("{kind}List")
@@ -205,7 +208,11 @@ impl Store {
             },
         };
         if self.objects.contains_key(&(collection.clone(), namespace.into(), name.clone())) {
-            return Err(status_body(409, "AlreadyExists", format!("{} \"{name}\" already exists", collection.plural())));
+            return Err(status_body(
+                409,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", collection.plural()),
+            ));
         }
         let m = &mut object["metadata"];
         m["name"] = json!(name);
@@ -240,7 +247,10 @@ impl Store {
                 return Err(status_body(
                     409,
                     "Conflict",
-                    format!("Operation cannot be fulfilled on {} \"{name}\": the object has been modified", collection.plural()),
+                    format!(
+                        "Operation cannot be fulfilled on {} \"{name}\": the object has been modified",
+                        collection.plural()
+                    ),
                 ));
             }
         }
@@ -285,7 +295,8 @@ impl Store {
                 object["metadata"]["generation"] = json!(generation);
             }
         }
-        let finalizers_left = object.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+        let finalizers_left =
+            object.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
         if object.pointer("/metadata/deletionTimestamp").is_some() && !finalizers_left {
             return Ok(self.remove(collection, namespace, name).unwrap_or(object));
         }
@@ -355,8 +366,11 @@ impl Store {
             if selector.is_empty() {
                 continue;
             }
-            let selector: String =
-                selector.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(",");
+            let selector: String = selector
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",");
             let mut endpoints: Vec<Value> = self
                 .list(&Collection::pods(), Some(&ns), &selector)
                 .into_iter()
@@ -407,7 +421,10 @@ impl Store {
             .iter()
             .filter(|((c, ns, _), o)| {
                 c == &slices && {
-                    let svc = o.pointer("/metadata/labels/kubernetes.io~1service-name").and_then(Value::as_str).unwrap_or_default();
+                    let svc = o
+                        .pointer("/metadata/labels/kubernetes.io~1service-name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
                     !self.objects.contains_key(&(Collection::services(), ns.clone(), svc.to_string()))
                 }
             })
@@ -456,7 +473,8 @@ fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
 }
 
 fn error_response(err: Value) -> Response<Body> {
-    let code = err["code"].as_u64().and_then(|c| StatusCode::from_u16(c as u16).ok()).unwrap_or(StatusCode::BAD_REQUEST);
+    let code =
+        err["code"].as_u64().and_then(|c| StatusCode::from_u16(c as u16).ok()).unwrap_or(StatusCode::BAD_REQUEST);
     json_response(code, &err)
 }
 
@@ -552,7 +570,13 @@ impl FakeApiServer {
 
     /// Changes an object in place, as a controller of the cluster would (the kubelet writing
     /// a pod's status); returns false when it does not exist.
-    pub fn update(&self, collection: &Collection, namespace: &str, name: &str, change: impl FnOnce(&mut Value)) -> bool {
+    pub fn update(
+        &self,
+        collection: &Collection,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut Value),
+    ) -> bool {
         let mut store = self.shared.store.lock().unwrap_or_else(|e| e.into_inner());
         let key = (collection.clone(), namespace.to_string(), name.to_string());
         let Some(mut object) = store.objects.get(&key).cloned() else { return false };
@@ -604,7 +628,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let ns = target.namespace.clone().unwrap_or_default();
     let content_type = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
 
-    if parts.method == Method::GET && target.name.is_none() && params.get("watch").is_some_and(|w| w == "true" || w == "1") {
+    if parts.method == Method::GET
+        && target.name.is_none()
+        && params.get("watch").is_some_and(|w| w == "true" || w == "1")
+    {
         return watch(shared, target, params);
     }
     let mut store = shared.store.lock().unwrap_or_else(|e| e.into_inner());
@@ -624,20 +651,30 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             .get(&(target.collection.clone(), ns.clone(), name.clone()))
             .cloned()
             .map(|o| (StatusCode::OK, o))
-            .ok_or_else(|| status_body(404, "NotFound", format!("{} \"{name}\" not found", target.collection.plural()))),
+            .ok_or_else(|| {
+                status_body(404, "NotFound", format!("{} \"{name}\" not found", target.collection.plural()))
+            }),
         (&Method::POST, None) => match parsed {
             Some(object) => store.create(&target.collection, &ns, object).map(|o| (StatusCode::CREATED, o)),
             None => Err(status_body(400, "BadRequest", "the request body is not JSON".into())),
         },
         (&Method::PUT, Some(name)) => match parsed {
-            Some(object) => store.replace(&target.collection, &ns, name, object, target.status).map(|o| (StatusCode::OK, o)),
+            Some(object) => {
+                store.replace(&target.collection, &ns, name, object, target.status).map(|o| (StatusCode::OK, o))
+            }
             None => Err(status_body(400, "BadRequest", "the request body is not JSON".into())),
         },
         (&Method::PATCH, Some(name)) => match (parsed, content_type.contains("json-patch")) {
-            (_, true) => Err(status_body(415, "UnsupportedMediaType", "the fake API server takes merge patches only".into())),
+            (_, true) => {
+                Err(status_body(415, "UnsupportedMediaType", "the fake API server takes merge patches only".into()))
+            }
             (Some(patch), false) => {
                 match store.objects.get(&(target.collection.clone(), ns.clone(), name.clone())).cloned() {
-                    None => Err(status_body(404, "NotFound", format!("{} \"{name}\" not found", target.collection.plural()))),
+                    None => Err(status_body(
+                        404,
+                        "NotFound",
+                        format!("{} \"{name}\" not found", target.collection.plural()),
+                    )),
                     Some(mut object) => {
                         if let Some(m) = object["metadata"].as_object_mut() {
                             m.remove("resourceVersion");
@@ -746,7 +783,8 @@ mod tests {
         let mut s = Store::default();
         let owner = s.create(&Collection::pods(), "ns", json!({"metadata": {"name": "head"}})).unwrap();
         let uid = owner["metadata"]["uid"].clone();
-        s.create(&Collection::pods(), "ns", json!({"metadata": {"name": "r1", "ownerReferences": [{"uid": uid}]}})).unwrap();
+        s.create(&Collection::pods(), "ns", json!({"metadata": {"name": "r1", "ownerReferences": [{"uid": uid}]}}))
+            .unwrap();
         s.create(&Collection::pods(), "ns", json!({"metadata": {"name": "keep", "finalizers": ["x"]}})).unwrap();
         s.delete(&Collection::pods(), "ns", "head").unwrap();
         assert_eq!(s.list(&Collection::pods(), Some("ns"), "").len(), 1);

@@ -263,10 +263,8 @@ fn node_labels(svc: &PhotonService, cluster: &str, node_type: &str, group: &str)
     labels.insert(keys::CLUSTER.into(), cluster.into());
     labels.insert(keys::NODE_TYPE.into(), node_type.into());
     labels.insert(keys::GROUP.into(), group.into());
-    labels.insert(
-        keys::IDENTIFIER.into(),
-        format!("{cluster}-{}", if node_type == "head" { "head" } else { "worker" }),
-    );
+    labels
+        .insert(keys::IDENTIFIER.into(), format!("{cluster}-{}", if node_type == "head" { "head" } else { "worker" }));
     labels.insert("app.kubernetes.io/name".into(), "photon".into());
     labels.insert("app.kubernetes.io/created-by".into(), "photon-operator".into());
     labels
@@ -286,7 +284,9 @@ pub fn head_selector(cluster: &str) -> BTreeMap<String, String> {
 /// The Photon image for a container: Ray images (and none) are replaced, others kept.
 fn photon_image(current: Option<&str>, settings: &OperatorSettings) -> String {
     match current {
-        Some(image) if !image.is_empty() && !image.starts_with("rayproject/ray") && !image.starts_with("anyscale/ray") => {
+        Some(image)
+            if !image.is_empty() && !image.starts_with("rayproject/ray") && !image.starts_with("anyscale/ray") =>
+        {
             image.to_string()
         }
         _ => settings.image.clone(),
@@ -405,7 +405,11 @@ pub fn head_pod(svc: &PhotonService, cluster: &str, settings: &OperatorSettings)
             ports
                 .named
                 .iter()
-                .map(|(name, port)| ContainerPort { name: Some(name.clone()), container_port: *port, ..Default::default() })
+                .map(|(name, port)| ContainerPort {
+                    name: Some(name.clone()),
+                    container_port: *port,
+                    ..Default::default()
+                })
                 .collect(),
         );
     }
@@ -470,17 +474,27 @@ pub fn worker_pods(svc: &PhotonService, cluster: &str, settings: &OperatorSettin
             let container = first_container(&mut template);
             container.image = Some(photon_image(container.image.as_deref(), settings));
             container.command = Some(vec!["photon".into()]);
-            let mut args =
-                vec!["proxy".into(), format!("--controller-address={controller}"), format!("--http-port={}", ports.serve())];
+            let mut args = vec![
+                "proxy".into(),
+                format!("--controller-address={controller}"),
+                format!("--http-port={}", ports.serve()),
+            ];
             if let Some(grpc) = ports.grpc() {
                 args.push(format!("--grpc-port={grpc}"));
             }
             container.args = Some(args);
             if container.ports.as_ref().is_none_or(Vec::is_empty) {
-                let mut declared =
-                    vec![ContainerPort { name: Some("serve".into()), container_port: ports.serve(), ..Default::default() }];
+                let mut declared = vec![ContainerPort {
+                    name: Some("serve".into()),
+                    container_port: ports.serve(),
+                    ..Default::default()
+                }];
                 if let Some(grpc) = ports.grpc() {
-                    declared.push(ContainerPort { name: Some("serve-grpc".into()), container_port: grpc, ..Default::default() });
+                    declared.push(ContainerPort {
+                        name: Some("serve-grpc".into()),
+                        container_port: grpc,
+                        ..Default::default()
+                    });
                 }
                 container.ports = Some(declared);
             }
@@ -574,12 +588,12 @@ pub fn serve_service(svc: &PhotonService, cluster: &str) -> Result<Service, Stri
     let ports: Vec<ServicePort> = if auto.is_empty() {
         user_ports
     } else {
-        auto.into_iter()
-            .map(|p| user_ports.iter().find(|u| u.name == p.name).cloned().unwrap_or(p))
-            .collect()
+        auto.into_iter().map(|p| user_ports.iter().find(|u| u.name == p.name).cloned().unwrap_or(p)).collect()
     };
     if ports.is_empty() {
-        return Err("the head container declares no port named serve or serve-*, and serveService lists no ports".into());
+        return Err(
+            "the head container declares no port named serve or serve-*, and serveService lists no ports".into()
+        );
     }
     let mut labels = overrides.metadata.labels.clone().unwrap_or_default();
     labels.extend(originated(svc));
@@ -636,7 +650,12 @@ pub fn head_rbac(svc: &PhotonService) -> (ServiceAccount, Role, RoleBinding) {
     let binding = RoleBinding {
         metadata: meta,
         role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: name.clone() },
-        subjects: Some(vec![Subject { kind: "ServiceAccount".into(), name, namespace: Some(svc.ns()), ..Default::default() }]),
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name,
+            namespace: Some(svc.ns()),
+            ..Default::default()
+        }]),
     };
     (account, role, binding)
 }
@@ -658,9 +677,17 @@ pub fn validate(svc: &PhotonService) -> Result<(), String> {
     let cluster = &spec.ray_cluster_config;
     let no_containers = |t: &PodTemplateSpec| t.spec.as_ref().is_none_or(|s| s.containers.is_empty());
     if no_containers(&cluster.head_group_spec.template) {
-        return Err("spec.rayClusterConfig.headGroupSpec.template.spec.containers: at least one container is required".into());
+        return Err(
+            "spec.rayClusterConfig.headGroupSpec.template.spec.containers: at least one container is required".into()
+        );
     }
-    if cluster.head_group_spec.head_service.as_ref().and_then(|s| s.metadata.name.as_ref()).is_some_and(|n| !n.is_empty()) {
+    if cluster
+        .head_group_spec
+        .head_service
+        .as_ref()
+        .and_then(|s| s.metadata.name.as_ref())
+        .is_some_and(|n| !n.is_empty())
+    {
         return Err("spec.rayClusterConfig.headGroupSpec.headService.metadata.name: must be empty (the old and new cluster would share it during an upgrade)".into());
     }
     for (i, g) in cluster.worker_group_specs.iter().enumerate() {
@@ -772,7 +799,8 @@ pub(crate) mod tests {
         svc.metadata.name = Some("x".repeat(48));
         assert!(validate(&svc).unwrap_err().starts_with("metadata.name"));
         let mut svc = sample();
-        svc.spec.upgrade_strategy = Some(crate::types::UpgradeStrategy { type_: Some("Sometimes".into()), ..Default::default() });
+        svc.spec.upgrade_strategy =
+            Some(crate::types::UpgradeStrategy { type_: Some("Sometimes".into()), ..Default::default() });
         assert!(validate(&svc).unwrap_err().starts_with("spec.upgradeStrategy.type"));
         let mut svc = sample();
         svc.spec.ray_cluster_config.worker_group_specs[0].min_replicas = Some(7);
@@ -782,7 +810,10 @@ pub(crate) mod tests {
 
     #[test]
     fn serve_config_converts_to_json() {
-        let v = serve_config_json("applications:\n- name: a\n  import_path: x.y\n  deployments:\n  - name: D\n    num_replicas: 2\n").unwrap();
+        let v = serve_config_json(
+            "applications:\n- name: a\n  import_path: x.y\n  deployments:\n  - name: D\n    num_replicas: 2\n",
+        )
+        .unwrap();
         assert_eq!(v["applications"][0]["deployments"][0]["num_replicas"], 2);
     }
 }

@@ -61,7 +61,8 @@ impl HeadClient {
         if body.is_some() {
             request = request.header("content-type", "application/json");
         }
-        let request = request.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| format!("{url}: {e}"))?;
+        let request =
+            request.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| format!("{url}: {e}"))?;
         let call = async {
             let response = self.client.request(request).await.map_err(|e| format!("{url}: {e}"))?;
             let status = response.status().as_u16();
@@ -87,12 +88,18 @@ impl HeadClient {
                 .as_object()
                 .into_iter()
                 .flatten()
-                .map(|(d, dv)| (d.clone(), DeploymentStatus { status: text(&dv["status"]), message: text(&dv["message"]) }))
+                .map(|(d, dv)| {
+                    (d.clone(), DeploymentStatus { status: text(&dv["status"]), message: text(&dv["message"]) })
+                })
                 .collect();
             let name = if name.is_empty() { "default".to_string() } else { name.clone() };
             apps.insert(
                 name,
-                AppStatus { status: text(&app["status"]), message: text(&app["message"]), serve_deployment_statuses: deployments },
+                AppStatus {
+                    status: text(&app["status"]),
+                    message: text(&app["message"]),
+                    serve_deployment_statuses: deployments,
+                },
             );
         }
         Ok(apps)

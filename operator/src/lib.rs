@@ -36,7 +36,11 @@ pub async fn run(
     namespace: Option<String>,
 ) {
     let (services, pods, svcs): (Api<PhotonService>, Api<Pod>, Api<Service>) = match &namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
         None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone())),
     };
     let owned = watcher::Config::default().labels(&format!("{}=PhotonService", cluster::keys::ORIGINATED_CRD));
@@ -57,7 +61,11 @@ pub async fn run(
 
 /// Every object the operator makes for `svc` (with cluster name `cluster`), plus one replica
 /// pod as the head would make it: for `photon operator render` and for schema validation.
-pub fn render(svc: &PhotonService, cluster: &str, settings: &OperatorSettings) -> Result<Vec<serde_json::Value>, String> {
+pub fn render(
+    svc: &PhotonService,
+    cluster: &str,
+    settings: &OperatorSettings,
+) -> Result<Vec<serde_json::Value>, String> {
     use photon_orchestrator::kubernetes::{replica_pod, KubernetesSettings};
     use serde_json::to_value;
     let mut objects = Vec::new();
@@ -70,7 +78,11 @@ pub fn render(svc: &PhotonService, cluster: &str, settings: &OperatorSettings) -
     objects.push(typed(to_value(account).map_err(|e| e.to_string())?, "v1", "ServiceAccount"));
     objects.push(typed(to_value(role).map_err(|e| e.to_string())?, "rbac.authorization.k8s.io/v1", "Role"));
     objects.push(typed(to_value(binding).map_err(|e| e.to_string())?, "rbac.authorization.k8s.io/v1", "RoleBinding"));
-    objects.push(typed(to_value(cluster::cluster_head_service(svc, cluster)).map_err(|e| e.to_string())?, "v1", "Service"));
+    objects.push(typed(
+        to_value(cluster::cluster_head_service(svc, cluster)).map_err(|e| e.to_string())?,
+        "v1",
+        "Service",
+    ));
     objects.push(typed(to_value(cluster::head_service(svc, cluster)).map_err(|e| e.to_string())?, "v1", "Service"));
     objects.push(typed(to_value(cluster::serve_service(svc, cluster)?).map_err(|e| e.to_string())?, "v1", "Service"));
     let head = cluster::head_pod(svc, cluster, settings);

@@ -204,7 +204,14 @@ fn now() -> Time {
 }
 
 /// Sets a condition, keeping its transition time when its status did not change.
-fn set_condition(conditions: &mut Vec<Condition>, type_: &str, status: &str, reason: &str, message: &str, generation: i64) {
+fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: i64,
+) {
     let transition = conditions
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
@@ -237,7 +244,14 @@ pub fn compute_conditions(status: &mut PhotonServiceStatus, generation: i64) {
     if status.num_serve_endpoints > 0 {
         set_condition(conditions, "Ready", "True", "NonZeroServeEndpoints", "", generation);
     } else if was_ready {
-        set_condition(conditions, "Ready", "False", "ZeroServeEndpoints", "no Ready pod is behind the serve Service", generation);
+        set_condition(
+            conditions,
+            "Ready",
+            "False",
+            "ZeroServeEndpoints",
+            "no Ready pod is behind the serve Service",
+            generation,
+        );
     } else if let Some(c) = condition(conditions, "Ready").cloned() {
         set_condition(conditions, "Ready", &c.status, &c.reason, &c.message, generation);
     }
@@ -247,9 +261,13 @@ pub fn compute_conditions(status: &mut PhotonServiceStatus, generation: i64) {
     );
     let initializing = condition(conditions, "Ready").is_some_and(|c| c.reason == "Initializing");
     match (active, pending) {
-        (true, true) => set_condition(conditions, "UpgradeInProgress", "True", "BothActivePendingClustersExist", "", generation),
+        (true, true) => {
+            set_condition(conditions, "UpgradeInProgress", "True", "BothActivePendingClustersExist", "", generation)
+        }
         (true, false) => set_condition(conditions, "UpgradeInProgress", "False", "NoPendingCluster", "", generation),
-        (false, _) if initializing => set_condition(conditions, "UpgradeInProgress", "False", "Initializing", "", generation),
+        (false, _) if initializing => {
+            set_condition(conditions, "UpgradeInProgress", "False", "Initializing", "", generation)
+        }
         (false, _) => set_condition(conditions, "UpgradeInProgress", "Unknown", "NoActiveCluster", "", generation),
     }
     status.service_status = if condition(conditions, "Ready").is_some_and(|c| c.status == "True") {
@@ -302,8 +320,11 @@ async fn observe(apis: &Apis, svc: &PhotonService) -> Result<BTreeMap<String, Ob
 }
 
 fn identity(o: Option<&Observed>) -> Option<ClusterIdentity> {
-    o.filter(|o| o.spec.is_some())
-        .map(|o| ClusterIdentity { name: o.name.clone(), hash: o.hash.clone(), num_groups: o.num_groups })
+    o.filter(|o| o.spec.is_some()).map(|o| ClusterIdentity {
+        name: o.name.clone(),
+        hash: o.hash.clone(),
+        num_groups: o.num_groups,
+    })
 }
 
 /// A copy of the PhotonService with another cluster spec, to build a cluster's own objects.
@@ -343,7 +364,9 @@ async fn create_cluster(ctx: &Context, apis: &Apis, svc: &PhotonService, name: &
     annotations.insert(SPEC_ANNOTATION.into(), serde_json::to_string(spec).unwrap_or_default());
     annotations.insert(keys::HASH.into(), cluster::cluster_hash(spec, None));
     annotations.insert(keys::NUM_WORKER_GROUPS.into(), spec.worker_group_specs.len().to_string());
-    create_ignoring_conflict(&apis.svcs, &head_svc).await.map_err(kube_err(format!("create Service {name}-head-svc")))?;
+    create_ignoring_conflict(&apis.svcs, &head_svc)
+        .await
+        .map_err(kube_err(format!("create Service {name}-head-svc")))?;
     ensure_head_account(ctx, svc).await?;
     ctx.event(svc, false, "CreatedRayCluster", format!("Created cluster {name}")).await;
     Ok(())
@@ -371,12 +394,16 @@ async fn keep_pods(ctx: &Context, apis: &Apis, svc: &PhotonService, o: &Observed
     let own = with_cluster_spec(svc, spec);
     match &o.head {
         Some(head) if pod_ended(head) => {
-            delete_ignoring_missing(&apis.pods, &head.name_any()).await.map_err(kube_err("delete an ended head pod"))?;
+            delete_ignoring_missing(&apis.pods, &head.name_any())
+                .await
+                .map_err(kube_err("delete an ended head pod"))?;
         }
         Some(_) => {}
         None => {
             let pod = cluster::head_pod(&own, &o.name, &ctx.settings);
-            create_ignoring_conflict(&apis.pods, &pod).await.map_err(kube_err(format!("create pod {}", pod.name_any())))?;
+            create_ignoring_conflict(&apis.pods, &pod)
+                .await
+                .map_err(kube_err(format!("create pod {}", pod.name_any())))?;
         }
     }
     let desired = cluster::worker_pods(&own, &o.name, &ctx.settings);
@@ -426,7 +453,8 @@ async fn update_in_place(ctx: &Context, apis: &Apis, svc: &PhotonService, name: 
         .patch(&cluster::cluster_head_service_name(name), &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(kube_err("update a cluster in place"))?;
-    ctx.event(svc, false, "UpdatedRayCluster", format!("Updated cluster {name} in place (worker groups appended)")).await;
+    ctx.event(svc, false, "UpdatedRayCluster", format!("Updated cluster {name} in place (worker groups appended)"))
+        .await;
     Ok(())
 }
 
@@ -446,7 +474,10 @@ async fn head_serve_label(ctx: &Context, apis: &Apis, svc: &PhotonService, o: &O
     }
     let patch = json!({"metadata": {"labels": {keys::SERVE: want}}});
     match apis.pods.patch(&head.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => ctx.event(svc, false, "UpdatedHeadPodServeLabel", format!("{}: {}={want}", head.name_any(), keys::SERVE)).await,
+        Ok(_) => {
+            ctx.event(svc, false, "UpdatedHeadPodServeLabel", format!("{}: {}={want}", head.name_any(), keys::SERVE))
+                .await
+        }
         Err(e) => {
             ctx.event(svc, true, "FailedToUpdateHeadPodServeLabel", format!("{}: {e}", head.name_any())).await;
         }
@@ -494,11 +525,20 @@ async fn reconcile_serve(ctx: &Context, svc: &PhotonService, key: &str, o: &Obse
 
 /// Points a Service at `cluster`: creates it, or replaces its spec (keeping its cluster IP)
 /// when its selector names another cluster. Returns the cluster it points at.
-async fn point_service(ctx: &Context, apis: &Apis, svc: &PhotonService, desired: Service, cluster: &str) -> Result<(), Error> {
+async fn point_service(
+    ctx: &Context,
+    apis: &Apis,
+    svc: &PhotonService,
+    desired: Service,
+    cluster: &str,
+) -> Result<(), Error> {
     let name = desired.name_any();
     match apis.svcs.get_opt(&name).await.map_err(kube_err(format!("get Service {name}")))? {
         None => {
-            apis.svcs.create(&PostParams::default(), &desired).await.map_err(kube_err(format!("create Service {name}")))?;
+            apis.svcs
+                .create(&PostParams::default(), &desired)
+                .await
+                .map_err(kube_err(format!("create Service {name}")))?;
             ctx.event(svc, false, "CreatedService", format!("Created Service {name} for cluster {cluster}")).await;
         }
         Some(existing) => {
@@ -542,7 +582,8 @@ fn cluster_status(o: &Observed) -> ClusterStatus {
 
 async fn count_endpoints(apis: &Apis, svc: &PhotonService) -> Result<i32, Error> {
     let selector = format!("{}={}", keys::SERVICE_NAME, cluster::serve_service_name(svc));
-    let slices = apis.slices.list(&ListParams::default().labels(&selector)).await.map_err(kube_err("list EndpointSlices"))?;
+    let slices =
+        apis.slices.list(&ListParams::default().labels(&selector)).await.map_err(kube_err("list EndpointSlices"))?;
     let ready: HashSet<String> = slices
         .items
         .iter()
@@ -609,7 +650,10 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
         if left == 0 && finalizers.iter().any(|f| f == cluster::FINALIZER) {
             let rest: Vec<&String> = finalizers.iter().filter(|f| *f != cluster::FINALIZER).collect();
             let patch = json!({"metadata": {"finalizers": rest}});
-            apis.services.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(kube_err("remove the finalizer"))?;
+            apis.services
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(kube_err("remove the finalizer"))?;
             ctx.memory.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
             return Ok(Action::await_change());
         }
@@ -619,7 +663,10 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
         let mut all = finalizers.clone();
         all.push(cluster::FINALIZER.into());
         let patch = json!({"metadata": {"finalizers": all}});
-        apis.services.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(kube_err("add the finalizer"))?;
+        apis.services
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube_err("add the finalizer"))?;
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
     let generation = svc.metadata.generation.unwrap_or(0);
@@ -627,7 +674,8 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
     status.observed_generation = Some(generation);
 
     if let Err(message) = cluster::validate(&svc) {
-        let already = condition(&status.conditions, "Ready").is_some_and(|c| c.reason == "ValidationFailed" && c.message == message);
+        let already = condition(&status.conditions, "Ready")
+            .is_some_and(|c| c.reason == "ValidationFailed" && c.message == message);
         set_condition(&mut status.conditions, "Ready", "False", "ValidationFailed", &message, generation);
         status.service_status = String::new();
         if !already {
@@ -660,7 +708,9 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
     let clusters = observe(&apis, &svc).await?;
 
     // Dangling clusters go after the deletion delay.
-    let delay = Duration::from_secs(svc.spec.ray_cluster_deletion_delay_seconds.unwrap_or(cluster::DEFAULT_DELETION_DELAY_S).max(0) as u64);
+    let delay = Duration::from_secs(
+        svc.spec.ray_cluster_deletion_delay_seconds.unwrap_or(cluster::DEFAULT_DELETION_DELAY_S).max(0) as u64,
+    );
     let now_instant = Instant::now();
     for o in clusters.values() {
         if Some(&o.name) == active.as_ref() || Some(&o.name) == pending.as_ref() {
@@ -734,7 +784,13 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
     }
 
     // Services: the pending cluster once ready, else the active one once ready.
-    let target = if pending_ready { pending.clone() } else if active_ready { active.clone() } else { None };
+    let target = if pending_ready {
+        pending.clone()
+    } else if active_ready {
+        active.clone()
+    } else {
+        None
+    };
     let mut serving = serving_before;
     if let Some(t) = &target {
         let desired_serve = match cluster::serve_service(&svc, t) {
@@ -744,7 +800,8 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
                 return Ok(Action::requeue(REQUEUE));
             }
         };
-        let own = clusters.get(t).and_then(|o| o.spec.clone()).map(|s| with_cluster_spec(&svc, &s)).unwrap_or((*svc).clone());
+        let own =
+            clusters.get(t).and_then(|o| o.spec.clone()).map(|s| with_cluster_spec(&svc, &s)).unwrap_or((*svc).clone());
         point_service(&ctx, &apis, &svc, cluster::head_service(&own, t), t).await?;
         point_service(&ctx, &apis, &svc, desired_serve, t).await?;
         serving = Some(t.clone());
@@ -760,7 +817,13 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
     if pending.is_some() && serving == pending {
         status.active_service_status = std::mem::take(&mut status.pending_service_status);
         active = pending.take();
-        ctx.event(&svc, false, "PromotedRayCluster", format!("Cluster {} now serves", active.clone().unwrap_or_default())).await;
+        ctx.event(
+            &svc,
+            false,
+            "PromotedRayCluster",
+            format!("Cluster {} now serves", active.clone().unwrap_or_default()),
+        )
+        .await;
     }
     let after = plan(
         &svc.spec.ray_cluster_config,
@@ -800,7 +863,11 @@ mod tests {
     }
 
     fn id(name: &str, spec: &ClusterSpec) -> ClusterIdentity {
-        ClusterIdentity { name: name.into(), hash: cluster::cluster_hash(spec, None), num_groups: spec.worker_group_specs.len() }
+        ClusterIdentity {
+            name: name.into(),
+            hash: cluster::cluster_hash(spec, None),
+            num_groups: spec.worker_group_specs.len(),
+        }
     }
 
     #[test]
@@ -811,7 +878,11 @@ mod tests {
         assert_eq!(plan(&s, Some(&a), None, false, true), ClusterPlan::Nothing, "unchanged");
         let mut scaled = s.clone();
         scaled.worker_group_specs[0].replicas = Some(3);
-        assert_eq!(plan(&scaled, Some(&a), None, false, true), ClusterPlan::Nothing, "worker counts are not an upgrade");
+        assert_eq!(
+            plan(&scaled, Some(&a), None, false, true),
+            ClusterPlan::Nothing,
+            "worker counts are not an upgrade"
+        );
         let mut appended = s.clone();
         appended.worker_group_specs.push(appended.worker_group_specs[0].clone());
         assert_eq!(plan(&appended, Some(&a), None, false, true), ClusterPlan::UpdateInPlace("a".into()));
@@ -823,8 +894,16 @@ mod tests {
         assert_eq!(plan(&changed, Some(&a), Some(&p), false, true), ClusterPlan::Nothing, "the pending one is it");
         let mut third = changed.clone();
         third.head_group_spec.template.spec.as_mut().unwrap().containers[0].image = Some("x:3".into());
-        assert_eq!(plan(&third, Some(&a), Some(&p), false, true), ClusterPlan::PrepareNew, "a third spec replaces the pending one");
-        assert_eq!(plan(&third, Some(&a), Some(&p), true, true), ClusterPlan::Nothing, "the pending one already serves");
+        assert_eq!(
+            plan(&third, Some(&a), Some(&p), false, true),
+            ClusterPlan::PrepareNew,
+            "a third spec replaces the pending one"
+        );
+        assert_eq!(
+            plan(&third, Some(&a), Some(&p), true, true),
+            ClusterPlan::Nothing,
+            "the pending one already serves"
+        );
     }
 
     #[test]

@@ -84,12 +84,19 @@ impl KubernetesSettings {
     pub fn from_env() -> Result<Self, OrchestratorError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let need = |name: &str| {
-            var(name).ok_or_else(|| OrchestratorError::Setup(format!("{name} must be set for --orchestrator kubernetes")))
+            var(name)
+                .ok_or_else(|| OrchestratorError::Setup(format!("{name} must be set for --orchestrator kubernetes")))
         };
         let template = match var(env::REPLICA_TEMPLATE) {
-            Some(text) => serde_json::from_str(&text)
-                .map_err(|e| OrchestratorError::Setup(format!("{}: not a PodTemplateSpec: {e}", env::REPLICA_TEMPLATE)))?,
-            None => return Err(OrchestratorError::Setup(format!("{} must be set for --orchestrator kubernetes", env::REPLICA_TEMPLATE))),
+            Some(text) => serde_json::from_str(&text).map_err(|e| {
+                OrchestratorError::Setup(format!("{}: not a PodTemplateSpec: {e}", env::REPLICA_TEMPLATE))
+            })?,
+            None => {
+                return Err(OrchestratorError::Setup(format!(
+                    "{} must be set for --orchestrator kubernetes",
+                    env::REPLICA_TEMPLATE
+                )))
+            }
         };
         let owner = match (var(env::OWNER_NAME), var(env::OWNER_UID)) {
             (Some(name), Some(uid)) => Some(OwnerReference {
@@ -255,7 +262,9 @@ fn view(pod: &Pod, was_ready: bool) -> PodView {
         let how = match terminated {
             Some(t) => {
                 let mut how = format!("exit status: {}", t.exit_code);
-                if let Some(reason) = t.reason.as_deref().filter(|r| !r.is_empty() && *r != "Error" && *r != "Completed") {
+                if let Some(reason) =
+                    t.reason.as_deref().filter(|r| !r.is_empty() && *r != "Error" && *r != "Completed")
+                {
                     how = format!("{how} ({reason})");
                 }
                 if let Some(msg) = t.message.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
@@ -273,9 +282,10 @@ fn view(pod: &Pod, was_ready: bool) -> PodView {
         .map(|c| (c.status == "True", c.reason.clone().unwrap_or_default()));
     match ready_condition {
         Some((true, _)) => PodView::Alive { ready: true },
-        Some((false, reason)) if was_ready && phase == "Running" => {
-            PodView::Gone(format!("pod not ready{}", if reason.is_empty() { String::new() } else { format!(" ({reason})") }))
-        }
+        Some((false, reason)) if was_ready && phase == "Running" => PodView::Gone(format!(
+            "pod not ready{}",
+            if reason.is_empty() { String::new() } else { format!(" ({reason})") }
+        )),
         _ => PodView::Alive { ready: false },
     }
 }
@@ -439,12 +449,10 @@ async fn watch_pods(
         }
         let was_ready = {
             let t = tracked.lock().unwrap_or_else(|e| e.into_inner());
-            match t.pods.get(&id) {
-                Some((_, ready)) => Some(*ready),
-                None => None,
-            }
+            t.pods.get(&id).map(|(_, ready)| *ready)
         };
-        let pod_view = if deleted { PodView::Gone("pod deleted".into()) } else { view(&pod, was_ready.unwrap_or(false)) };
+        let pod_view =
+            if deleted { PodView::Gone("pod deleted".into()) } else { view(&pod, was_ready.unwrap_or(false)) };
         match (was_ready, pod_view) {
             (Some(_), PodView::Alive { ready }) => {
                 if let Some(entry) = tracked.lock().unwrap_or_else(|e| e.into_inner()).pods.get_mut(&id) {
@@ -622,9 +630,13 @@ mod tests {
     #[test]
     fn pod_views_follow_phase_and_readiness() {
         let pod = |v: serde_json::Value| -> Pod { serde_json::from_value(v).unwrap() };
-        let running_ready = pod(serde_json::json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}));
+        let running_ready = pod(
+            serde_json::json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}),
+        );
         assert_eq!(view(&running_ready, false), PodView::Alive { ready: true });
-        let unready = pod(serde_json::json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False", "reason": "NodeLost"}]}}));
+        let unready = pod(
+            serde_json::json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False", "reason": "NodeLost"}]}}),
+        );
         assert_eq!(view(&unready, false), PodView::Alive { ready: false }, "not yet ready is not gone");
         assert_eq!(view(&unready, true), PodView::Gone("pod not ready (NodeLost)".into()));
         let failed = pod(serde_json::json!({"status": {"phase": "Failed", "containerStatuses": [{

@@ -52,7 +52,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(OperatorCommand::Render { manifest, cluster }) => {
-            let text = std::fs::read_to_string(&manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
+            let text =
+                std::fs::read_to_string(&manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
             let svc: PhotonService = serde_yaml_ng::from_str(&text)
                 .with_context(|| format!("{}: not a PhotonService manifest", manifest.display()))?;
             if let Err(e) = photon_operator::cluster::validate(&svc) {

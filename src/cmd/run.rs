@@ -190,7 +190,9 @@ fn backend(args: &HeadArgs) -> anyhow::Result<crate::head::Backend> {
             Ok(crate::head::Backend::Kubernetes { advertise_host })
         }
         #[cfg(not(feature = "kubernetes"))]
-        "kubernetes" => anyhow::bail!("--orchestrator kubernetes: this photon was built without the kubernetes feature"),
+        "kubernetes" => {
+            anyhow::bail!("--orchestrator kubernetes: this photon was built without the kubernetes feature")
+        }
         other => anyhow::bail!("--orchestrator: must be local or kubernetes, got {other:?}"),
     }
 }
