@@ -568,6 +568,17 @@ impl FakeApiServer {
         store.objects.get(&(collection.clone(), namespace.to_string(), name.to_string())).cloned()
     }
 
+    /// Changes the store as a client or a controller of the cluster would, then runs the
+    /// EndpointSlice controller and wakes the watches.
+    fn write<T>(&self, change: impl FnOnce(&mut Store) -> T) -> T {
+        let mut store = self.shared.store.lock().unwrap_or_else(|e| e.into_inner());
+        let result = change(&mut store);
+        store.sync_endpoint_slices();
+        drop(store);
+        self.shared.changed.notify_waiters();
+        result
+    }
+
     /// Changes an object in place, as a controller of the cluster would (the kubelet writing
     /// a pod's status); returns false when it does not exist.
     pub fn update(
@@ -577,35 +588,23 @@ impl FakeApiServer {
         name: &str,
         change: impl FnOnce(&mut Value),
     ) -> bool {
-        let mut store = self.shared.store.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (collection.clone(), namespace.to_string(), name.to_string());
-        let Some(mut object) = store.objects.get(&key).cloned() else { return false };
-        change(&mut object);
-        store.put(collection, namespace, name, object, false);
-        store.sync_endpoint_slices();
-        drop(store);
-        self.shared.changed.notify_waiters();
-        true
+        self.write(|store| {
+            let key = (collection.clone(), namespace.to_string(), name.to_string());
+            let Some(mut object) = store.objects.get(&key).cloned() else { return false };
+            change(&mut object);
+            store.put(collection, namespace, name, object, false);
+            true
+        })
     }
 
     /// Creates an object as a client would.
     pub fn create(&self, collection: &Collection, namespace: &str, object: Value) -> Result<Value, Value> {
-        let mut store = self.shared.store.lock().unwrap_or_else(|e| e.into_inner());
-        let result = store.create(collection, namespace, object);
-        store.sync_endpoint_slices();
-        drop(store);
-        self.shared.changed.notify_waiters();
-        result
+        self.write(|store| store.create(collection, namespace, object))
     }
 
     /// Deletes an object as a client would (finalizers and garbage collection apply).
     pub fn delete(&self, collection: &Collection, namespace: &str, name: &str) -> Result<Value, Value> {
-        let mut store = self.shared.store.lock().unwrap_or_else(|e| e.into_inner());
-        let result = store.delete(collection, namespace, name);
-        store.sync_endpoint_slices();
-        drop(store);
-        self.shared.changed.notify_waiters();
-        result
+        self.write(|store| store.delete(collection, namespace, name))
     }
 
     /// Every request served so far, as `METHOD /path` (no query).

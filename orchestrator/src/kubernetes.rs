@@ -526,17 +526,9 @@ impl Orchestrator for KubernetesOrchestrator {
 
     fn shutdown(&self, grace: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
-            let notified = self.all_gone.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let ids = self.running();
-            if ids.is_empty() {
-                return;
-            }
-            for id in &ids {
-                self.delete_pod(id, grace);
-            }
-            if tokio::time::timeout(grace + Duration::from_secs(5), notified).await.is_err() {
+            let delete = |id: &str| self.delete_pod(id, grace);
+            let wait = grace + Duration::from_secs(5);
+            if !crate::stop_all_and_wait(&self.all_gone, || self.running(), delete, wait).await {
                 tracing::warn!(left = self.running().len(), "replica pods still present after shutdown");
             }
         })

@@ -121,6 +121,28 @@ pub enum OrchestratorError {
     Setup(String),
 }
 
+/// Asks each running replica (`running`, read once the wait is armed, so no end is missed) to
+/// stop with `stop`, then waits up to `wait` for `all_ended`, which the backend notifies when
+/// its last replica is gone; false when some were left.
+pub(crate) async fn stop_all_and_wait(
+    all_ended: &tokio::sync::Notify,
+    running: impl FnOnce() -> Vec<String>,
+    stop: impl Fn(&str),
+    wait: Duration,
+) -> bool {
+    let notified = all_ended.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    let ids = running();
+    if ids.is_empty() {
+        return true;
+    }
+    for id in &ids {
+        stop(id);
+    }
+    tokio::time::timeout(wait, notified).await.is_ok()
+}
+
 /// A backend that runs replicas.
 pub trait Orchestrator: Send + Sync + 'static {
     /// Starts a replica; its end is reported as a [`ReplicaEvent`].

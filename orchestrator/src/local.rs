@@ -171,23 +171,17 @@ impl Orchestrator for LocalOrchestrator {
 
     fn shutdown(&self, grace: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
-            let notified = self.all_exited.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let ids = self.running();
-            if ids.is_empty() {
+            let term = |id: &str| {
+                self.signal(id, Signal::SIGTERM);
+            };
+            if crate::stop_all_and_wait(&self.all_exited, || self.running(), term, grace).await {
                 return;
             }
-            for id in &ids {
-                self.signal(id, Signal::SIGTERM);
-            }
-            if tokio::time::timeout(grace, &mut notified).await.is_err() {
-                for id in self.running() {
-                    tracing::warn!(replica = %id, "replica did not stop within its grace period; killing it");
-                    self.signal(&id, Signal::SIGKILL);
-                }
-                let _ = tokio::time::timeout(Duration::from_secs(5), notified).await;
-            }
+            let kill = |id: &str| {
+                tracing::warn!(replica = %id, "replica did not stop within its grace period; killing it");
+                self.signal(id, Signal::SIGKILL);
+            };
+            crate::stop_all_and_wait(&self.all_exited, || self.running(), kill, Duration::from_secs(5)).await;
         })
     }
 }
