@@ -114,9 +114,14 @@ async fn replicas_run_as_pods_are_replaced_when_deleted_and_adopted_after_a_head
     put_config(&head.rest, FRUIT).await;
     head.wait_running(&["fruit_app"]).await;
 
-    // One pod per replica, with labels, requests and the head as owner.
+    // One pod per replica, with labels, requests and the head as owner. (Under load a slow
+    // replica can be replaced while the test looks, so the count is awaited.)
+    eventually(Duration::from_secs(30), "one pod per replica", || {
+        let n = replica_pods(&server).len();
+        async move { n == 5 }
+    })
+    .await;
     let pods = replica_pods(&server);
-    assert_eq!(pods.len(), 5, "{pods:#?}");
     let mango: Vec<&Value> =
         pods.iter().filter(|p| p["metadata"]["labels"]["photon.io/deployment"] == "MangoStand").collect();
     assert_eq!(mango.len(), 2);
@@ -153,8 +158,19 @@ async fn replicas_run_as_pods_are_replaced_when_deleted_and_adopted_after_a_head
     })
     .await;
 
-    // A restarted head adopts the live pods: none is deleted or created.
+    // A restarted head adopts the live pods: none is deleted or created. (Checkpoints are
+    // written asynchronously; the head dies once its checkpoint names every live replica.)
     let before = uids(&replica_pods(&server));
+    eventually(Duration::from_secs(20), "a checkpoint naming every replica", || {
+        let checkpoint = std::fs::read_to_string(&state.path).unwrap_or_default();
+        let ids: Vec<String> = replica_pods(&server)
+            .iter()
+            .map(|p| p["metadata"]["annotations"]["photon.io/replica"].as_str().unwrap_or_default().to_string())
+            .collect();
+        let all = ids.iter().all(|id| checkpoint.contains(id.as_str()));
+        async move { all }
+    })
+    .await;
     signal(head.pid(), nix::sys::signal::Signal::SIGKILL);
     head.terminate_killed();
     let head = kubernetes_head(&server, &state, controller_port, &owner);
@@ -385,6 +401,24 @@ async fn the_operator_creates_updates_upgrades_and_deletes_a_photon_service() {
     let reply = post_json(&heads.get(&second).unwrap().1, "/calc", r#"["MUL", 3]"#).await;
     assert_eq!(reply.text(), "21 pizzas please!");
 
+    // A lost head pod (its node went away, say) is made again and gets the serve config again.
+    let puts = events(&server, "UpdatedServeApplications");
+    let old_head =
+        server.object(&Collection::pods(), NS, &format!("{second}-head")).unwrap()["metadata"]["uid"].clone();
+    server.delete(&Collection::pods(), NS, &format!("{second}-head")).unwrap();
+    eventually(Duration::from_secs(30), "a new head pod with the applications again", || {
+        let head = server.object(&Collection::pods(), NS, &format!("{second}-head"));
+        let remade = head.is_some_and(|h| h["metadata"]["uid"] != old_head);
+        let resubmitted = events(&server, "UpdatedServeApplications") > puts;
+        async move { remade && resubmitted }
+    })
+    .await;
+    eventually(Duration::from_secs(30), "the new head serving", || {
+        let http = heads.get(&second).unwrap().1;
+        async move { post_json(&http, "/calc", r#"["MUL", 3]"#).await.text() == "21 pizzas please!" }
+    })
+    .await;
+
     // Deletion: everything the service made goes, then the object.
     api.delete("fruit", &DeleteParams::default()).await.unwrap();
     eventually(Duration::from_secs(30), "everything cleaned up", || {
@@ -410,7 +444,19 @@ async fn a_deleted_head_pod_is_made_again() {
         Some(NS.into()),
     ));
     let api: Api<PhotonService> = Api::namespaced(client.clone(), NS);
-    api.create(&PostParams::default(), &serde_json::from_value(photon_service("lone")).unwrap()).await.unwrap();
+    // Invalid first: nothing is made; once fixed, the service starts as a new one.
+    let mut lone = photon_service("lone");
+    lone["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["minReplicas"] = json!(9);
+    api.create(&PostParams::default(), &serde_json::from_value(lone).unwrap()).await.unwrap();
+    let s = wait_status(&api, "lone", "ValidationFailed", |s| condition(s, "Ready").1 == "ValidationFailed").await;
+    assert!(
+        s.to_string().contains("spec.rayClusterConfig.workerGroupSpecs[0]: minReplicas (9) must be ≤ maxReplicas (5)"),
+        "{s:#}"
+    );
+    assert!(server.objects(&Collection::pods(), Some(NS), "").is_empty());
+    let fix = json!({"spec": {"rayClusterConfig": {"workerGroupSpecs": [{"groupName": "small-group", "replicas": 1, "minReplicas": 1, "maxReplicas": 5,
+        "rayStartParams": {}, "template": {"spec": {"containers": [{"name": "ray-worker", "image": "rayproject/ray:2.52.0"}]}}}]}}});
+    api.patch("lone", &PatchParams::default(), &Patch::Merge(&fix)).await.unwrap();
     let s = wait_status(&api, "lone", "a pending cluster", |s| s["pendingServiceStatus"]["rayClusterName"].is_string())
         .await;
     let cluster = s["pendingServiceStatus"]["rayClusterName"].as_str().unwrap().to_string();

@@ -685,6 +685,11 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::await_change());
     }
 
+    if condition(&status.conditions, "Ready").is_some_and(|c| c.reason == "ValidationFailed") {
+        // The spec was fixed: start over as a new service does.
+        set_condition(&mut status.conditions, "Ready", "False", "Initializing", "", generation);
+    }
+
     if svc.spec.suspend == Some(true) {
         let left = delete_everything(&ctx, &apis, &svc).await?;
         status.active_service_status = ClusterServiceStatus::default();
