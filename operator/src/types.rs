@@ -28,6 +28,7 @@ fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     namespaced,
     status = "PhotonServiceStatus",
     category = "all",
+    doc = "Ray Serve applications served by Photon: KubeRay's RayService, field for field.",
     printcolumn = r#"{"name": "service status", "type": "string", "jsonPath": ".status.serviceStatus"}"#,
     printcolumn = r#"{"name": "num serve endpoints", "type": "integer", "jsonPath": ".status.numServeEndpoints"}"#
 )]

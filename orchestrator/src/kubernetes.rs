@@ -153,6 +153,32 @@ fn cpu_quantity(cpus: f64) -> Quantity {
     Quantity(format!("{}m", (cpus * 1000.0).ceil() as u64))
 }
 
+/// The number a Kubernetes quantity stands for (`500m` = 0.5, `2Gi` = 2147483648, `1e9`).
+pub fn quantity_value(quantity: &str) -> Option<f64> {
+    const SUFFIXES: [(&str, f64); 13] = [
+        ("Ki", 1024.0),
+        ("Mi", 1_048_576.0),
+        ("Gi", 1_073_741_824.0),
+        ("Ti", 1_099_511_627_776.0),
+        ("Pi", 1_125_899_906_842_624.0),
+        ("Ei", 1_152_921_504_606_846_976.0),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    let q = quantity.trim();
+    for (suffix, factor) in SUFFIXES {
+        if let Some(number) = q.strip_suffix(suffix) {
+            return number.parse::<f64>().ok().map(|n| n * factor);
+        }
+    }
+    q.parse().ok()
+}
+
 /// Builds the pod for one replica. Pure, so its shape is unit-tested and schema-validated.
 pub fn replica_pod(settings: &KubernetesSettings, spec: &ReplicaSpec) -> Pod {
     let template = settings.template.clone();
@@ -233,6 +259,17 @@ pub fn replica_pod(settings: &KubernetesSettings, spec: &ReplicaSpec) -> Pod {
         // Kubernetes hands out whole GPUs: a fractional `num_gpus` gets one of its own.
         let gpus = Quantity(format!("{}", spec.resources.gpus.ceil() as u64));
         resources.limits.get_or_insert_with(BTreeMap::new).insert("nvidia.com/gpu".into(), gpus);
+    }
+    // A template limit below what the replica asks for would make the pod invalid: the limit
+    // rises to the request.
+    let requested = resources.requests.clone().unwrap_or_default();
+    if let Some(limits) = resources.limits.as_mut() {
+        for key in ["cpu", "memory"] {
+            let (Some(limit), Some(request)) = (limits.get(key), requested.get(key)) else { continue };
+            if quantity_value(&limit.0).zip(quantity_value(&request.0)).is_some_and(|(l, r)| l < r) {
+                limits.insert(key.into(), request.clone());
+            }
+        }
     }
     container.resources = Some(ResourceRequirements { ..resources });
     Pod { metadata: ObjectMeta { ..meta }, spec: Some(PodSpec { ..pod_spec }), status: None }
@@ -610,6 +647,27 @@ mod tests {
         assert_eq!(a.len(), 1, "the deployment's env var replaces the template's");
         assert_eq!(a[0].value.as_deref(), Some("1"));
         assert!(env.iter().any(|e| e.name == USER_CONFIG_ENV && e.value.as_deref() == Some(r#"{"price":3}"#)));
+    }
+
+    #[test]
+    fn quantities_parse_and_low_template_limits_rise_to_the_request() {
+        assert_eq!(quantity_value("500m"), Some(0.5));
+        assert_eq!(quantity_value("2Gi"), Some(2147483648.0));
+        assert_eq!(quantity_value("1e9"), Some(1e9));
+        assert_eq!(quantity_value("3"), Some(3.0));
+        let settings = KubernetesSettings {
+            namespace: "ns".into(),
+            cluster: "c".into(),
+            service: String::new(),
+            template: serde_json::from_value(serde_json::json!({"spec": {"containers": [{"name": "w",
+                "resources": {"limits": {"cpu": "1", "memory": "512Mi"}}}]}}))
+            .unwrap(),
+            owner: None,
+        };
+        let pod = replica_pod(&settings, &spec());
+        let limits = pod.spec.unwrap().containers[0].resources.clone().unwrap().limits.unwrap();
+        assert_eq!(limits["cpu"].0, "1", "a limit above the request stays");
+        assert_eq!(limits["memory"].0, "1000000000", "a limit below the request rises to it");
     }
 
     #[test]
