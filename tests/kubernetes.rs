@@ -477,8 +477,23 @@ async fn a_deleted_head_pod_is_made_again() {
         async move { pods.get_opt(&head).await.unwrap().is_some_and(|p| p.metadata.uid != uid) }
     })
     .await;
-    // The head never answers here (no process), so the service stays initializing.
+    // The head never answers here (no process), so the service stays initializing...
     let s = status(&api, "lone").await;
     assert_eq!(condition(&s, "Ready"), ("False".into(), "Initializing".into()));
+    // ...until its ray.io/initializing-timeout: then it fails for good and its cluster goes.
+    let patch = json!({"metadata": {"annotations": {"ray.io/initializing-timeout": "1s"}}});
+    api.patch("lone", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let s =
+        wait_status(&api, "lone", "InitializingTimeout", |s| condition(s, "Ready").1 == "InitializingTimeout").await;
+    assert!(
+        s["pendingServiceStatus"]["rayClusterName"].is_null() && s["activeServiceStatus"]["rayClusterName"].is_null(),
+        "{s:#}"
+    );
+    assert_eq!(events(&server, "RayServiceInitializingTimeout"), 1);
+    eventually(Duration::from_secs(20), "the cluster deleted after the delay", || {
+        let gone = server.objects(&Collection::pods(), Some(NS), &format!("ray.io/cluster={cluster}")).is_empty();
+        async move { gone }
+    })
+    .await;
     operator.abort();
 }

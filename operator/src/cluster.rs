@@ -660,6 +660,44 @@ pub fn head_rbac(svc: &PhotonService) -> (ServiceAccount, Role, RoleBinding) {
     (account, role, binding)
 }
 
+/// The annotation that bounds how long a service may stay initializing.
+pub const INITIALIZING_TIMEOUT: &str = "ray.io/initializing-timeout";
+
+/// A Go duration (`30m`, `1h30m`, `90s`, `500ms`) or a number of seconds, in seconds.
+pub fn parse_duration(text: &str) -> Option<f64> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<f64>() {
+        return Some(secs);
+    }
+    let mut total = 0.0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (factor, len) = [("ms", 1e-3), ("h", 3600.0), ("m", 60.0), ("s", 1.0)]
+            .iter()
+            .find(|(unit, _)| rest.starts_with(unit))
+            .map(|(unit, f)| (*f, unit.len()))?;
+        total += number * factor;
+        rest = &rest[len..];
+    }
+    (!text.is_empty()).then_some(total)
+}
+
+/// The `ray.io/initializing-timeout` annotation, when set.
+pub fn initializing_timeout(svc: &PhotonService) -> Result<Option<f64>, String> {
+    let Some(text) = svc.metadata.annotations.as_ref().and_then(|a| a.get(INITIALIZING_TIMEOUT)) else {
+        return Ok(None);
+    };
+    match parse_duration(text) {
+        Some(secs) if secs > 0.0 => Ok(Some(secs)),
+        _ => Err(format!(
+            "metadata.annotations[{INITIALIZING_TIMEOUT}]: {text:?} must be a positive duration (30m, 1h) or number of seconds"
+        )),
+    }
+}
+
 /// Checks what KubeRay checks (section 1.7 of the spec), naming the field.
 pub fn validate(svc: &PhotonService) -> Result<(), String> {
     let name = svc.name();
@@ -673,6 +711,7 @@ pub fn validate(svc: &PhotonService) -> Result<(), String> {
             "metadata.name: {name:?} must be a DNS-1035 label of at most 47 characters (cluster names add 6, Service names -serve-svc)"
         ));
     }
+    initializing_timeout(svc)?;
     let spec = &svc.spec;
     let cluster = &spec.ray_cluster_config;
     let no_containers = |t: &PodTemplateSpec| t.spec.as_ref().is_none_or(|s| s.containers.is_empty());
@@ -806,6 +845,18 @@ pub(crate) mod tests {
         svc.spec.ray_cluster_config.worker_group_specs[0].min_replicas = Some(7);
         assert!(validate(&svc).unwrap_err().contains("workerGroupSpecs[0]"));
         assert!(validate(&sample()).is_ok());
+    }
+
+    #[test]
+    fn durations_are_go_durations_or_seconds() {
+        assert_eq!(parse_duration("30m"), Some(1800.0));
+        assert_eq!(parse_duration("1h30m"), Some(5400.0));
+        assert_eq!(parse_duration("90"), Some(90.0));
+        assert_eq!(parse_duration("500ms"), Some(0.5));
+        assert_eq!(parse_duration("soon"), None);
+        let mut svc = sample();
+        svc.metadata.annotations = Some([(INITIALIZING_TIMEOUT.to_string(), "-5".to_string())].into());
+        assert!(validate(&svc).unwrap_err().starts_with("metadata.annotations[ray.io/initializing-timeout]"));
     }
 
     #[test]

@@ -732,6 +732,12 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
         }
     }
 
+    // Terminal: the service never became ready in time; its clusters go as dangling ones.
+    if condition(&status.conditions, "Ready").is_some_and(|c| c.reason == "InitializingTimeout") {
+        write_status(&apis, &svc, status).await?;
+        return Ok(if clusters.is_empty() { Action::await_change() } else { Action::requeue(REQUEUE) });
+    }
+
     // The clusters: create the pending one, update in place, keep pods.
     let serve_name = cluster::serve_service_name(&svc);
     let serving_before = apis
@@ -849,8 +855,22 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
     }
     status.num_serve_endpoints = count_endpoints(&apis, &svc).await?;
     compute_conditions(&mut status, generation);
+    if initializing_too_long(&status, cluster::initializing_timeout(&svc).ok().flatten()) {
+        let message = "the service did not become ready within its ray.io/initializing-timeout; delete and recreate it";
+        set_condition(&mut status.conditions, "Ready", "False", "InitializingTimeout", message, generation);
+        status.active_service_status = ClusterServiceStatus::default();
+        status.pending_service_status = ClusterServiceStatus::default();
+        ctx.event(&svc, true, "RayServiceInitializingTimeout", message.into()).await;
+    }
     write_status(&apis, &svc, status).await?;
     Ok(Action::requeue(REQUEUE))
+}
+
+/// Whether Ready has been False/`Initializing` for longer than `timeout` seconds.
+fn initializing_too_long(status: &PhotonServiceStatus, timeout: Option<f64>) -> bool {
+    let (Some(timeout), Some(ready)) = (timeout, condition(&status.conditions, "Ready")) else { return false };
+    let since = now().0.as_second() - ready.last_transition_time.0.as_second();
+    ready.reason == "Initializing" && since as f64 > timeout
 }
 
 /// A failed pass is retried after a short wait.
