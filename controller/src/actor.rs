@@ -105,6 +105,7 @@ pub fn spawn(
         }
         saver = Some(spawn_saver(store, state.checkpoint()));
     }
+    orchestrator.adoption_done();
     let actor = Actor { state, catalog, orchestrator, commands: tx.clone(), table: table_tx, proxy_router, saver };
     tokio::spawn(actor.run(rx, replica_events));
     Ok(ControllerHandle { commands: tx, table: table_rx })

@@ -18,7 +18,7 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
-use photon_orchestrator::kubernetes::{dns_label, env as head_env};
+use photon_orchestrator::kubernetes::env as head_env;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -186,7 +186,9 @@ pub fn new_cluster_name(service: &str) -> String {
 
 /// The head pod's name.
 pub fn head_pod_name(cluster: &str) -> String {
-    format!("{}-head", cut(cluster, 50))
+    // Cluster names are at most 53 characters (a 47-character service name and `-xxxxx`), so
+    // the whole name fits; cutting it would let two clusters of one service share pod names.
+    format!("{cluster}-head")
 }
 
 /// The cluster's own head Service.
@@ -212,13 +214,6 @@ pub fn serve_service_name(svc: &PhotonService) -> String {
 /// The service account, role and binding the head pods use to manage replica pods.
 pub fn head_account_name(service: &str) -> String {
     format!("{service}-photon-head")
-}
-
-fn cut(s: &str, n: usize) -> &str {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
 }
 
 /// Accessors used everywhere.
@@ -462,7 +457,7 @@ pub fn worker_pods(svc: &PhotonService, cluster: &str, settings: &OperatorSettin
         for index in 0..desired_workers(group) {
             let mut template = group.template.clone();
             let mut meta = template.metadata.take().unwrap_or_default();
-            meta.name = Some(format!("{}-{}-worker-{index}", cut(cluster, 50), dns_label(&group.group_name, 40)));
+            meta.name = Some(format!("{cluster}-{}-worker-{index}", group.group_name));
             meta.namespace = Some(ns.clone());
             let mut labels = meta.labels.take().unwrap_or_default();
             labels.extend(group.labels.clone().unwrap_or_default());
@@ -638,24 +633,34 @@ pub fn head_rbac(svc: &PhotonService) -> (ServiceAccount, Role, RoleBinding) {
         ..Default::default()
     };
     let account = ServiceAccount { metadata: meta.clone(), ..Default::default() };
+    let rule = |resource: &str, verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec![resource.into()]),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..Default::default()
+    };
     let role = Role {
         metadata: meta.clone(),
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["pods".into()]),
-            verbs: ["get", "list", "watch", "create", "delete"].map(String::from).to_vec(),
-            ..Default::default()
-        }]),
+        rules: Some(vec![
+            rule("pods", &["get", "list", "watch", "create", "delete"]),
+            // Replica pods name the head pod as owner with blockOwnerDeletion, which clusters
+            // that enforce owner-reference permissions check against this.
+            rule("pods/finalizers", &["update"]),
+        ]),
     };
+    let subject =
+        |name: String| Subject { kind: "ServiceAccount".into(), name, namespace: Some(svc.ns()), ..Default::default() };
+    let mut subjects = vec![subject(name.clone())];
+    // A head template with a service account of its own gets the same rights.
+    let own =
+        svc.spec.ray_cluster_config.head_group_spec.template.spec.as_ref().and_then(|s| s.service_account_name.clone());
+    if let Some(own) = own.filter(|own| !own.is_empty() && *own != name) {
+        subjects.push(subject(own));
+    }
     let binding = RoleBinding {
         metadata: meta,
-        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: name.clone() },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name,
-            namespace: Some(svc.ns()),
-            ..Default::default()
-        }]),
+        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name },
+        subjects: Some(subjects),
     };
     (account, role, binding)
 }
@@ -734,8 +739,19 @@ pub fn validate(svc: &PhotonService) -> Result<(), String> {
         if no_containers(&g.template) {
             return Err(format!("{path}.template.spec.containers: at least one container is required"));
         }
-        if g.group_name.is_empty() {
-            return Err(format!("{path}.groupName: required"));
+        let dns1123 = !g.group_name.is_empty()
+            && g.group_name.len() <= 40
+            && g.group_name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !g.group_name.starts_with('-')
+            && !g.group_name.ends_with('-');
+        if !dns1123 {
+            return Err(format!(
+                "{path}.groupName: {:?} must be a DNS-1123 label of at most 40 characters (it names the group's pods)",
+                g.group_name
+            ));
+        }
+        if cluster.worker_group_specs[..i].iter().any(|other| other.group_name == g.group_name) {
+            return Err(format!("{path}.groupName: {:?} is used by an earlier worker group", g.group_name));
         }
         let (min, max) = (g.min_replicas.unwrap_or(0), g.max_replicas.unwrap_or(i32::MAX));
         if min < 0 || max < 0 || g.replicas.is_some_and(|r| r < 0) {
@@ -844,6 +860,13 @@ pub(crate) mod tests {
         let mut svc = sample();
         svc.spec.ray_cluster_config.worker_group_specs[0].min_replicas = Some(7);
         assert!(validate(&svc).unwrap_err().contains("workerGroupSpecs[0]"));
+        let mut svc = sample();
+        svc.spec.ray_cluster_config.worker_group_specs[0].group_name = "Small_Group".into();
+        assert!(validate(&svc).unwrap_err().starts_with("spec.rayClusterConfig.workerGroupSpecs[0].groupName"));
+        let mut svc = sample();
+        let twin = svc.spec.ray_cluster_config.worker_group_specs[0].clone();
+        svc.spec.ray_cluster_config.worker_group_specs.push(twin);
+        assert!(validate(&svc).unwrap_err().contains("used by an earlier worker group"));
         assert!(validate(&sample()).is_ok());
     }
 

@@ -229,6 +229,14 @@ fn set_condition(
     conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
 }
 
+/// Ready and UpgradeInProgress start over as `Initializing`, with a fresh transition time
+/// (the initializing timeout counts from it).
+fn restart_conditions(status: &mut PhotonServiceStatus, generation: i64) {
+    status.conditions.retain(|c| c.type_ != "Ready" && c.type_ != "UpgradeInProgress");
+    set_condition(&mut status.conditions, "Ready", "False", "Initializing", "", generation);
+    set_condition(&mut status.conditions, "UpgradeInProgress", "False", "Initializing", "", generation);
+}
+
 fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
 }
@@ -356,7 +364,7 @@ where
     }
 }
 
-/// Makes a cluster: its head Service (carrying the spec), the head account, head and proxy pods.
+/// Makes a cluster: its head Service, carrying the spec; [`keep_pods`] makes its pods.
 async fn create_cluster(ctx: &Context, apis: &Apis, svc: &PhotonService, name: &str) -> Result<(), Error> {
     let spec = &svc.spec.ray_cluster_config;
     let mut head_svc = cluster::cluster_head_service(svc, name);
@@ -367,7 +375,6 @@ async fn create_cluster(ctx: &Context, apis: &Apis, svc: &PhotonService, name: &
     create_ignoring_conflict(&apis.svcs, &head_svc)
         .await
         .map_err(kube_err(format!("create Service {name}-head-svc")))?;
-    ensure_head_account(ctx, svc).await?;
     ctx.event(svc, false, "CreatedRayCluster", format!("Created cluster {name}")).await;
     Ok(())
 }
@@ -400,22 +407,22 @@ async fn keep_pods(ctx: &Context, apis: &Apis, svc: &PhotonService, o: &Observed
         }
         Some(_) => {}
         None => {
+            // The head's rights first (a PhotonService recreated under the same name may have
+            // found the old account on its way out).
+            ensure_head_account(ctx, svc).await?;
             let pod = cluster::head_pod(&own, &o.name, &ctx.settings);
             create_ignoring_conflict(&apis.pods, &pod)
                 .await
                 .map_err(kube_err(format!("create pod {}", pod.name_any())))?;
         }
     }
+    // Proxy pod names are fixed per index, so KubeRay's `workersToDelete` (autoscaler-chosen
+    // pods) has nothing to pick among: the count alone decides.
     let desired = cluster::worker_pods(&own, &o.name, &ctx.settings);
-    let to_delete: HashSet<String> = spec
-        .worker_group_specs
-        .iter()
-        .flat_map(|g| g.scale_strategy.iter().flat_map(|s| s.workers_to_delete.iter().flatten().cloned()))
-        .collect();
     let desired_names: HashSet<String> = desired.iter().map(|p| p.name_any()).collect();
     for pod in &o.workers {
         let name = pod.name_any();
-        if pod_ended(pod) || !desired_names.contains(&name) || to_delete.contains(&name) {
+        if pod_ended(pod) || !desired_names.contains(&name) {
             delete_ignoring_missing(&apis.pods, &name).await.map_err(kube_err(format!("delete pod {name}")))?;
         }
     }
@@ -485,18 +492,19 @@ async fn head_serve_label(ctx: &Context, apis: &Apis, svc: &PhotonService, o: &O
 }
 
 /// Fetches a cluster's applications and submits the serve config when needed; returns
-/// whether the cluster is ready for traffic and its applications.
-async fn reconcile_serve(ctx: &Context, svc: &PhotonService, key: &str, o: &Observed) -> (bool, Applications) {
-    let (Some(head), Some(spec)) = (&o.head, &o.spec) else { return (false, Applications::new()) };
+/// whether the cluster is ready for traffic and its applications (`None` when the head did
+/// not answer: the last known ones stay in the status).
+async fn reconcile_serve(ctx: &Context, svc: &PhotonService, key: &str, o: &Observed) -> (bool, Option<Applications>) {
+    let (Some(head), Some(spec)) = (&o.head, &o.spec) else { return (false, Some(Applications::new())) };
     if !pod_ready(head) {
-        return (false, Applications::new());
+        return (false, Some(Applications::new()));
     }
     let dashboard = ctx.addresses.dashboard(&svc.ns(), &o.name, cluster::head_ports(spec).dashboard());
     let apps = match ctx.head.applications(&dashboard).await {
         Ok(apps) => apps,
         Err(e) => {
             tracing::info!(cluster = %o.name, error = %e, "cannot read the head's applications yet");
-            return (false, Applications::new());
+            return (false, None);
         }
     };
     let ready = !apps.is_empty() && apps.values().all(|a| a.status == "RUNNING");
@@ -520,7 +528,7 @@ async fn reconcile_serve(ctx: &Context, svc: &PhotonService, key: &str, o: &Obse
             }
         }
     }
-    (ready, apps)
+    (ready, Some(apps))
 }
 
 /// Points a Service at `cluster`: creates it, or replaces its spec (keeping its cluster IP)
@@ -544,6 +552,23 @@ async fn point_service(
         Some(existing) => {
             let current = existing.spec.as_ref().and_then(|s| s.selector.as_ref()).and_then(|s| s.get(keys::CLUSTER));
             if current.map(String::as_str) == Some(cluster) {
+                return Ok(());
+            }
+            let shape = |s: Option<&k8s_openapi::api::core::v1::ServiceSpec>| {
+                s.map(|s| {
+                    (s.type_.clone().unwrap_or_else(|| "ClusterIP".into()), s.cluster_ip.as_deref() == Some("None"))
+                })
+            };
+            if shape(existing.spec.as_ref()) != shape(desired.spec.as_ref()) {
+                // A Service's cluster IP cannot change (headless <-> not, or a new type that
+                // needs one): replaced by a new object.
+                delete_ignoring_missing(&apis.svcs, &name).await.map_err(kube_err(format!("delete Service {name}")))?;
+                apis.svcs
+                    .create(&PostParams::default(), &desired)
+                    .await
+                    .map_err(kube_err(format!("create Service {name}")))?;
+                ctx.event(svc, false, "UpdatedService", format!("Service {name} made again for cluster {cluster}"))
+                    .await;
                 return Ok(());
             }
             let mut replaced = desired;
@@ -595,10 +620,16 @@ async fn count_endpoints(apis: &Apis, svc: &PhotonService) -> Result<i32, Error>
 }
 
 async fn write_status(apis: &Apis, svc: &PhotonService, mut status: PhotonServiceStatus) -> Result<(), Error> {
-    let mut old = svc.status.clone().unwrap_or_default();
-    old.last_update_time = None;
-    status.last_update_time = None;
-    if status == old {
+    // As KubeRay's: the embedded cluster status alone does not make a write.
+    let comparable = |s: &PhotonServiceStatus| {
+        let mut s = s.clone();
+        s.last_update_time = None;
+        s.active_service_status.ray_cluster_status = None;
+        s.pending_service_status.ray_cluster_status = None;
+        s
+    };
+    let old = svc.status.clone().unwrap_or_default();
+    if comparable(&status) == comparable(&old) {
         return Ok(());
     }
     status.last_update_time = Some(now());
@@ -672,47 +703,12 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
     let generation = svc.metadata.generation.unwrap_or(0);
     let mut status = svc.status.clone().unwrap_or_default();
     status.observed_generation = Some(generation);
-
-    if let Err(message) = cluster::validate(&svc) {
-        let already = condition(&status.conditions, "Ready")
-            .is_some_and(|c| c.reason == "ValidationFailed" && c.message == message);
-        set_condition(&mut status.conditions, "Ready", "False", "ValidationFailed", &message, generation);
-        status.service_status = String::new();
-        if !already {
-            ctx.event(&svc, true, "InvalidRayServiceSpec", message).await;
-        }
-        write_status(&apis, &svc, status).await?;
-        return Ok(Action::await_change());
-    }
-
-    if condition(&status.conditions, "Ready").is_some_and(|c| c.reason == "ValidationFailed") {
-        // The spec was fixed: start over as a new service does.
-        set_condition(&mut status.conditions, "Ready", "False", "Initializing", "", generation);
-    }
-
-    if svc.spec.suspend == Some(true) {
-        let left = delete_everything(&ctx, &apis, &svc).await?;
-        status.active_service_status = ClusterServiceStatus::default();
-        status.pending_service_status = ClusterServiceStatus::default();
-        status.num_serve_endpoints = 0;
-        let (reason, done) = if left == 0 { ("SuspendComplete", "True") } else { ("SuspendInProgress", "False") };
-        set_condition(&mut status.conditions, "Ready", "False", reason, "", generation);
-        set_condition(&mut status.conditions, "Suspended", done, reason, "", generation);
-        status.service_status = String::new();
-        ctx.with_memory(&key, |m| *m = Memory::default());
-        write_status(&apis, &svc, status).await?;
-        return Ok(Action::requeue(REQUEUE));
-    }
-    if condition(&status.conditions, "Suspended").is_some_and(|c| c.status == "True") {
-        set_condition(&mut status.conditions, "Suspended", "False", "RayServiceResumed", "", generation);
-        set_condition(&mut status.conditions, "Ready", "False", "Initializing", "", generation);
-    }
-
-    let mut active = status.active_service_status.ray_cluster_name.clone();
-    let mut pending = status.pending_service_status.ray_cluster_name.clone();
+    let active = status.active_service_status.ray_cluster_name.clone();
+    let pending = status.pending_service_status.ray_cluster_name.clone();
     let clusters = observe(&apis, &svc).await?;
 
-    // Dangling clusters go after the deletion delay.
+    // Dangling clusters (neither active nor pending) go after the deletion delay, whatever
+    // else this pass finds.
     let delay = Duration::from_secs(
         svc.spec.ray_cluster_deletion_delay_seconds.unwrap_or(cluster::DEFAULT_DELETION_DELAY_S).max(0) as u64,
     );
@@ -732,11 +728,57 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
         }
     }
 
-    // Terminal: the service never became ready in time; its clusters go as dangling ones.
+    // Terminal: the service never became ready in time; spec changes do not retry it.
     if condition(&status.conditions, "Ready").is_some_and(|c| c.reason == "InitializingTimeout") {
         write_status(&apis, &svc, status).await?;
         return Ok(if clusters.is_empty() { Action::await_change() } else { Action::requeue(REQUEUE) });
     }
+
+    if let Err(message) = cluster::validate(&svc) {
+        let already = condition(&status.conditions, "Ready")
+            .is_some_and(|c| c.reason == "ValidationFailed" && c.message == message);
+        set_condition(&mut status.conditions, "Ready", "False", "ValidationFailed", &message, generation);
+        status.service_status = String::new();
+        if !already {
+            ctx.event(&svc, true, "InvalidRayServiceSpec", message).await;
+        }
+        write_status(&apis, &svc, status).await?;
+        return Ok(if clusters.is_empty() { Action::await_change() } else { Action::requeue(REQUEUE) });
+    }
+    if condition(&status.conditions, "Ready").is_some_and(|c| c.reason == "ValidationFailed") {
+        // The spec was fixed: start over as a new service does.
+        restart_conditions(&mut status, generation);
+    }
+
+    // Suspend: once requested it runs to completion (KubeRay's state machine), then the
+    // object waits; clearing the flag afterwards resumes with a new cluster.
+    let suspending = condition(&status.conditions, "Suspending").is_some_and(|c| c.status == "True");
+    if svc.spec.suspend == Some(true) || suspending {
+        let left = delete_everything(&ctx, &apis, &svc).await?;
+        status.active_service_status = ClusterServiceStatus::default();
+        status.pending_service_status = ClusterServiceStatus::default();
+        status.num_serve_endpoints = 0;
+        status.service_status = String::new();
+        ctx.with_memory(&key, |m| *m = Memory::default());
+        if left > 0 {
+            let reason = if suspending { "SuspendInProgress" } else { "SuspendRequested" };
+            set_condition(&mut status.conditions, "Suspending", "True", reason, "", generation);
+            set_condition(&mut status.conditions, "Ready", "False", "SuspendInProgress", "", generation);
+        } else {
+            set_condition(&mut status.conditions, "Suspending", "False", "SuspendComplete", "", generation);
+            set_condition(&mut status.conditions, "Suspended", "True", "SuspendComplete", "", generation);
+            set_condition(&mut status.conditions, "Ready", "False", "SuspendComplete", "", generation);
+        }
+        write_status(&apis, &svc, status).await?;
+        return Ok(Action::requeue(REQUEUE));
+    }
+    if condition(&status.conditions, "Suspended").is_some_and(|c| c.status == "True") {
+        set_condition(&mut status.conditions, "Suspended", "False", "RayServiceResumed", "", generation);
+        status.conditions.retain(|c| c.type_ != "Suspending");
+        restart_conditions(&mut status, generation);
+    }
+    let mut active = active;
+    let mut pending = pending;
 
     // The clusters: create the pending one, update in place, keep pods.
     let serve_name = cluster::serve_service_name(&svc);
@@ -767,7 +809,12 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
     }
     for c in [&active, &pending].into_iter().flatten() {
         if let Some(o) = clusters.get(c) {
-            keep_pods(&ctx, &apis, &svc, o).await?;
+            // One cluster's pod the API server refuses (a quota, say) must not stop the rest
+            // of the pass for the other: it is reported and tried again next pass.
+            if let Err(e) = keep_pods(&ctx, &apis, &svc, o).await {
+                tracing::warn!(cluster = %o.name, error = %e, "cannot keep the cluster's pods");
+                ctx.event(&svc, true, "FailedToUpdateRayCluster", format!("cluster {}: {e}", o.name)).await;
+            }
         }
     }
 
@@ -780,17 +827,21 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
     }
     let mut pending_ready = false;
     let mut active_ready = false;
-    status.active_service_status.application_statuses.clear();
-    status.pending_service_status.application_statuses.clear();
     if let Some(o) = pending.as_ref().and_then(|p| clusters.get(p)) {
+        // During an upgrade only the pending cluster is asked (KubeRay empties the active one's).
+        status.active_service_status.application_statuses.clear();
         let (ready, apps) = reconcile_serve(&ctx, &svc, &key, o).await;
         pending_ready = ready;
-        status.pending_service_status.application_statuses = apps;
+        if let Some(apps) = apps {
+            status.pending_service_status.application_statuses = apps;
+        }
     } else if current_plan != ClusterPlan::PrepareNew {
         if let Some(o) = active.as_ref().and_then(|a| clusters.get(a)) {
             let (ready, apps) = reconcile_serve(&ctx, &svc, &key, o).await;
             active_ready = ready;
-            status.active_service_status.application_statuses = apps;
+            if let Some(apps) = apps {
+                status.active_service_status.application_statuses = apps;
+            }
         }
     }
 
@@ -804,15 +855,16 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
     };
     let mut serving = serving_before;
     if let Some(t) = &target {
-        let desired_serve = match cluster::serve_service(&svc, t) {
+        // Both Services follow the spec the target cluster runs, not the newest one.
+        let own =
+            clusters.get(t).and_then(|o| o.spec.clone()).map(|s| with_cluster_spec(&svc, &s)).unwrap_or((*svc).clone());
+        let desired_serve = match cluster::serve_service(&own, t) {
             Ok(s) => s,
             Err(e) => {
                 ctx.event(&svc, true, "FailedToCreateService", format!("spec.serveService: {e}")).await;
                 return Ok(Action::requeue(REQUEUE));
             }
         };
-        let own =
-            clusters.get(t).and_then(|o| o.spec.clone()).map(|s| with_cluster_spec(&svc, &s)).unwrap_or((*svc).clone());
         point_service(&ctx, &apis, &svc, cluster::head_service(&own, t), t).await?;
         point_service(&ctx, &apis, &svc, desired_serve, t).await?;
         serving = Some(t.clone());

@@ -153,32 +153,6 @@ fn cpu_quantity(cpus: f64) -> Quantity {
     Quantity(format!("{}m", (cpus * 1000.0).ceil() as u64))
 }
 
-/// The number a Kubernetes quantity stands for (`500m` = 0.5, `2Gi` = 2147483648, `1e9`).
-pub fn quantity_value(quantity: &str) -> Option<f64> {
-    const SUFFIXES: [(&str, f64); 13] = [
-        ("Ki", 1024.0),
-        ("Mi", 1_048_576.0),
-        ("Gi", 1_073_741_824.0),
-        ("Ti", 1_099_511_627_776.0),
-        ("Pi", 1_125_899_906_842_624.0),
-        ("Ei", 1_152_921_504_606_846_976.0),
-        ("m", 1e-3),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-    ];
-    let q = quantity.trim();
-    for (suffix, factor) in SUFFIXES {
-        if let Some(number) = q.strip_suffix(suffix) {
-            return number.parse::<f64>().ok().map(|n| n * factor);
-        }
-    }
-    q.parse().ok()
-}
-
 /// Builds the pod for one replica. Pure, so its shape is unit-tested and schema-validated.
 pub fn replica_pod(settings: &KubernetesSettings, spec: &ReplicaSpec) -> Pod {
     let template = settings.template.clone();
@@ -249,7 +223,14 @@ pub fn replica_pod(settings: &KubernetesSettings, spec: &ReplicaSpec) -> Pod {
         env.push(EnvVar { name: USER_CONFIG_ENV.into(), value: Some(cfg.to_string()), ..Default::default() });
     }
     container.env = Some(env);
+    // A replica pod's size is its `ray_actor_options`, not the template's (which sizes a node
+    // in KubeRay): the template's CPU, memory and GPU requests and limits do not carry over.
     let mut resources = container.resources.take().unwrap_or_default();
+    for list in [resources.requests.as_mut(), resources.limits.as_mut()].into_iter().flatten() {
+        for key in ["cpu", "memory", "nvidia.com/gpu"] {
+            list.remove(key);
+        }
+    }
     let requests = resources.requests.get_or_insert_with(BTreeMap::new);
     requests.insert("cpu".into(), cpu_quantity(spec.resources.cpus));
     if spec.resources.memory_bytes > 0.0 {
@@ -260,16 +241,8 @@ pub fn replica_pod(settings: &KubernetesSettings, spec: &ReplicaSpec) -> Pod {
         let gpus = Quantity(format!("{}", spec.resources.gpus.ceil() as u64));
         resources.limits.get_or_insert_with(BTreeMap::new).insert("nvidia.com/gpu".into(), gpus);
     }
-    // A template limit below what the replica asks for would make the pod invalid: the limit
-    // rises to the request.
-    let requested = resources.requests.clone().unwrap_or_default();
-    if let Some(limits) = resources.limits.as_mut() {
-        for key in ["cpu", "memory"] {
-            let (Some(limit), Some(request)) = (limits.get(key), requested.get(key)) else { continue };
-            if quantity_value(&limit.0).zip(quantity_value(&request.0)).is_some_and(|(l, r)| l < r) {
-                limits.insert(key.into(), request.clone());
-            }
-        }
+    if resources.limits.as_ref().is_some_and(BTreeMap::is_empty) {
+        resources.limits = None;
     }
     container.resources = Some(ResourceRequirements { ..resources });
     Pod { metadata: ObjectMeta { ..meta }, spec: Some(PodSpec { ..pod_spec }), status: None }
@@ -335,10 +308,24 @@ fn replica_id_of(pod: &Pod) -> Option<String> {
         .or_else(|| pod.metadata.labels.as_ref().and_then(|l| l.get(labels::REPLICA).cloned()))
 }
 
+/// A replica pod this backend answers for.
+#[derive(Debug)]
+struct Entry {
+    name: String,
+    /// It has been Ready (a later Ready=False means it is gone).
+    ready: bool,
+    /// The relist epoch in which the API server was known to hold it (created, adopted or
+    /// seen in the watch); a pod whose creation is still in flight is not "missing" from a
+    /// relist that began before it existed.
+    confirmed: Option<u64>,
+}
+
 #[derive(Debug, Default)]
 struct Tracked {
-    /// Replica id -> (pod name, was Ready).
-    pods: HashMap<String, (String, bool)>,
+    /// Replica id -> its pod.
+    pods: HashMap<String, Entry>,
+    /// Incremented when a relist begins.
+    epoch: u64,
     /// Pods that ran when the backend connected: replica id -> pod name (adoption candidates).
     found_at_start: HashMap<String, String>,
 }
@@ -405,7 +392,7 @@ impl KubernetesOrchestrator {
     }
 
     fn delete_pod(&self, replica_id: &str, grace: Duration) {
-        let Some(name) = self.lock().pods.get(replica_id).map(|(n, _)| n.clone()) else { return };
+        let Some(name) = self.lock().pods.get(replica_id).map(|e| e.name.clone()) else { return };
         let api = self.api.clone();
         let params = DeleteParams { grace_period_seconds: Some(grace.as_secs() as u32), ..Default::default() };
         tokio::spawn(async move {
@@ -448,9 +435,9 @@ async fn watch_pods(
 ) {
     let stream = watcher(api.clone(), watcher::Config::default().labels(&selector));
     tokio::pin!(stream);
-    // Replica ids seen during a relist; tracked pods missing from it were deleted while the
+    // Replica ids seen during a relist, and its epoch; tracked pods missing from it were deleted while the
     // watch was down.
-    let mut relisted: Option<Vec<String>> = None;
+    let mut relisted: Option<(Vec<String>, u64)> = None;
     while let Some(event) = stream.next().await {
         let event = match event {
             Ok(e) => e,
@@ -462,14 +449,20 @@ async fn watch_pods(
         };
         let (pod, deleted) = match event {
             watcher::Event::Init => {
-                relisted = Some(Vec::new());
+                let mut t = tracked.lock().unwrap_or_else(|e| e.into_inner());
+                t.epoch += 1;
+                relisted = Some((Vec::new(), t.epoch));
                 continue;
             }
             watcher::Event::InitDone => {
-                if let Some(seen) = relisted.take() {
+                if let Some((seen, epoch)) = relisted.take() {
                     let missing: Vec<String> = {
                         let t = tracked.lock().unwrap_or_else(|e| e.into_inner());
-                        t.pods.keys().filter(|id| !seen.contains(id)).cloned().collect()
+                        t.pods
+                            .iter()
+                            .filter(|(id, e)| e.confirmed.is_some_and(|c| c < epoch) && !seen.contains(id))
+                            .map(|(id, _)| id.clone())
+                            .collect()
                     };
                     for id in missing {
                         gone(&tracked, &all_gone, &events, &id, "pod deleted".into());
@@ -481,19 +474,23 @@ async fn watch_pods(
             watcher::Event::Delete(pod) => (pod, true),
         };
         let Some(id) = replica_id_of(&pod) else { continue };
-        if let Some(seen) = relisted.as_mut() {
+        if let Some((seen, _)) = relisted.as_mut() {
             seen.push(id.clone());
         }
         let was_ready = {
-            let t = tracked.lock().unwrap_or_else(|e| e.into_inner());
-            t.pods.get(&id).map(|(_, ready)| *ready)
+            let mut t = tracked.lock().unwrap_or_else(|e| e.into_inner());
+            let epoch = t.epoch;
+            t.pods.get_mut(&id).map(|e| {
+                e.confirmed.get_or_insert(epoch);
+                e.ready
+            })
         };
         let pod_view =
             if deleted { PodView::Gone("pod deleted".into()) } else { view(&pod, was_ready.unwrap_or(false)) };
         match (was_ready, pod_view) {
             (Some(_), PodView::Alive { ready }) => {
                 if let Some(entry) = tracked.lock().unwrap_or_else(|e| e.into_inner()).pods.get_mut(&id) {
-                    entry.1 |= ready;
+                    entry.ready |= ready;
                 }
             }
             (Some(_), PodView::Gone(how)) => {
@@ -525,13 +522,22 @@ impl Orchestrator for KubernetesOrchestrator {
     fn start(&self, spec: ReplicaSpec) -> Result<(), OrchestratorError> {
         let pod = replica_pod(&self.settings, &spec);
         let name = pod.metadata.name.clone().unwrap_or_default();
-        self.lock().pods.insert(spec.replica_id.clone(), (name.clone(), false));
+        self.lock().pods.insert(spec.replica_id.clone(), Entry { name: name.clone(), ready: false, confirmed: None });
         let (api, tracked, events, all_gone) =
             (self.api.clone(), self.tracked.clone(), self.events.clone(), self.all_gone.clone());
         tracing::info!(replica = %spec.replica_id, app = %spec.app, deployment = %spec.deployment, pod = %name, "creating replica pod");
         tokio::spawn(async move {
-            if let Err(e) = api.create(&PostParams::default(), &pod).await {
-                gone(&tracked, &all_gone, &events, &spec.replica_id, format!("cannot create pod {name}: {e}"));
+            match api.create(&PostParams::default(), &pod).await {
+                Ok(_) => {
+                    let mut t = tracked.lock().unwrap_or_else(|e| e.into_inner());
+                    let epoch = t.epoch;
+                    if let Some(entry) = t.pods.get_mut(&spec.replica_id) {
+                        entry.confirmed.get_or_insert(epoch);
+                    }
+                }
+                Err(e) => {
+                    gone(&tracked, &all_gone, &events, &spec.replica_id, format!("cannot create pod {name}: {e}"))
+                }
             }
         });
         Ok(())
@@ -546,7 +552,9 @@ impl Orchestrator for KubernetesOrchestrator {
         match found {
             Some(name) => {
                 tracing::info!(replica = %replica_id, pod = %name, "adopted replica pod");
-                self.lock().pods.insert(replica_id.to_string(), (name, true));
+                let mut t = self.lock();
+                let epoch = t.epoch;
+                t.pods.insert(replica_id.to_string(), Entry { name, ready: true, confirmed: Some(epoch) });
             }
             None => {
                 let _ = self.events.send(ReplicaEvent::Exited {
@@ -554,6 +562,21 @@ impl Orchestrator for KubernetesOrchestrator {
                     how: "its pod no longer exists".into(),
                 });
             }
+        }
+    }
+
+    fn adoption_done(&self) {
+        // Live replica pods no checkpoint named (started after the last checkpoint was written)
+        // would run untracked: they go.
+        let leftovers: Vec<(String, String)> = self.lock().found_at_start.drain().collect();
+        for (replica_id, name) in leftovers {
+            tracing::info!(replica = %replica_id, pod = %name, "deleting a replica pod no checkpoint names");
+            let api = self.api.clone();
+            tokio::spawn(async move {
+                if let Err(e) = api.delete(&name, &DeleteParams::default()).await {
+                    tracing::debug!(pod = %name, error = %e, "cannot delete an unadopted replica pod");
+                }
+            });
         }
     }
 
@@ -650,24 +673,26 @@ mod tests {
     }
 
     #[test]
-    fn quantities_parse_and_low_template_limits_rise_to_the_request() {
-        assert_eq!(quantity_value("500m"), Some(0.5));
-        assert_eq!(quantity_value("2Gi"), Some(2147483648.0));
-        assert_eq!(quantity_value("1e9"), Some(1e9));
-        assert_eq!(quantity_value("3"), Some(3.0));
+    fn replica_resources_replace_the_templates() {
         let settings = KubernetesSettings {
             namespace: "ns".into(),
             cluster: "c".into(),
             service: String::new(),
             template: serde_json::from_value(serde_json::json!({"spec": {"containers": [{"name": "w",
-                "resources": {"limits": {"cpu": "1", "memory": "512Mi"}}}]}}))
+                "resources": {"requests": {"cpu": "500m", "memory": "2Gi", "ephemeral-storage": "1Gi"},
+                              "limits": {"cpu": "1", "memory": "2Gi", "nvidia.com/gpu": "2"}}}]}}))
             .unwrap(),
             owner: None,
         };
-        let pod = replica_pod(&settings, &spec());
-        let limits = pod.spec.unwrap().containers[0].resources.clone().unwrap().limits.unwrap();
-        assert_eq!(limits["cpu"].0, "1", "a limit above the request stays");
-        assert_eq!(limits["memory"].0, "1000000000", "a limit below the request rises to it");
+        let mut cpu_only = spec();
+        cpu_only.resources.gpus = 0.0;
+        let pod = replica_pod(&settings, &cpu_only);
+        let resources = pod.spec.unwrap().containers[0].resources.clone().unwrap();
+        let requests = resources.requests.unwrap();
+        assert_eq!(requests["cpu"].0, "100m");
+        assert_eq!(requests["memory"].0, "1000000000");
+        assert_eq!(requests["ephemeral-storage"].0, "1Gi", "other resources are kept");
+        assert!(resources.limits.is_none(), "no template CPU, memory or GPU limit carries over");
     }
 
     #[test]

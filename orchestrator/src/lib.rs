@@ -155,6 +155,10 @@ pub trait Orchestrator: Send + Sync + 'static {
     /// pod's labels on Kubernetes); its end is reported like any other's.
     fn adopt(&self, replica_id: &str, pid: u32);
 
+    /// Called once recovery has adopted what it knew of: replicas the backend found that nobody
+    /// adopted may go (the local backend finds none).
+    fn adoption_done(&self) {}
+
     /// Ids of the replicas that run now.
     fn running(&self) -> Vec<String>;
 
