@@ -497,3 +497,47 @@ async fn a_deleted_head_pod_is_made_again() {
     .await;
     operator.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_deletes_every_cluster_and_resume_starts_a_new_one() {
+    let server = Arc::new(FakeApiServer::start().await);
+    let _kubelet = FakeKubelet::start(server.clone(), |_| PodOutcome::NoProcess);
+    let client = server.client();
+    let operator = tokio::spawn(photon_operator::run(
+        client.clone(),
+        OperatorSettings::default(),
+        Arc::new(LocalHeads::default()),
+        Some(NS.into()),
+    ));
+    let api: Api<PhotonService> = Api::namespaced(client.clone(), NS);
+    api.create(&PostParams::default(), &serde_json::from_value(photon_service("nap")).unwrap()).await.unwrap();
+    let s = wait_status(&api, "nap", "a pending cluster", |s| s["pendingServiceStatus"]["rayClusterName"].is_string())
+        .await;
+    let first = s["pendingServiceStatus"]["rayClusterName"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(20), "the cluster's pods", || {
+        let n = server.objects(&Collection::pods(), Some(NS), &format!("ray.io/cluster={first}")).len();
+        async move { n == 2 }
+    })
+    .await;
+
+    let patch = json!({"spec": {"suspend": true}});
+    api.patch("nap", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let s = wait_status(&api, "nap", "suspended", |s| {
+        condition(s, "Suspended") == ("True".into(), "SuspendComplete".into())
+    })
+    .await;
+    assert_eq!(condition(&s, "Suspending"), ("False".into(), "SuspendComplete".into()));
+    assert_eq!(condition(&s, "Ready").0, "False");
+    assert!(s["pendingServiceStatus"]["rayClusterName"].is_null());
+    assert!(server.objects(&Collection::pods(), Some(NS), "").is_empty(), "every pod goes");
+
+    let patch = json!({"spec": {"suspend": false}});
+    api.patch("nap", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let s = wait_status(&api, "nap", "resumed with a new cluster", |s| {
+        s["pendingServiceStatus"]["rayClusterName"].as_str().is_some_and(|c| c != first)
+    })
+    .await;
+    assert_eq!(condition(&s, "Suspended"), ("False".into(), "RayServiceResumed".into()));
+    assert_eq!(condition(&s, "Ready"), ("False".into(), "Initializing".into()));
+    operator.abort();
+}
