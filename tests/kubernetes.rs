@@ -432,10 +432,12 @@ async fn the_operator_creates_updates_upgrades_and_deletes_a_photon_service() {
     operator.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_head_pod_is_made_again() {
+/// An operator against a fake API server whose kubelet runs no processes: heads never
+/// answer, so services stay initializing.
+async fn operator_without_heads() -> (Arc<FakeApiServer>, FakeKubelet, tokio::task::JoinHandle<()>, Api<PhotonService>)
+{
     let server = Arc::new(FakeApiServer::start().await);
-    let _kubelet = FakeKubelet::start(server.clone(), |_| PodOutcome::NoProcess);
+    let kubelet = FakeKubelet::start(server.clone(), |_| PodOutcome::NoProcess);
     let client = server.client();
     let operator = tokio::spawn(photon_operator::run(
         client.clone(),
@@ -443,7 +445,13 @@ async fn a_deleted_head_pod_is_made_again() {
         Arc::new(LocalHeads::default()),
         Some(NS.into()),
     ));
-    let api: Api<PhotonService> = Api::namespaced(client.clone(), NS);
+    (server, kubelet, operator, Api::namespaced(client, NS))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_head_pod_is_made_again() {
+    let (server, _kubelet, operator, api) = operator_without_heads().await;
+    let client = server.client();
     // Invalid first: nothing is made; once fixed, the service starts as a new one.
     let mut lone = photon_service("lone");
     lone["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["minReplicas"] = json!(9);
@@ -500,16 +508,7 @@ async fn a_deleted_head_pod_is_made_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspend_deletes_every_cluster_and_resume_starts_a_new_one() {
-    let server = Arc::new(FakeApiServer::start().await);
-    let _kubelet = FakeKubelet::start(server.clone(), |_| PodOutcome::NoProcess);
-    let client = server.client();
-    let operator = tokio::spawn(photon_operator::run(
-        client.clone(),
-        OperatorSettings::default(),
-        Arc::new(LocalHeads::default()),
-        Some(NS.into()),
-    ));
-    let api: Api<PhotonService> = Api::namespaced(client.clone(), NS);
+    let (server, _kubelet, operator, api) = operator_without_heads().await;
     api.create(&PostParams::default(), &serde_json::from_value(photon_service("nap")).unwrap()).await.unwrap();
     let s = wait_status(&api, "nap", "a pending cluster", |s| s["pendingServiceStatus"]["rayClusterName"].is_string())
         .await;
