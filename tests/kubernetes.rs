@@ -187,6 +187,64 @@ async fn replicas_run_as_pods_are_replaced_when_deleted_and_adopted_after_a_head
     assert!(replica_pods(&server).is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_pod_that_cannot_be_scheduled_says_why_in_the_status() {
+    let server = Arc::new(FakeApiServer::start().await);
+    let owner = server
+        .create(
+            &Collection::pods(),
+            NS,
+            json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "svc-abcde-head"}, "spec": {"containers": [{"name": "head", "image": "photon:test"}]}}),
+        )
+        .unwrap();
+    // No node has a GPU: pods that ask for one stay Pending, as the scheduler leaves them.
+    let _kubelet = FakeKubelet::start(server.clone(), |pod| {
+        if !pod["metadata"]["labels"]["photon.io/replica"].is_string() {
+            PodOutcome::NoProcess
+        } else if pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"].is_string() {
+            PodOutcome::Unschedulable("0/3 nodes are available: 3 Insufficient nvidia.com/gpu.".into())
+        } else {
+            PodOutcome::Process(Box::new(run_container(pod, &photon_programs(), None).expect("replica process starts")))
+        }
+    });
+    let state = TempFile::new("state.json", "");
+    std::fs::remove_file(&state.path).unwrap();
+    let head = kubernetes_head(&server, &state, free_port(), &owner);
+    let config = FRUIT.replace(
+        r#"{"name": "PearStand", "user_config": {"price": 1}, "ray_actor_options": {"num_cpus": 0.1}}"#,
+        r#"{"name": "PearStand", "user_config": {"price": 1}, "ray_actor_options": {"num_cpus": 0.1, "num_gpus": 1}}"#,
+    );
+    assert_ne!(config, FRUIT);
+    put_config(&head.rest, &config).await;
+    eventually(Duration::from_secs(30), "PearStand's status naming the scheduler's reason", || {
+        let rest = head.rest.clone();
+        async move {
+            let v: Value =
+                serde_json::from_slice(&get(&rest, "/api/serve/applications/").await.body).unwrap_or_default();
+            let pear = &v["applications"]["fruit_app"]["deployments"]["PearStand"];
+            let message = pear["message"].as_str().unwrap_or_default();
+            pear["status"] == "UPDATING"
+                && message.contains("1 replica(s) that cannot be scheduled yet")
+                && message.contains("Insufficient nvidia.com/gpu")
+        }
+    })
+    .await;
+    eventually(Duration::from_secs(30), "the other deployments HEALTHY, the application still DEPLOYING", || {
+        let rest = head.rest.clone();
+        async move {
+            let v: Value =
+                serde_json::from_slice(&get(&rest, "/api/serve/applications/").await.body).unwrap_or_default();
+            let app = &v["applications"]["fruit_app"];
+            app["status"] == "DEPLOYING"
+                && ["MangoStand", "OrangeStand", "FruitMarket"]
+                    .iter()
+                    .all(|d| app["deployments"][d]["status"] == "HEALTHY")
+        }
+    })
+    .await;
+}
+
 /// Heads on 127.0.0.1, one per cluster, registered by the fake kubelet as it starts them.
 #[derive(Default, Clone)]
 struct LocalHeads(Arc<Mutex<HashMap<String, (String, String)>>>);

@@ -176,6 +176,7 @@ impl Actor {
                 },
                 Some(event) = events.recv() => match event {
                     ReplicaEvent::Exited { replica_id, how } => self.state.on_exited(&replica_id, &how, Instant::now()),
+                    ReplicaEvent::Waiting { replica_id, why } => self.state.on_waiting(&replica_id, why),
                 },
                 _ = tick.tick() => {}
             }

@@ -89,6 +89,8 @@ struct Replica {
     resources: ResourceRequest,
     /// The GPUs it was given.
     gpu_ids: Vec<u32>,
+    /// Why it cannot start yet, as its backend reports (a pod that cannot be scheduled).
+    waiting: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +181,9 @@ fn secs(s: f64) -> Duration {
 fn resource_request(d: &ResolvedDeployment) -> ResourceRequest {
     ResourceRequest { cpus: d.num_cpus, gpus: d.num_gpus, memory_bytes: d.memory }
 }
+
+/// The words of the status message about replicas whose pods cannot be scheduled.
+const UNSCHEDULED: &str = "cannot be scheduled yet";
 
 fn pending_message(
     id: &DeploymentId,
@@ -396,6 +401,13 @@ impl State {
         false
     }
 
+    /// A replica waits for something outside it (its pod cannot be scheduled), or no longer.
+    pub fn on_waiting(&mut self, replica_id: &str, why: Option<String>) {
+        if let Some(r) = self.deployments.values_mut().find_map(|d| d.replicas.get_mut(replica_id)) {
+            r.waiting = why;
+        }
+    }
+
     /// A replica's process ended.
     pub fn on_exited(&mut self, replica_id: &str, how: &str, now: Instant) {
         for (id, d) in self.deployments.iter_mut() {
@@ -549,6 +561,7 @@ impl State {
                     load_poll_in_flight: false,
                     resources: resource_request(&d.spec),
                     gpu_ids: rec.gpu_ids.clone(),
+                    waiting: None,
                 },
             );
             d.ever_healthy = true;
@@ -705,6 +718,7 @@ impl State {
                             load_poll_in_flight: false,
                             resources: request,
                             gpu_ids,
+                            waiting: None,
                         },
                     );
                     actions.push(Action::Start(spec));
@@ -823,6 +837,23 @@ impl State {
         }
         if let Some(pending) = &d.pending {
             d.message = pending.clone();
+        } else if !settled {
+            let waiting: Vec<&String> = d
+                .replicas
+                .values()
+                .filter(|r| r.state == ReplicaState::STARTING)
+                .filter_map(|r| r.waiting.as_ref())
+                .collect();
+            if let Some(why) = waiting.first() {
+                d.message = format!(
+                    "Deployment '{}' in application '{}' has {} replica(s) that {UNSCHEDULED}: {why}",
+                    id.name,
+                    id.app,
+                    waiting.len()
+                );
+            } else if d.message.contains(UNSCHEDULED) {
+                d.message.clear();
+            }
         }
     }
 

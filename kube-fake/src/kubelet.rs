@@ -31,8 +31,8 @@ pub enum PodOutcome {
     Process(Box<dyn PodProcess>),
     /// Marks the pod Running and Ready with no process behind it.
     NoProcess,
-    /// Leaves the pod Pending (unschedulable, say).
-    Pending,
+    /// Leaves the pod Pending, unschedulable for the reason given (the scheduler's message).
+    Unschedulable(String),
 }
 
 /// A child process started from a pod's container.
@@ -228,7 +228,11 @@ impl FakeKubelet {
                         let process = match policy(pod) {
                             PodOutcome::Process(p) => Some(p),
                             PodOutcome::NoProcess => None,
-                            PodOutcome::Pending => {
+                            PodOutcome::Unschedulable(message) => {
+                                server.update(&Collection::pods(), &ns, &name, |pod| {
+                                    pod["status"] = json!({"phase": "Pending", "conditions": [{"type": "PodScheduled",
+                                        "status": "False", "reason": "Unschedulable", "message": message}]});
+                                });
                                 pods.insert(
                                     uid,
                                     RunningPod {

@@ -318,6 +318,28 @@ struct Entry {
     /// seen in the watch); a pod whose creation is still in flight is not "missing" from a
     /// relist that began before it existed.
     confirmed: Option<u64>,
+    /// Why it cannot be scheduled, as last reported.
+    waiting: Option<String>,
+}
+
+/// Why a pending pod cannot be scheduled (its PodScheduled condition is False).
+fn unschedulable(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref().is_some_and(|p| p != "Pending") {
+        return None;
+    }
+    let scheduled = status.conditions.as_ref()?.iter().find(|c| c.type_ == "PodScheduled")?;
+    if scheduled.status != "False" {
+        return None;
+    }
+    let reason = scheduled.reason.clone().unwrap_or_else(|| "Unschedulable".into());
+    let message = scheduled.message.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    Some(if message.is_empty() {
+        format!("pod {name} cannot be scheduled ({reason})")
+    } else {
+        format!("pod {name} cannot be scheduled ({reason}): {message}")
+    })
 }
 
 #[derive(Debug, Default)]
@@ -489,8 +511,18 @@ async fn watch_pods(
             if deleted { PodView::Gone("pod deleted".into()) } else { view(&pod, was_ready.unwrap_or(false)) };
         match (was_ready, pod_view) {
             (Some(_), PodView::Alive { ready }) => {
-                if let Some(entry) = tracked.lock().unwrap_or_else(|e| e.into_inner()).pods.get_mut(&id) {
-                    entry.ready |= ready;
+                let why = unschedulable(&pod);
+                let changed = match tracked.lock().unwrap_or_else(|e| e.into_inner()).pods.get_mut(&id) {
+                    Some(entry) => {
+                        entry.ready |= ready;
+                        let changed = entry.waiting != why;
+                        entry.waiting = why.clone();
+                        changed
+                    }
+                    None => false,
+                };
+                if changed {
+                    let _ = events.send(ReplicaEvent::Waiting { replica_id: id.clone(), why });
                 }
             }
             (Some(_), PodView::Gone(how)) => {
@@ -522,7 +554,10 @@ impl Orchestrator for KubernetesOrchestrator {
     fn start(&self, spec: ReplicaSpec) -> Result<(), OrchestratorError> {
         let pod = replica_pod(&self.settings, &spec);
         let name = pod.metadata.name.clone().unwrap_or_default();
-        self.lock().pods.insert(spec.replica_id.clone(), Entry { name: name.clone(), ready: false, confirmed: None });
+        self.lock().pods.insert(
+            spec.replica_id.clone(),
+            Entry { name: name.clone(), ready: false, confirmed: None, waiting: None },
+        );
         let (api, tracked, events, all_gone) =
             (self.api.clone(), self.tracked.clone(), self.events.clone(), self.all_gone.clone());
         tracing::info!(replica = %spec.replica_id, app = %spec.app, deployment = %spec.deployment, pod = %name, "creating replica pod");
@@ -554,7 +589,8 @@ impl Orchestrator for KubernetesOrchestrator {
                 tracing::info!(replica = %replica_id, pod = %name, "adopted replica pod");
                 let mut t = self.lock();
                 let epoch = t.epoch;
-                t.pods.insert(replica_id.to_string(), Entry { name, ready: true, confirmed: Some(epoch) });
+                t.pods
+                    .insert(replica_id.to_string(), Entry { name, ready: true, confirmed: Some(epoch), waiting: None });
             }
             None => {
                 let _ = self.events.send(ReplicaEvent::Exited {
@@ -700,6 +736,21 @@ mod tests {
         assert_eq!(dns_label("Fruit_App--X", 63), "fruit-app-x");
         assert_eq!(label_value("my app/v1!"), "my_app_v1");
         assert_eq!(label_value(&"a".repeat(80)).len(), 63);
+    }
+
+    #[test]
+    fn unschedulable_pods_say_why() {
+        let pod: Pod =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "status": {"phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                            "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]}}))
+            .unwrap();
+        assert_eq!(
+            unschedulable(&pod).as_deref(),
+            Some("pod p cannot be scheduled (Unschedulable): 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")
+        );
+        let running: Pod = serde_json::from_value(serde_json::json!({"status": {"phase": "Running"}})).unwrap();
+        assert_eq!(unschedulable(&running), None);
     }
 
     #[test]

@@ -103,6 +103,14 @@ pub enum ReplicaEvent {
         /// How it ended, for status messages (e.g. `exit status: 1`, `signal: 9 (SIGKILL)`).
         how: String,
     },
+    /// The replica cannot start yet for a reason outside it (its pod cannot be scheduled), or
+    /// no longer waits for one (`why: None`).
+    Waiting {
+        /// Which replica.
+        replica_id: String,
+        /// Why it waits.
+        why: Option<String>,
+    },
 }
 
 /// Why a replica could not be started.
