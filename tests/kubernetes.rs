@@ -87,19 +87,18 @@ async fn put_config(rest: &str, config: &str) {
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
 
+/// The head pod that owns the replica pods (the operator makes it; here, by hand).
+fn owner_head_pod(server: &FakeApiServer) -> Value {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "svc-abcde-head", "labels": {"ray.io/node-type": "head"}},
+        "spec": {"containers": [{"name": "head", "image": "photon:test"}]}});
+    server.create(&Collection::pods(), NS, pod).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_run_as_pods_are_replaced_when_deleted_and_adopted_after_a_head_restart() {
     let server = Arc::new(FakeApiServer::start().await);
-    // The head pod that owns the replica pods (the operator makes it; here, by hand).
-    let owner = server
-        .create(
-            &Collection::pods(),
-            NS,
-            json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "svc-abcde-head", "labels": {"ray.io/node-type": "head"}},
-        "spec": {"containers": [{"name": "head", "image": "photon:test"}]}}),
-        )
-        .unwrap();
+    let owner = owner_head_pod(&server);
     let _kubelet = FakeKubelet::start(server.clone(), |pod| {
         if pod["metadata"]["labels"]["photon.io/replica"].is_string() {
             PodOutcome::Process(Box::new(run_container(pod, &photon_programs(), None).expect("replica process starts")))
@@ -190,14 +189,7 @@ async fn replicas_run_as_pods_are_replaced_when_deleted_and_adopted_after_a_head
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_pod_that_cannot_be_scheduled_says_why_in_the_status() {
     let server = Arc::new(FakeApiServer::start().await);
-    let owner = server
-        .create(
-            &Collection::pods(),
-            NS,
-            json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "svc-abcde-head"}, "spec": {"containers": [{"name": "head", "image": "photon:test"}]}}),
-        )
-        .unwrap();
+    let owner = owner_head_pod(&server);
     // No node has a GPU: pods that ask for one stay Pending, as the scheduler leaves them.
     let _kubelet = FakeKubelet::start(server.clone(), |pod| {
         if !pod["metadata"]["labels"]["photon.io/replica"].is_string() {
