@@ -184,6 +184,13 @@ fn set_running(server: &FakeApiServer, ns: &str, name: &str) {
     });
 }
 
+fn set_unschedulable(server: &FakeApiServer, ns: &str, name: &str, message: &str) {
+    server.update(&Collection::pods(), ns, name, |pod| {
+        pod["status"] = json!({"phase": "Pending", "conditions": [{"type": "PodScheduled",
+            "status": "False", "reason": "Unschedulable", "message": message}]});
+    });
+}
+
 fn set_ended(server: &FakeApiServer, ns: &str, name: &str, code: i32, message: &str) {
     server.update(&Collection::pods(), ns, name, |pod| {
         pod["status"]["phase"] = json!(if code == 0 { "Succeeded" } else { "Failed" });
@@ -214,10 +221,10 @@ impl FakeKubelet {
                     return;
                 }
                 let live = server.objects(&Collection::pods(), None, "");
-                let mut seen = Vec::new();
+                let mut seen = std::collections::HashSet::new();
                 for pod in &live {
                     let uid = pod["metadata"]["uid"].as_str().unwrap_or_default().to_string();
-                    seen.push(uid.clone());
+                    seen.insert(uid.clone());
                     let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
                     let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
                     let deleting = pod["metadata"]["deletionTimestamp"].is_string();
@@ -226,26 +233,19 @@ impl FakeKubelet {
                             continue;
                         }
                         let process = match policy(pod) {
-                            PodOutcome::Process(p) => Some(p),
-                            PodOutcome::NoProcess => None,
+                            PodOutcome::Process(p) => {
+                                set_running(&server, &ns, &name);
+                                Some(p)
+                            }
+                            PodOutcome::NoProcess => {
+                                set_running(&server, &ns, &name);
+                                None
+                            }
                             PodOutcome::Unschedulable(message) => {
-                                server.update(&Collection::pods(), &ns, &name, |pod| {
-                                    pod["status"] = json!({"phase": "Pending", "conditions": [{"type": "PodScheduled",
-                                        "status": "False", "reason": "Unschedulable", "message": message}]});
-                                });
-                                pods.insert(
-                                    uid,
-                                    RunningPod {
-                                        namespace: ns,
-                                        name,
-                                        process: None,
-                                        stopping: Some((Instant::now(), Duration::MAX)),
-                                    },
-                                );
-                                continue;
+                                set_unschedulable(&server, &ns, &name, &message);
+                                None
                             }
                         };
-                        set_running(&server, &ns, &name);
                         pods.insert(
                             uid.clone(),
                             RunningPod { namespace: ns.clone(), name: name.clone(), process, stopping: None },

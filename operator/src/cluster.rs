@@ -61,6 +61,9 @@ pub const STATE_DIR: &str = "/var/lib/photon";
 /// Default seconds before a cluster that is neither active nor pending is deleted.
 pub const DEFAULT_DELETION_DELAY_S: i32 = 60;
 
+/// The Photon image of this version, when the operator is given none.
+pub const DEFAULT_IMAGE: &str = concat!("photon:", env!("CARGO_PKG_VERSION"));
+
 /// What the operator was started with.
 #[derive(Debug, Clone)]
 pub struct OperatorSettings {
@@ -74,11 +77,7 @@ pub struct OperatorSettings {
 
 impl Default for OperatorSettings {
     fn default() -> Self {
-        OperatorSettings {
-            image: format!("photon:{}", env!("CARGO_PKG_VERSION")),
-            cluster_domain: "cluster.local".into(),
-            zero_downtime: true,
-        }
+        OperatorSettings { image: DEFAULT_IMAGE.into(), cluster_domain: "cluster.local".into(), zero_downtime: true }
     }
 }
 

@@ -23,6 +23,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::{Api, Resource, ResourceExt};
+use photon_orchestrator::kubernetes::delete_ignoring_missing;
 use serde_json::json;
 
 use crate::cluster::{self, keys, OperatorSettings, ServiceExt};
@@ -148,33 +149,24 @@ pub fn plan(
     pending_is_serving: bool,
     zero_downtime: bool,
 ) -> ClusterPlan {
-    let Some(target) = pending.or(active) else { return ClusterPlan::Nothing.or_new(true) };
+    let Some(target) = pending.or(active) else { return ClusterPlan::PrepareNew };
     if pending.is_some() && pending_is_serving {
         return ClusterPlan::Nothing;
     }
     if cluster::cluster_hash(desired, None) == target.hash {
         return ClusterPlan::Nothing;
     }
+    // Only worker groups appended: the target is updated in place. While an upgrade runs the
+    // target is the pending cluster, so the active one is never updated in place then.
     let appended = target.num_groups < desired.worker_group_specs.len()
         && cluster::cluster_hash(desired, Some(target.num_groups)) == target.hash;
-    let upgrade_in_progress = active.is_some() && pending.is_some();
     if appended {
-        let is_active = pending.is_none();
-        if is_active && upgrade_in_progress {
-            return ClusterPlan::Nothing;
-        }
         return ClusterPlan::UpdateInPlace(target.name.clone());
     }
-    ClusterPlan::Nothing.or_new(zero_downtime)
-}
-
-impl ClusterPlan {
-    fn or_new(self, new: bool) -> ClusterPlan {
-        if new {
-            ClusterPlan::PrepareNew
-        } else {
-            self
-        }
+    if zero_downtime {
+        ClusterPlan::PrepareNew
+    } else {
+        ClusterPlan::Nothing
     }
 }
 
@@ -353,17 +345,6 @@ where
     }
 }
 
-async fn delete_ignoring_missing<K>(api: &Api<K>, name: &str) -> Result<(), kube::Error>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 /// Makes a cluster: its head Service, carrying the spec; [`keep_pods`] makes its pods.
 async fn create_cluster(ctx: &Context, apis: &Apis, svc: &PhotonService, name: &str) -> Result<(), Error> {
     let spec = &svc.spec.ray_cluster_config;
@@ -401,7 +382,7 @@ async fn keep_pods(ctx: &Context, apis: &Apis, svc: &PhotonService, o: &Observed
     let own = with_cluster_spec(svc, spec);
     match &o.head {
         Some(head) if pod_ended(head) => {
-            delete_ignoring_missing(&apis.pods, &head.name_any())
+            delete_ignoring_missing(&apis.pods, &head.name_any(), &DeleteParams::background())
                 .await
                 .map_err(kube_err("delete an ended head pod"))?;
         }
@@ -423,7 +404,9 @@ async fn keep_pods(ctx: &Context, apis: &Apis, svc: &PhotonService, o: &Observed
     for pod in &o.workers {
         let name = pod.name_any();
         if pod_ended(pod) || !desired_names.contains(&name) {
-            delete_ignoring_missing(&apis.pods, &name).await.map_err(kube_err(format!("delete pod {name}")))?;
+            delete_ignoring_missing(&apis.pods, &name, &DeleteParams::background())
+                .await
+                .map_err(kube_err(format!("delete pod {name}")))?;
         }
     }
     let present: HashSet<String> = o.workers.iter().map(|p| p.name_any()).collect();
@@ -435,12 +418,16 @@ async fn keep_pods(ctx: &Context, apis: &Apis, svc: &PhotonService, o: &Observed
 
 async fn delete_cluster(ctx: &Context, apis: &Apis, svc: &PhotonService, o: &Observed) -> Result<(), Error> {
     if let Some(head) = &o.head {
-        delete_ignoring_missing(&apis.pods, &head.name_any()).await.map_err(kube_err("delete a head pod"))?;
+        delete_ignoring_missing(&apis.pods, &head.name_any(), &DeleteParams::background())
+            .await
+            .map_err(kube_err("delete a head pod"))?;
     }
     for w in &o.workers {
-        delete_ignoring_missing(&apis.pods, &w.name_any()).await.map_err(kube_err("delete a proxy pod"))?;
+        delete_ignoring_missing(&apis.pods, &w.name_any(), &DeleteParams::background())
+            .await
+            .map_err(kube_err("delete a proxy pod"))?;
     }
-    delete_ignoring_missing(&apis.svcs, &cluster::cluster_head_service_name(&o.name))
+    delete_ignoring_missing(&apis.svcs, &cluster::cluster_head_service_name(&o.name), &DeleteParams::background())
         .await
         .map_err(kube_err("delete a cluster head Service"))?;
     ctx.event(svc, false, "DeletedRayCluster", format!("Deleted cluster {}", o.name)).await;
@@ -562,7 +549,9 @@ async fn point_service(
             if shape(existing.spec.as_ref()) != shape(desired.spec.as_ref()) {
                 // A Service's cluster IP cannot change (headless <-> not, or a new type that
                 // needs one): replaced by a new object.
-                delete_ignoring_missing(&apis.svcs, &name).await.map_err(kube_err(format!("delete Service {name}")))?;
+                delete_ignoring_missing(&apis.svcs, &name, &DeleteParams::background())
+                    .await
+                    .map_err(kube_err(format!("delete Service {name}")))?;
                 apis.svcs
                     .create(&PostParams::default(), &desired)
                     .await
@@ -653,7 +642,9 @@ async fn delete_everything(ctx: &Context, apis: &Apis, svc: &PhotonService) -> R
     for name in [cluster::head_service_name(&svc.name()), cluster::serve_service_name(svc)] {
         if apis.svcs.get_opt(&name).await.map_err(kube_err("get a Service"))?.is_some() {
             left += 1;
-            delete_ignoring_missing(&apis.svcs, &name).await.map_err(kube_err("delete a Service"))?;
+            delete_ignoring_missing(&apis.svcs, &name, &DeleteParams::background())
+                .await
+                .map_err(kube_err("delete a Service"))?;
         }
     }
     Ok(left)
@@ -703,9 +694,9 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
     let generation = svc.metadata.generation.unwrap_or(0);
     let mut status = svc.status.clone().unwrap_or_default();
     status.observed_generation = Some(generation);
-    let active = status.active_service_status.ray_cluster_name.clone();
-    let pending = status.pending_service_status.ray_cluster_name.clone();
-    let clusters = observe(&apis, &svc).await?;
+    let mut active = status.active_service_status.ray_cluster_name.clone();
+    let mut pending = status.pending_service_status.ray_cluster_name.clone();
+    let mut clusters = observe(&apis, &svc).await?;
 
     // Dangling clusters (neither active nor pending) go after the deletion delay, whatever
     // else this pass finds.
@@ -777,8 +768,6 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
         status.conditions.retain(|c| c.type_ != "Suspending");
         restart_conditions(&mut status, generation);
     }
-    let mut active = active;
-    let mut pending = pending;
 
     // The clusters: create the pending one, update in place, keep pods.
     let serve_name = cluster::serve_service_name(&svc);
@@ -796,7 +785,6 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
         pending.is_some() && serving_before == pending,
         zero_downtime,
     );
-    let mut clusters = clusters;
     if let Some(p) = &pending {
         if clusters.get(p).is_none_or(|o| o.spec.is_none()) {
             create_cluster(&ctx, &apis, &svc, p).await?;
@@ -888,22 +876,19 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
         )
         .await;
     }
-    let after = plan(
+    // A cluster spec that differs from the (new) target's asks for a new pending cluster; it
+    // is made next pass. (The pending cluster named in the status exists by now: it was made
+    // above.)
+    let next = plan(
         &svc.spec.ray_cluster_config,
         identity(active.as_ref().and_then(|a| clusters.get(a))).as_ref(),
         identity(pending.as_ref().and_then(|p| clusters.get(p))).as_ref(),
         false,
         zero_downtime,
     );
-    // A pending name not yet made (no cluster object) also counts as the target.
-    let pending_unmade = pending.as_ref().is_some_and(|p| clusters.get(p).is_none_or(|o| o.spec.is_none()));
-    if after == ClusterPlan::PrepareNew && !pending_unmade {
+    if next == ClusterPlan::PrepareNew {
         let new_name = cluster::new_cluster_name(&name);
         status.pending_service_status = ClusterServiceStatus { ray_cluster_name: Some(new_name), ..Default::default() };
-    }
-    status.active_service_status.ray_cluster_name = active.clone();
-    if !pending_unmade && after != ClusterPlan::PrepareNew {
-        status.pending_service_status.ray_cluster_name = pending.clone();
     }
     status.num_serve_endpoints = count_endpoints(&apis, &svc).await?;
     compute_conditions(&mut status, generation);

@@ -418,10 +418,8 @@ impl KubernetesOrchestrator {
         let api = self.api.clone();
         let params = DeleteParams { grace_period_seconds: Some(grace.as_secs() as u32), ..Default::default() };
         tokio::spawn(async move {
-            match api.delete(&name, &params).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => tracing::warn!(pod = %name, error = %e, "cannot delete replica pod"),
+            if let Err(e) = delete_ignoring_missing(&api, &name, &params).await {
+                tracing::warn!(pod = %name, error = %e, "cannot delete replica pod");
             }
         });
     }
@@ -544,9 +542,21 @@ async fn delete_ended(api: &Api<Pod>, pod: &Pod) {
         return;
     }
     if let Some(name) = &pod.metadata.name {
-        if let Err(e) = api.delete(name, &DeleteParams::default()).await {
+        if let Err(e) = delete_ignoring_missing(api, name, &DeleteParams::default()).await {
             tracing::debug!(pod = %name, error = %e, "cannot delete ended replica pod");
         }
+    }
+}
+
+/// Deletes an object; one that is already gone counts as deleted.
+pub async fn delete_ignoring_missing<K>(api: &Api<K>, name: &str, params: &DeleteParams) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -609,8 +619,8 @@ impl Orchestrator for KubernetesOrchestrator {
             tracing::info!(replica = %replica_id, pod = %name, "deleting a replica pod no checkpoint names");
             let api = self.api.clone();
             tokio::spawn(async move {
-                if let Err(e) = api.delete(&name, &DeleteParams::default()).await {
-                    tracing::debug!(pod = %name, error = %e, "cannot delete an unadopted replica pod");
+                if let Err(e) = delete_ignoring_missing(&api, &name, &DeleteParams::default()).await {
+                    tracing::warn!(pod = %name, error = %e, "cannot delete an unadopted replica pod");
                 }
             });
         }

@@ -17,7 +17,7 @@ pub struct OperatorArgs {
     #[arg(long, env = "WATCH_NAMESPACE")]
     namespace: Option<String>,
     /// Image for containers that name a Ray image (rayproject/ray...) or none.
-    #[arg(long, env = "PHOTON_IMAGE", default_value = concat!("photon:", env!("CARGO_PKG_VERSION")))]
+    #[arg(long, env = "PHOTON_IMAGE", default_value = photon_operator::cluster::DEFAULT_IMAGE)]
     image: String,
     /// Cluster DNS domain.
     #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local")]
