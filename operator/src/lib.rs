@@ -66,7 +66,7 @@ pub fn render(
     cluster: &str,
     settings: &OperatorSettings,
 ) -> Result<Vec<serde_json::Value>, String> {
-    use photon_orchestrator::kubernetes::{replica_pod, KubernetesSettings};
+    use photon_orchestrator::kubernetes::{pod_owner, replica_pod, KubernetesSettings};
     use serde_json::to_value;
     let mut objects = Vec::new();
     let typed = |mut v: serde_json::Value, api_version: &str, kind: &str| {
@@ -95,14 +95,10 @@ pub fn render(
         cluster: cluster.into(),
         service: svc.metadata.name.clone().unwrap_or_default(),
         template: cluster::replica_template(svc, settings),
-        owner: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-            api_version: "v1".into(),
-            kind: "Pod".into(),
-            name: head.metadata.name.clone().unwrap_or_default(),
-            uid: "00000000-0000-0000-0000-000000000000".into(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }),
+        owner: Some(pod_owner(
+            head.metadata.name.clone().unwrap_or_default(),
+            "00000000-0000-0000-0000-000000000000".into(),
+        )),
     };
     let example = photon_orchestrator::ReplicaSpec {
         replica_id: "x7k2pq9m".into(),

@@ -87,26 +87,10 @@ impl KubernetesSettings {
             var(name)
                 .ok_or_else(|| OrchestratorError::Setup(format!("{name} must be set for --orchestrator kubernetes")))
         };
-        let template = match var(env::REPLICA_TEMPLATE) {
-            Some(text) => serde_json::from_str(&text).map_err(|e| {
-                OrchestratorError::Setup(format!("{}: not a PodTemplateSpec: {e}", env::REPLICA_TEMPLATE))
-            })?,
-            None => {
-                return Err(OrchestratorError::Setup(format!(
-                    "{} must be set for --orchestrator kubernetes",
-                    env::REPLICA_TEMPLATE
-                )))
-            }
-        };
+        let template = serde_json::from_str(&need(env::REPLICA_TEMPLATE)?)
+            .map_err(|e| OrchestratorError::Setup(format!("{}: not a PodTemplateSpec: {e}", env::REPLICA_TEMPLATE)))?;
         let owner = match (var(env::OWNER_NAME), var(env::OWNER_UID)) {
-            (Some(name), Some(uid)) => Some(OwnerReference {
-                api_version: "v1".into(),
-                kind: "Pod".into(),
-                name,
-                uid,
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }),
+            (Some(name), Some(uid)) => Some(pod_owner(name, uid)),
             _ => None,
         };
         Ok(KubernetesSettings {
@@ -121,6 +105,18 @@ impl KubernetesSettings {
     /// The label selector of this cluster's replica pods.
     pub fn selector(&self) -> String {
         format!("{}={},{}", labels::CLUSTER, self.cluster, labels::REPLICA)
+    }
+}
+
+/// A controller owner reference to a pod (the head pod owns its replica pods).
+pub fn pod_owner(name: String, uid: String) -> OwnerReference {
+    OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name,
+        uid,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
     }
 }
 
@@ -679,14 +675,7 @@ mod tests {
                 "spec": {"containers": [{"name": "worker", "image": "photon:1", "env": [{"name": "A", "value": "0"}]}]}
             }))
             .unwrap(),
-            owner: Some(OwnerReference {
-                api_version: "v1".into(),
-                kind: "Pod".into(),
-                name: "svc-x7k2p-head".into(),
-                uid: "u1".into(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }),
+            owner: Some(pod_owner("svc-x7k2p-head".into(), "u1".into())),
         };
         let pod = replica_pod(&settings, &spec());
         let labels = pod.metadata.labels.clone().unwrap();
