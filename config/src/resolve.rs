@@ -3,6 +3,8 @@
 //! code's value as a whole), then Ray's defaults. Nothing downstream sees an unset option.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 
 use serde_json::{Map, Value};
 
@@ -10,18 +12,29 @@ use crate::defaults as d;
 use crate::schema::*;
 
 /// What an application's code defines: its deployments with their code-level options.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AppBlueprint {
     /// The deployment that receives the application's HTTP/gRPC traffic.
     pub ingress: String,
     /// Each deployment's code defaults (the `@serve.deployment(...)` options).
     pub deployments: Vec<DeploymentOverride>,
+    /// Environment every replica of the application gets besides `runtime_env.env_vars` (how
+    /// a Python replica finds its code).
+    pub replica_env: BTreeMap<String, String>,
+    /// `runtime_env` keys the application's loader applies (besides `env_vars`).
+    pub applied_runtime_env: Vec<String>,
 }
 
 /// Looks applications up by `import_path` (the replica registry implements it).
 pub trait AppCatalog: Send + Sync {
-    /// The blueprint of `import_path`, or why there is none.
-    fn blueprint(&self, import_path: &str, args: &Map<String, Value>) -> Result<AppBlueprint, String>;
+    /// The blueprint of the application's code, or why there is none.
+    fn blueprint(&self, app: &ApplicationConfig) -> Result<AppBlueprint, String>;
+
+    /// Prepares the blueprints of a config about to be applied, off the caller's thread (the
+    /// controller asks `blueprint` from its actor, which must not wait on a slow import).
+    fn prepare<'a>(&'a self, _config: &'a ServeConfig) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// How many replicas a deployment wants.
@@ -109,7 +122,11 @@ pub fn resolve_app(app: &ApplicationConfig, blueprint: &AppBlueprint) -> Result<
         .iter()
         .map(|code| {
             let cfg = app.deployments.iter().find(|o| o.name == code.name);
-            resolve_one(app, code, cfg)
+            let mut resolved = resolve_one(app, code, cfg);
+            for (k, v) in &blueprint.replica_env {
+                resolved.env_vars.insert(k.clone(), v.clone());
+            }
+            resolved
         })
         .collect())
 }

@@ -169,7 +169,7 @@ fn overrides_replace_code_defaults_field_by_field() {
         "ray_actor_options": {"num_cpus": 0.5, "runtime_env": {"env_vars": {"B": "dep"}}}
     }))
     .unwrap();
-    let bp = AppBlueprint { ingress: "D".into(), deployments: vec![code] };
+    let bp = AppBlueprint { ingress: "D".into(), deployments: vec![code], ..Default::default() };
     let resolved = resolve_app(&cfg.config.applications[0], &bp).unwrap();
     let d = &resolved[0];
     assert_eq!(d.replicas, ReplicaTarget::Fixed(3));
@@ -186,6 +186,7 @@ fn override_of_a_missing_deployment_is_an_error() {
     let bp = AppBlueprint {
         ingress: "D".into(),
         deployments: vec![DeploymentOverride { name: "D".into(), ..Default::default() }],
+        ..Default::default()
     };
     let err = resolve_app(&cfg.config.applications[0], &bp).unwrap_err();
     assert_eq!(err, "Deployment 'Nope' does not exist. Available: ['D']");

@@ -38,6 +38,7 @@ pub(crate) enum Command {
 #[derive(Clone)]
 pub struct ControllerHandle {
     commands: mpsc::Sender<Command>,
+    catalog: Arc<dyn AppCatalog>,
     table: watch::Receiver<Arc<RoutingTable>>,
 }
 
@@ -48,8 +49,10 @@ impl ControllerHandle {
         rx.await.map_err(|_| ControllerError::Stopped)
     }
 
-    /// Applies a validated config (declaratively: apps it does not list are deleted).
+    /// Applies a validated config (declaratively: apps it does not list are deleted). The
+    /// applications' code is looked at first (a Python import), here rather than in the actor.
     pub async fn apply(&self, config: ServeConfig) -> Result<(), ControllerError> {
+        self.catalog.prepare(&config).await;
         self.ask(|tx| Command::Apply(Box::new(config), tx)).await
     }
 
@@ -106,9 +109,10 @@ pub fn spawn(
         saver = Some(spawn_saver(store, state.checkpoint()));
     }
     orchestrator.adoption_done();
+    let handle_catalog = catalog.clone();
     let actor = Actor { state, catalog, orchestrator, commands: tx.clone(), table: table_tx, proxy_router, saver };
     tokio::spawn(actor.run(rx, replica_events));
-    Ok(ControllerHandle { commands: tx, table: table_rx })
+    Ok(ControllerHandle { commands: tx, catalog: handle_catalog, table: table_rx })
 }
 
 /// Re-applies a checkpoint's config and adopts its replicas.

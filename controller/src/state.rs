@@ -280,7 +280,9 @@ impl State {
             }
         }
         for cfg in &config.applications {
-            let resolved = catalog.blueprint(&cfg.import_path, &cfg.args).and_then(|bp| {
+            let blueprint = catalog.blueprint(cfg);
+            let applied = blueprint.as_ref().map(|bp| bp.applied_runtime_env.clone()).unwrap_or_default();
+            let resolved = blueprint.and_then(|bp| {
                 let deps = resolve_app(cfg, &bp)?;
                 Ok((bp.ingress, deps))
             });
@@ -291,7 +293,7 @@ impl State {
                 ingress: None,
                 deployments: Vec::new(),
                 deploy_error: None,
-                warnings: runtime_env_warnings(cfg),
+                warnings: runtime_env_warnings(cfg, &applied),
                 last_deployed_time_s: unix_now(),
                 deleting: false,
             };
@@ -1033,23 +1035,20 @@ fn capacity_adjusted(n: u32, capacity: Option<f64>) -> u32 {
     }
 }
 
-/// `runtime_env` keys Photon cannot apply: deployments are compiled into the replica binary, so
-/// code locations (`working_dir`, `py_modules`) and Python packages do not apply; `env_vars` do.
-fn runtime_env_warnings(app: &ApplicationConfig) -> Vec<String> {
-    let mut keys: Vec<String> =
-        app.runtime_env.keys().filter(|k| *k != "env_vars").map(|k| format!("runtime_env.{k}")).collect();
+/// `runtime_env` keys Photon cannot apply: `env_vars` always apply, and the keys the
+/// application's loader applies (`applied`: `working_dir` and `py_modules` for Python code);
+/// the others (Python packages, containers) do not.
+fn runtime_env_warnings(app: &ApplicationConfig, applied: &[String]) -> Vec<String> {
+    let ignored = |k: &&String| *k != "env_vars" && !applied.contains(k);
+    let mut keys: Vec<String> = app.runtime_env.keys().filter(ignored).map(|k| format!("runtime_env.{k}")).collect();
     for d in &app.deployments {
         if let Some(env) = d.ray_actor_options.as_ref().and_then(|o| o.runtime_env.as_ref()) {
             keys.extend(
-                env.keys()
-                    .filter(|k| *k != "env_vars")
-                    .map(|k| format!("deployments.{}.ray_actor_options.runtime_env.{k}", d.name)),
+                env.keys().filter(ignored).map(|k| format!("deployments.{}.ray_actor_options.runtime_env.{k}", d.name)),
             );
         }
     }
-    keys.into_iter()
-        .map(|k| format!("{k} is ignored: Photon runs the deployments compiled into its replica binary"))
-        .collect()
+    keys.into_iter().map(|k| format!("{k} is ignored: Photon cannot apply it yet")).collect()
 }
 
 fn app_status(app: &App, deployments: &[DeploymentStatusInfo]) -> (ApplicationStatus, String) {

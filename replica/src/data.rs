@@ -83,6 +83,7 @@ async fn handle(state: &Arc<ReplicaState>, req: Request<Incoming>) -> Response<B
         method,
         http_method: parts.method.as_str().to_string(),
         path: parts.uri.path().to_string(),
+        route_prefix: route.clone(),
         query: parts.uri.query().unwrap_or_default().to_string(),
         headers: parts.headers,
         body,

@@ -48,6 +48,8 @@ pub struct Request {
     pub http_method: String,
     /// Full request path.
     pub path: String,
+    /// The route prefix the front door matched (empty for handle calls).
+    pub route_prefix: String,
     /// Query string without `?`.
     pub query: String,
     /// Request headers (hop-by-hop ones removed).
@@ -168,6 +170,11 @@ impl BuildContext {
     pub fn handle(&self, deployment: &str) -> DeploymentHandle {
         self.router.handle(&self.app, deployment)
     }
+
+    /// The replica's router (handles to any application's deployments).
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
 }
 
 /// A deployment's code: Ray's deployment class.
@@ -193,6 +200,9 @@ pub trait Deployment: Send + Sync + 'static {
     async fn check_health(&self) -> Result<(), DeploymentError> {
         Ok(())
     }
+
+    /// Runs once the replica has drained, before the process ends (Ray calls `__del__`).
+    async fn shutdown(&self) {}
 }
 
 /// Helper for handle calls that return a JSON value.

@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 pub use deployment::{
     call_handle, BuildContext, ChunkStream, Deployment, DeploymentError, Protocol, Reply, ReplyBody, Request,
 };
-pub use registry::{AppDef, Constructor, DeploymentDef, Registry};
+pub use registry::{AppDef, Constructor, DeploymentDef, FallbackBuilder, Registry};
 pub use server::{user_config_json, ReplicaServer, ReplicaState};
 
 /// Why a replica could not start or serve.
@@ -135,6 +135,7 @@ pub async fn run(
     {
         tracing::warn!(replica = %opts.replica_id, ongoing = state.ongoing(), "graceful shutdown timed out");
     }
+    state.deployment().shutdown().await;
     let _ = stop_tx.send(());
     follow.abort();
     data.abort();

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use photon_config::{AppBlueprint, AppCatalog};
-use serde_json::{Map, Value};
+use photon_config::{AppBlueprint, AppCatalog, ApplicationConfig};
+use serde_json::Value;
 
 use crate::deployment::{BuildContext, Deployment, DeploymentError};
 
@@ -33,10 +33,16 @@ pub struct AppDef {
     pub deployments: Vec<DeploymentDef>,
 }
 
+/// Builds deployments of applications the registry does not hold (Python code): `None` when
+/// it does not know the import path either.
+pub type FallbackBuilder =
+    Box<dyn Fn(&str, &BuildContext) -> Option<Result<Arc<dyn Deployment>, DeploymentError>> + Send + Sync>;
+
 /// All applications known to this binary.
 #[derive(Default)]
 pub struct Registry {
     apps: Vec<AppDef>,
+    fallback: Option<FallbackBuilder>,
 }
 
 /// `module:attr` and `module.attr` name the same thing.
@@ -59,6 +65,11 @@ impl Registry {
         self.apps.push(app);
     }
 
+    /// Builds replicas of import paths the registry does not hold.
+    pub fn set_fallback(&mut self, fallback: FallbackBuilder) {
+        self.fallback = Some(fallback);
+    }
+
     /// The application at `import_path`.
     pub fn find(&self, import_path: &str) -> Option<&AppDef> {
         let wanted = normalise(import_path);
@@ -77,7 +88,12 @@ impl Registry {
         name: &str,
         ctx: &BuildContext,
     ) -> Result<Arc<dyn Deployment>, DeploymentError> {
-        let app = self.find(import_path).ok_or_else(|| DeploymentError(self.unknown(import_path)))?;
+        let Some(app) = self.find(import_path) else {
+            return match self.fallback.as_ref().and_then(|build| build(import_path, ctx)) {
+                Some(built) => built,
+                None => Err(DeploymentError(self.unknown(import_path))),
+            };
+        };
         let def = app
             .deployments
             .iter()
@@ -92,8 +108,8 @@ impl Registry {
 }
 
 impl AppCatalog for Registry {
-    fn blueprint(&self, import_path: &str, _args: &Map<String, Value>) -> Result<AppBlueprint, String> {
-        let app = self.find(import_path).ok_or_else(|| self.unknown(import_path))?;
+    fn blueprint(&self, config: &ApplicationConfig) -> Result<AppBlueprint, String> {
+        let app = self.find(&config.import_path).ok_or_else(|| self.unknown(&config.import_path))?;
         let mut deployments = Vec::new();
         for d in &app.deployments {
             let mut defaults = photon_config::deployment_defaults(&d.defaults)
@@ -101,7 +117,7 @@ impl AppCatalog for Registry {
             defaults.name = d.name.to_string();
             deployments.push(defaults);
         }
-        Ok(AppBlueprint { ingress: app.ingress.to_string(), deployments })
+        Ok(AppBlueprint { ingress: app.ingress.to_string(), deployments, ..Default::default() })
     }
 }
 
@@ -109,14 +125,19 @@ impl AppCatalog for Registry {
 mod tests {
     use super::*;
 
+    fn app(import_path: &str) -> ApplicationConfig {
+        let doc = serde_json::json!({ "applications": [{ "import_path": import_path }] });
+        photon_config::from_value(&doc).unwrap().config.applications.remove(0)
+    }
+
     #[test]
     fn every_builtin_blueprint_is_valid() {
         let r = Registry::builtin();
         for path in r.import_paths() {
-            let bp = r.blueprint(path, &Map::new()).unwrap();
+            let bp = r.blueprint(&app(path)).unwrap();
             assert!(bp.deployments.iter().any(|d| d.name == bp.ingress), "{path}: ingress missing");
         }
         assert!(r.find("photon.examples.noop").is_some());
-        assert!(r.blueprint("nope.app", &Map::new()).unwrap_err().contains("unknown import path"));
+        assert!(r.blueprint(&app("nope.app")).unwrap_err().contains("unknown import path"));
     }
 }

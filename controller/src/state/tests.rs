@@ -2,19 +2,19 @@
 
 use super::*;
 use photon_config::{AppBlueprint, DeploymentOverride};
-use serde_json::Map;
 
 struct Catalog;
 
 impl AppCatalog for Catalog {
-    fn blueprint(&self, import_path: &str, _args: &Map<String, Value>) -> Result<AppBlueprint, String> {
-        match import_path {
+    fn blueprint(&self, app: &ApplicationConfig) -> Result<AppBlueprint, String> {
+        match app.import_path.as_str() {
             "two.app" => Ok(AppBlueprint {
                 ingress: "Front".into(),
                 deployments: vec![
                     DeploymentOverride { name: "Back".into(), ..Default::default() },
                     DeploymentOverride { name: "Front".into(), ..Default::default() },
                 ],
+                ..Default::default()
             }),
             other => Err(format!("unknown import path {other:?}")),
         }
