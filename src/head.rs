@@ -11,7 +11,7 @@ use photon_controller::{ControllerGrpc, ControllerHandle, Placement};
 use photon_orchestrator::{LocalOrchestrator, Orchestrator};
 use photon_proto::v1::controller_service_server::ControllerServiceServer;
 use photon_proxy::HttpConfig;
-use photon_replica::Registry;
+use photon_config::AppCatalog;
 use photon_router::Router;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -67,7 +67,7 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 
 impl Head {
     /// Binds every listener, then starts the controller, its gRPC service and the proxy.
-    pub async fn start(opts: HeadOptions, registry: Arc<Registry>) -> anyhow::Result<Head> {
+    pub async fn start(opts: HeadOptions, catalog: Arc<dyn AppCatalog>) -> anyhow::Result<Head> {
         let controller_listener = bind(opts.controller, "the controller").await?;
         let http_listener = match opts.http {
             Some(addr) => Some(bind(addr, "HTTP").await?),
@@ -106,7 +106,7 @@ impl Head {
         let proxy_router = http_listener.as_ref().map(|_| router.clone());
         let controller = photon_controller::spawn(
             placement,
-            registry,
+            catalog,
             orchestrator,
             events_rx,
             proxy_router,

@@ -9,6 +9,9 @@ pub mod proxy;
 pub mod replica;
 pub mod run;
 
+use std::sync::Arc;
+
+use photon_python::PythonCatalog;
 use photon_replica::Registry;
 
 /// Every application this binary serves: the built-in samples and the model deployments.
@@ -18,4 +21,10 @@ pub fn registry() -> Registry {
         registry.register(app);
     }
     registry
+}
+
+/// What the controller builds applications from: the built-in ones, and Python code for every
+/// other import path.
+pub fn catalog() -> Arc<PythonCatalog> {
+    Arc::new(PythonCatalog::new(Arc::new(registry())))
 }

@@ -66,6 +66,8 @@ pub async fn run(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
         Some(text) => Some(serde_json::from_str(text).context("user_config is not valid JSON")?),
         None => None,
     };
+    let mut registry = super::registry();
+    registry.set_fallback(python_builder(&args));
     let opts = ReplicaOptions {
         replica_id: args.replica_id.clone(),
         app: args.app.clone(),
@@ -82,7 +84,7 @@ pub async fn run(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
     };
     let span = tracing::info_span!("replica", app = %args.app, deployment = %args.deployment, id = %args.replica_id);
     let shutdown = shutdown_signal(args.exit_with_parent);
-    match photon_replica::run(Arc::new(super::registry()), opts, shutdown).instrument(span).await {
+    match photon_replica::run(Arc::new(registry), opts, shutdown).instrument(span).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             tracing::error!(replica = %args.replica_id, "{e}");
@@ -93,6 +95,30 @@ pub async fn run(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Builds Python deployments: the controller hands a Python application's replicas where its
+/// code is (`photon_python::CODE_ENV`); other import paths are unknown.
+fn python_builder(args: &ReplicaArgs) -> photon_replica::FallbackBuilder {
+    let (max_ongoing_requests, log_encoding, log_level) =
+        (args.max_ongoing_requests, args.log_encoding.clone(), args.log_level.clone());
+    Box::new(move |_import_path, ctx| {
+        let code = std::env::var(photon_python::CODE_ENV).ok()?;
+        let spec = serde_json::from_str(&code)
+            .map_err(|e| photon_replica::DeploymentError(format!("{}: {e}", photon_python::CODE_ENV)))
+            .map(|code| photon_python::WorkerSpec {
+                code,
+                app: ctx.app.clone(),
+                deployment: ctx.deployment.clone(),
+                replica_id: ctx.replica_id.clone(),
+                max_ongoing_requests,
+                log_encoding: log_encoding.clone(),
+                log_level: log_level.clone(),
+            });
+        Some(spec.and_then(|spec| {
+            photon_python::PythonDeployment::start(spec, ctx).map(|d| Arc::new(d) as Arc<dyn photon_replica::Deployment>)
+        }))
+    })
 }
 
 /// SIGTERM, SIGINT, or (with `watch_parent`) the head going away.

@@ -5,14 +5,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use photon_config::{resolve_app, AppCatalog, ConfigError, FieldError, ServeConfig};
 use photon_proxy::HttpConfig;
-use photon_replica::Registry;
 
 use crate::head::{Head, HeadOptions};
 
@@ -96,12 +94,13 @@ pub struct StartArgs {
     head: HeadArgs,
 }
 
-/// Checks what only this binary can know: that each import path exists in the registry and
-/// that each override names one of its deployments.
-fn check_against_registry(config: &ServeConfig, registry: &Registry) -> Result<(), ConfigError> {
+/// Checks what only the application's code can tell: that each import path names an
+/// application (built in, or Python code that imports) and that each override names one of its
+/// deployments.
+fn check_against_code(config: &ServeConfig, catalog: &dyn AppCatalog) -> Result<(), ConfigError> {
     let mut errors = Vec::new();
     for (i, app) in config.applications.iter().enumerate() {
-        match registry.blueprint(&app.import_path, &app.args) {
+        match catalog.blueprint(app) {
             Err(e) => errors.push(FieldError { path: format!("applications[{i}].import_path"), message: e }),
             Ok(bp) => {
                 if let Err(e) = resolve_app(app, &bp) {
@@ -200,9 +199,9 @@ fn backend(args: &HeadArgs) -> anyhow::Result<crate::head::Backend> {
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(&args.config).with_context(|| format!("cannot read {}", args.config.display()))?;
-    let registry = Arc::new(super::registry());
+    let catalog = super::catalog();
     let parsed =
-        match photon_config::parse_yaml(&text).and_then(|p| check_against_registry(&p.config, &registry).map(|()| p)) {
+        match photon_config::parse_yaml(&text).and_then(|p| check_against_code(&p.config, catalog.as_ref()).map(|()| p)) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("photon: {}: {e}", args.config.display());
@@ -213,7 +212,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for w in &parsed.warnings {
         tracing::warn!("{}: {w}", args.config.display());
     }
-    let head = Head::start(head_options(&args.head, &parsed.config)?, registry).await?;
+    let head = Head::start(head_options(&args.head, &parsed.config)?, catalog).await?;
     head.controller.apply(parsed.config).await?;
     crate::head::terminate_signal().await;
     head.shutdown().await;
@@ -223,7 +222,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 pub async fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init_from(None);
     let empty = photon_config::from_value(&serde_json::json!({ "applications": [] }))?.config;
-    let head = Head::start(head_options(&args.head, &empty)?, Arc::new(super::registry())).await?;
+    let head = Head::start(head_options(&args.head, &empty)?, super::catalog()).await?;
     crate::head::terminate_signal().await;
     head.shutdown().await;
     Ok(ExitCode::SUCCESS)

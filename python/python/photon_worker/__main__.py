@@ -1,0 +1,22 @@
+import json
+import os
+import sys
+
+
+def _spec():
+    return json.loads(os.environ.get("PHOTON_PYTHON_APP") or "{}")
+
+
+if __name__ == "__main__":
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command == "discover":
+        from photon_worker import discover
+
+        discover.main(_spec())
+    elif command == "serve" and len(sys.argv) == 3:
+        from photon_worker import replica
+
+        replica.main(sys.argv[2], _spec())
+    else:
+        sys.stderr.write("usage: python -m photon_worker discover | serve SOCKET\n")
+        sys.exit(2)

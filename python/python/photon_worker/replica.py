@@ -1,0 +1,438 @@
+"""`python -m photon_worker serve SOCKET`: one replica's user code.
+
+Builds the deployment (imports the application, walks its graph to this deployment, calls the
+constructor with handles in place of bound deployments), then serves frames from the Rust
+replica: requests (HTTP as ASGI or a plain `__call__`; handle calls as pickled arguments),
+cancellations, reconfigure, health checks, shutdown. Async methods run on this process's event
+loop, sync ones on a thread pool, as in Ray; the Rust replica admits at most
+`max_ongoing_requests` at a time."""
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import inspect
+import logging
+import os
+import pickle
+import sys
+import traceback
+
+from photon_worker import asgi, loader, logs, protocol
+
+PICKLE = "application/x-photon-pickle"
+
+
+class Connection:
+    def __init__(self, writer):
+        self.writer = writer
+
+    async def send(self, kind, call_id, meta=None, body=b""):
+        self.writer.write(protocol.encode(kind, call_id, meta, body))
+        if self.writer.transport.get_write_buffer_size() > 1 << 20:
+            await self.writer.drain()
+
+
+class Runtime:
+    """How handle calls leave this process (used by `ray.serve.handle`)."""
+
+    def __init__(self, loop, connection):
+        self.loop = loop
+        self.connection = connection
+        self.answers = {}
+        self.next_id = 1
+
+    def handle_call(self, app, deployment, method, args, kwargs, request_id, model_id, stream):
+        opened = self._open(app, deployment, method, args, kwargs, request_id, model_id)
+        return self._stream(opened) if stream else self._unary(opened)
+
+    async def _open(self, app, deployment, method, args, kwargs, request_id, model_id):
+        from ray.serve.handle import resolve_arguments
+
+        args, kwargs = await resolve_arguments(args, kwargs)
+        body = pickle.dumps((tuple(args), kwargs), protocol=5)
+        call_id = self.next_id
+        self.next_id += 1
+        queue = asyncio.Queue()
+        self.answers[call_id] = queue
+        meta = {"app": app, "deployment": deployment, "method": method, "request_id": request_id, "model_id": model_id}
+        await self.connection.send(protocol.HANDLE_CALL, call_id, meta, body)
+        return call_id, queue
+
+    def answer(self, kind, call_id, meta, body):
+        queue = self.answers.get(call_id)
+        if queue is not None:
+            queue.put_nowait((kind, meta, body))
+
+    async def _chunks(self, opened):
+        """(status, content type) first, then the answer's body chunks."""
+        call_id, queue = await opened
+        finished = False
+        try:
+            while True:
+                kind, meta, body = await queue.get()
+                if kind == protocol.HANDLE_START:
+                    content_type = dict((k.lower(), v) for k, v in meta.get("headers", [])).get("content-type", "")
+                    yield (meta["status"], content_type)
+                    if body:
+                        yield body
+                elif kind == protocol.HANDLE_CHUNK:
+                    yield body
+                else:
+                    finished = True
+                    if meta.get("error"):
+                        raise _router_error(meta["error"])
+                    return
+        finally:
+            self.answers.pop(call_id, None)
+            if not finished:
+                await self.connection.send(protocol.HANDLE_CANCEL, call_id)
+
+    async def _unary(self, opened):
+        chunks = self._chunks(opened)
+        head = None
+        body = []
+        try:
+            async for part in chunks:
+                if head is None:
+                    head = part
+                else:
+                    body.append(part)
+        finally:
+            await chunks.aclose()
+        return _result(head, b"".join(body))
+
+    async def _stream(self, opened):
+        chunks = self._chunks(opened)
+        head = None
+        try:
+            async for part in chunks:
+                if head is None:
+                    head = part
+                    continue
+                if head[0] != 200:
+                    rest = [part] + [p async for p in chunks]
+                    _result(head, b"".join(rest))
+                yield part
+            if head is not None and head[0] != 200:
+                _result(head, b"")
+        finally:
+            await chunks.aclose()
+
+
+def _result(head, body):
+    status, content_type = head
+    if status == 200:
+        return pickle.loads(body)
+    if content_type == PICKLE:
+        raise pickle.loads(body)
+    from ray.serve.exceptions import RayServeException
+
+    raise RayServeException(body.decode("utf-8", "replace") or f"the call answered status {status}")
+
+
+def _router_error(error):
+    from ray.serve import exceptions
+
+    kind, message = error.get("kind", ""), error.get("message", "")
+    if kind == "backpressure":
+        return exceptions.BackPressureError(message=message)
+    if kind == "unavailable":
+        return exceptions.DeploymentUnavailableError(message=message)
+    if kind == "replica_failed":
+        return exceptions.ActorDiedError(message)
+    return exceptions.RayServeException(message)
+
+
+class Worker:
+    def __init__(self, spec, connection):
+        self.spec = spec
+        self.connection = connection
+        self.loop = asyncio.get_running_loop()
+        self.calls = {}
+        self.receivers = {}
+        self.instance = None
+        self.callable = None
+        self.asgi_app = None
+        self.lifespan = None
+        self.state = {}
+        workers = max(1, int(spec.get("max_ongoing_requests") or 5))
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=min(workers, 64), thread_name_prefix="serve-sync")
+        self.loop.set_default_executor(self.executor)
+
+    # -- start ---------------------------------------------------------------------------
+
+    async def build(self):
+        from ray.serve import context, handle, multiplex
+
+        spec = self.spec
+        app_name, name = spec["app"], spec["deployment"]
+        self.runtime = Runtime(self.loop, self.connection)
+        handle._set_runtime(self.runtime)
+        context._set_replica_context(
+            context.ReplicaContext(
+                replica_id=context.ReplicaID(spec["replica_id"], context.DeploymentID(name, app_name))
+            )
+        )
+        multiplex._set_publisher(lambda ids: None)
+        app = loader.load_application(spec["import_path"], spec.get("args") or {})
+        graph = loader.Graph(app)
+        bound = graph.find(name)
+        target = bound._bound_deployment.func_or_class
+        args = graph.with_handles(bound._args, app_name)
+        kwargs = graph.with_handles(bound._kwargs, app_name)
+        if inspect.isclass(target):
+            self.instance = target(*args, **kwargs)
+            if inspect.isawaitable(self.instance):
+                self.instance = await self.instance
+            self.callable = getattr(self.instance, "__call__", None)
+            asgi_app = getattr(target, "_serve_asgi_app", None)
+            if asgi_app is not None:
+                from photon_worker.fastapi_views import bind_class_routes
+
+                if callable(asgi_app) and not hasattr(asgi_app, "router") and inspect.isfunction(asgi_app):
+                    asgi_app = asgi_app()  # an app builder
+                bind_class_routes(asgi_app, target, self.instance)
+                self.asgi_app = asgi_app
+                await self.start_lifespan()
+        else:
+            self.instance = None
+            self.callable = target
+        context._set_replica_context(
+            context.ReplicaContext(
+                replica_id=context.ReplicaID(spec["replica_id"], context.DeploymentID(name, app_name)),
+                servable_object=self.instance,
+            )
+        )
+
+    async def start_lifespan(self):
+        incoming = asyncio.Queue()
+        started = self.loop.create_future()
+
+        async def receive():
+            return await incoming.get()
+
+        async def send(message):
+            if message["type"] == "lifespan.startup.complete" and not started.done():
+                started.set_result(None)
+            elif message["type"] == "lifespan.startup.failed" and not started.done():
+                started.set_exception(RuntimeError(message.get("message", "lifespan startup failed")))
+
+        async def run():
+            try:
+                await self.asgi_app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": self.state}, receive, send)
+            except BaseException:
+                pass  # an app without lifespan support
+            finally:
+                if not started.done():
+                    started.set_result(None)
+
+        incoming.put_nowait({"type": "lifespan.startup"})
+        self.lifespan = (incoming, self.loop.create_task(run()))
+        await started
+
+    # -- frames --------------------------------------------------------------------------
+
+    def dispatch(self, kind, call_id, meta, body):
+        if kind == protocol.REQUEST:
+            task = self.loop.create_task(self.request(call_id, meta, body))
+            self.calls[call_id] = task
+            task.add_done_callback(lambda _: self.calls.pop(call_id, None))
+        elif kind == protocol.CANCEL:
+            receiver = self.receivers.get(call_id)
+            if receiver is not None:
+                receiver.disconnected.set()
+            task = self.calls.get(call_id)
+            if task is not None:
+                task.cancel()
+        elif kind == protocol.RECONFIGURE:
+            self.loop.create_task(self.control(call_id, self.reconfigure, meta.get("user_config")))
+        elif kind == protocol.HEALTH:
+            self.loop.create_task(self.control(call_id, self.check_health))
+        elif kind in (protocol.HANDLE_START, protocol.HANDLE_CHUNK, protocol.HANDLE_END):
+            self.runtime.answer(kind, call_id, meta, body)
+
+    async def control(self, call_id, action, *args):
+        try:
+            await action(*args)
+            meta = {}
+        except BaseException as e:
+            logs.logger.error("%s", traceback.format_exc().rstrip())
+            meta = {"error": _describe(e)}
+        await self.connection.send(protocol.CONTROL_DONE, call_id, meta)
+
+    async def call_user(self, func, *args, **kwargs):
+        if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+            result = func(*args, **kwargs)
+        else:
+            run = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+            result = await self.loop.run_in_executor(self.executor, run)
+        if inspect.isawaitable(result) and not inspect.isasyncgen(result):
+            result = await result
+        return result
+
+    async def reconfigure(self, user_config):
+        method = getattr(self.instance, "reconfigure", None)
+        if method is None:
+            if user_config is not None:
+                raise ValueError(
+                    "user_config specified but deployment " + self.spec["deployment"] + " missing reconfigure method."
+                )
+            return
+        if user_config is not None:
+            await self.call_user(method, user_config)
+
+    async def check_health(self):
+        method = getattr(self.instance, "check_health", None)
+        if method is not None:
+            await self.call_user(method)
+
+    async def shutdown(self):
+        if self.lifespan is not None:
+            incoming, task = self.lifespan
+            incoming.put_nowait({"type": "lifespan.shutdown"})
+            try:
+                await asyncio.wait_for(task, 5)
+            except BaseException:
+                pass
+        finaliser = getattr(self.instance, "__del__", None)
+        if finaliser is not None:
+            try:
+                await self.call_user(finaliser)
+            except BaseException:
+                logs.logger.error("__del__ raised:\n%s", traceback.format_exc().rstrip())
+
+    # -- requests ------------------------------------------------------------------------
+
+    async def request(self, call_id, meta, body):
+        from ray.serve import context
+
+        token = context._set_request(
+            context.RequestContext(
+                route=meta.get("route_prefix", ""),
+                request_id=meta.get("request_id", ""),
+                app_name=self.spec["app"],
+                multiplexed_model_id=meta.get("model_id", ""),
+            )
+        )
+        reply = asgi.Reply(self.connection, call_id)
+        try:
+            if meta.get("kind") == "pickle":
+                await self.handle_request(meta, body, reply)
+            else:
+                await self.http_request(call_id, meta, body, reply)
+        except asyncio.CancelledError:
+            if not reply.finished:
+                await reply.finish("cancelled")
+        except BaseException as e:
+            text = traceback.format_exc().rstrip()
+            logs.logger.error("Request failed:\n%s", text)
+            if meta.get("kind") == "pickle" and not reply.started:
+                await reply.begin(500, [("content-type", PICKLE)], _pickle_exception(e, text), end=True)
+            elif not reply.finished:
+                await reply.finish(text)
+        finally:
+            context._request.reset(token)
+            self.receivers.pop(call_id, None)
+
+    def method(self, name):
+        if name in ("__call__", "") or self.instance is None:
+            if self.callable is None:
+                raise AttributeError(f"Deployment {self.spec['deployment']} has no __call__ method.")
+            return self.callable
+        method = getattr(self.instance, name, None)
+        if method is None or not callable(method):
+            raise AttributeError(f"Tried to call a method '{name}' that does not exist.")
+        return method
+
+    async def handle_request(self, meta, body, reply):
+        from ray.serve.handle import frame_item, resolve_arguments
+
+        args, kwargs = pickle.loads(body)
+        args, kwargs = await resolve_arguments(args, kwargs)
+        result = await self.call_user(self.method(meta.get("method") or "__call__"), *args, **kwargs)
+        streaming = inspect.isasyncgen(result) or inspect.isgenerator(result)
+        if meta.get("stream") is False and streaming:
+            raise TypeError(
+                "Method returned a generator. You must use `handle.options(stream=True)` to call generators on a deployment."
+            )
+        if not streaming:
+            data = pickle.dumps(result, protocol=5)
+            await reply.begin(200, [("content-type", PICKLE)], data, end=True)
+            return
+        await reply.begin(200, [("content-type", PICKLE)])
+        if inspect.isasyncgen(result):
+            async for item in result:
+                await reply.chunk(frame_item(item))
+        else:
+            for step in asgi._iterate_off_loop(result):
+                item = await step
+                if item is asgi._DONE:
+                    break
+                await reply.chunk(frame_item(item))
+        await reply.finish()
+
+    async def http_request(self, call_id, meta, body, reply):
+        receive = asgi.Receive(body)
+        self.receivers[call_id] = receive
+        scope = asgi.scope(meta, self.state)
+        if self.asgi_app is not None:
+            await self.asgi_app(scope, receive, reply)
+            if not reply.started:
+                raise RuntimeError("the ASGI application returned without a response")
+            if not reply.finished:
+                await reply.finish()
+            return
+        from starlette.requests import Request
+
+        result = await self.call_user(self.method(meta.get("method") or "__call__"), Request(scope, receive))
+        await asgi.convert(result, reply, scope, receive)
+
+
+def _describe(e):
+    return f"{type(e).__name__}: {e}"
+
+
+def _pickle_exception(e, text):
+    try:
+        data = pickle.dumps(e, protocol=5)
+        pickle.loads(data)
+        return data
+    except BaseException:
+        from ray.serve.exceptions import RayServeException
+
+        return pickle.dumps(RayServeException(text), protocol=5)
+
+
+async def serve(socket_path, spec):
+    reader, writer = await asyncio.open_unix_connection(socket_path, limit=1 << 26)
+    connection = Connection(writer)
+    worker = Worker(spec, connection)
+    try:
+        await worker.build()
+        await worker.reconfigure(spec.get("user_config"))
+    except BaseException:
+        text = traceback.format_exc().rstrip()
+        logs.logger.error("%s", text)
+        await connection.send(protocol.READY, 0, {"error": text})
+        await writer.drain()
+        return 1
+    await connection.send(protocol.READY, 0, {})
+    while True:
+        frame = await protocol.read_frame(reader)
+        if frame is None:
+            return 0  # the replica is gone
+        kind, call_id, meta, body = frame
+        if kind == protocol.SHUTDOWN:
+            await worker.shutdown()
+            await connection.send(protocol.CONTROL_DONE, call_id, {})
+            await writer.drain()
+            return 0
+        worker.dispatch(kind, call_id, meta, body)
+
+
+def main(socket_path, spec):
+    loader.install_import_hook()
+    loader.add_code_paths(spec)
+    logs.setup(spec)
+    sys.exit(asyncio.run(serve(socket_path, spec)))

@@ -1,0 +1,242 @@
+//! Learning a Python application's deployments, as Ray's controller does with `build_app`: a
+//! short-lived `python -m photon_worker discover` imports the `import_path` (a bound
+//! application, or a builder called with the config's `args`) and reports each deployment's
+//! name and code options and the ingress; its failure is the application's DEPLOY_FAILED with
+//! the Python traceback.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use photon_config::{AppBlueprint, AppCatalog, ApplicationConfig, ServeConfig};
+use photon_replica::Registry;
+use serde_json::{json, Map, Value};
+
+use crate::embedded;
+
+/// The environment variable that carries a replica's [`CodeSpec`] (JSON).
+pub const CODE_ENV: &str = "PHOTON_PYTHON_APP";
+
+/// Where an application's Python code is and how to build it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeSpec {
+    /// `module:attr` or `module.attr`.
+    pub import_path: String,
+    /// The config's `args`, for an application builder.
+    pub args: Map<String, Value>,
+    /// `runtime_env.working_dir`, absolute.
+    pub working_dir: Option<String>,
+    /// `runtime_env.py_modules`, absolute.
+    pub py_modules: Vec<String>,
+}
+
+impl CodeSpec {
+    /// The spec of `app`, with `runtime_env` paths made absolute against `base` (the directory
+    /// Photon was started from); a `runtime_env` Photon cannot use is named.
+    pub fn of(app: &ApplicationConfig, base: &Path) -> Result<CodeSpec, String> {
+        let local_dir = |field: &str, value: &Value| -> Result<String, String> {
+            let Some(text) = value.as_str() else {
+                return Err(format!("runtime_env.{field}: must be a string, got {value}"));
+            };
+            if text.contains("://") {
+                return Err(format!("runtime_env.{field}: {text:?}: only local directories are supported yet"));
+            }
+            let path = base.join(text);
+            if !path.is_dir() {
+                return Err(format!("runtime_env.{field}: {text:?} is not a directory"));
+            }
+            Ok(path.to_string_lossy().into_owned())
+        };
+        let working_dir = match app.runtime_env.get("working_dir") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(local_dir("working_dir", v)?),
+        };
+        let py_modules = match app.runtime_env.get("py_modules") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => {
+                items.iter().enumerate().map(|(i, v)| local_dir(&format!("py_modules[{i}]"), v)).collect::<Result<_, _>>()?
+            }
+            Some(other) => return Err(format!("runtime_env.py_modules: must be a list, got {other}")),
+        };
+        Ok(CodeSpec { import_path: app.import_path.clone(), args: app.args.clone(), working_dir, py_modules })
+    }
+
+    /// As JSON, for the worker.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "import_path": self.import_path,
+            "args": self.args,
+            "working_dir": self.working_dir,
+            "py_modules": self.py_modules,
+        })
+    }
+
+    /// The `runtime_env` keys this spec applies.
+    fn applied(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        if self.working_dir.is_some() {
+            keys.push("working_dir".to_string());
+        }
+        if !self.py_modules.is_empty() {
+            keys.push("py_modules".to_string());
+        }
+        keys
+    }
+}
+
+/// Runs discovery for `spec` and turns its answer into a blueprint.
+pub async fn discover(app_name: &str, spec: &CodeSpec) -> Result<AppBlueprint, String> {
+    let root = embedded::install().map_err(|e| format!("cannot write Photon's Python package: {e}"))?;
+    let output = embedded::worker_command(&root)
+        .arg("discover")
+        .env(CODE_ENV, spec.to_json().to_string())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| {
+            format!(
+                "Python deployments need a Python 3.9 or newer interpreter (PHOTON_PYTHON, else python3 on PATH): cannot run {:?}: {e}",
+                embedded::python()
+            )
+        })?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let Some(answer) = stdout.lines().rev().find_map(|l| serde_json::from_str::<Value>(l).ok()) else {
+        return Err(format!(
+            "Deploying app '{app_name}' failed: the Python import process ended ({}) without an answer:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim_end()
+        ));
+    };
+    blueprint_from(app_name, spec, &answer)
+}
+
+fn blueprint_from(app_name: &str, spec: &CodeSpec, answer: &Value) -> Result<AppBlueprint, String> {
+    if let Some(traceback) = answer.get("error").and_then(Value::as_str) {
+        return Err(format!("Deploying app '{app_name}' failed with exception:\n{}", traceback.trim_end()));
+    }
+    let ingress = answer.get("ingress").and_then(Value::as_str).unwrap_or_default().to_string();
+    let mut deployments = Vec::new();
+    for d in answer.get("deployments").and_then(Value::as_array).into_iter().flatten() {
+        let name = d.get("name").and_then(Value::as_str).unwrap_or_default();
+        let mut options = d.get("options").cloned().unwrap_or_else(|| json!({}));
+        options["name"] = json!(name);
+        let mut parsed = photon_config::deployment_defaults(&options)
+            .map_err(|e| format!("Deploying app '{app_name}' failed: the options of deployment '{name}' in code: {e}"))?;
+        parsed.name = name.to_string();
+        deployments.push(parsed);
+    }
+    let replica_env = BTreeMap::from([(CODE_ENV.to_string(), spec.to_json().to_string())]);
+    Ok(AppBlueprint { ingress, deployments, replica_env, applied_runtime_env: spec.applied() })
+}
+
+/// The built-in applications, and Python code for every other import path. Blueprints of
+/// Python applications are kept per (name, import path, args, runtime_env), as Ray rebuilds an
+/// application only when one of those changes; failures are not kept, so a later deploy tries
+/// again.
+pub struct PythonCatalog {
+    builtin: Arc<Registry>,
+    base: std::path::PathBuf,
+    known: Mutex<HashMap<String, Result<AppBlueprint, String>>>,
+}
+
+impl PythonCatalog {
+    /// A catalog over `builtin`, finding Python code relative to the current directory.
+    pub fn new(builtin: Arc<Registry>) -> Self {
+        let base = std::env::current_dir().unwrap_or_default();
+        PythonCatalog { builtin, base, known: Mutex::new(HashMap::new()) }
+    }
+
+    fn key(app: &ApplicationConfig) -> String {
+        json!([app.name, app.import_path, app.args, app.runtime_env]).to_string()
+    }
+
+    fn is_python(&self, app: &ApplicationConfig) -> bool {
+        self.builtin.find(&app.import_path).is_none()
+    }
+
+    async fn look(&self, app: &ApplicationConfig) -> Result<AppBlueprint, String> {
+        let spec = CodeSpec::of(app, &self.base).map_err(|e| format!("Deploying app '{}' failed: {e}", app.name))?;
+        discover(&app.name, &spec).await
+    }
+}
+
+impl AppCatalog for PythonCatalog {
+    fn blueprint(&self, app: &ApplicationConfig) -> Result<AppBlueprint, String> {
+        if !self.is_python(app) {
+            return self.builtin.blueprint(app);
+        }
+        let key = Self::key(app);
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        match known.get(&key) {
+            Some(Ok(bp)) => return Ok(bp.clone()),
+            Some(Err(_)) => return known.remove(&key).unwrap_or_else(|| Err(String::new())),
+            None => {}
+        }
+        drop(known);
+        // Not prepared (a checkpoint being recovered at start): import here, on this thread.
+        let result = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                    runtime.map_err(|e| e.to_string()).and_then(|rt| rt.block_on(self.look(app)))
+                })
+                .join()
+                .unwrap_or_else(|_| Err("the Python import thread panicked".to_string()))
+        });
+        if let Ok(bp) = &result {
+            self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Ok(bp.clone()));
+        }
+        result
+    }
+
+    fn prepare<'a>(&'a self, config: &'a ServeConfig) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            for app in config.applications.iter().filter(|a| self.is_python(a)) {
+                let key = Self::key(app);
+                let cached = matches!(self.known.lock().unwrap_or_else(|p| p.into_inner()).get(&key), Some(Ok(_)));
+                if !cached {
+                    let result = self.look(app).await;
+                    self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(key, result);
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> CodeSpec {
+        CodeSpec { import_path: "app:app".into(), args: Map::new(), working_dir: None, py_modules: Vec::new() }
+    }
+
+    #[test]
+    fn a_discovery_answer_becomes_a_blueprint() {
+        let answer = json!({"ingress": "Front", "deployments": [
+            {"name": "Back", "options": {"num_replicas": 2, "user_config": {"k": 1}}},
+            {"name": "Front", "options": {"ray_actor_options": {"num_cpus": 0.5}}}
+        ]});
+        let bp = blueprint_from("a", &spec(), &answer).unwrap();
+        assert_eq!(bp.ingress, "Front");
+        assert_eq!(bp.deployments[0].name, "Back");
+        assert_eq!(bp.deployments[0].user_config, Some(json!({"k": 1})));
+        assert!(bp.replica_env[CODE_ENV].contains("app:app"));
+    }
+
+    #[test]
+    fn a_traceback_is_the_deploy_error() {
+        let err = blueprint_from("a", &spec(), &json!({"error": "Traceback ...\nImportError: x\n"})).unwrap_err();
+        assert_eq!(err, "Deploying app 'a' failed with exception:\nTraceback ...\nImportError: x");
+    }
+
+    #[test]
+    fn code_options_are_validated_like_the_config() {
+        let answer = json!({"ingress": "D", "deployments": [{"name": "D", "options": {"max_ongoing_requests": 0}}]});
+        let err = blueprint_from("a", &spec(), &answer).unwrap_err();
+        assert!(err.contains("max_ongoing_requests"), "{err}");
+    }
+}

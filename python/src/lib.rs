@@ -1,0 +1,18 @@
+//! Python deployments: a Ray Serve user's own application, run by Photon without Ray.
+//!
+//! - [`embedded`]: Photon's Python package (the `ray.serve` API users import, and
+//!   `photon_worker`), compiled into the binary and written out at run time.
+//! - [`discover`]: the controller's view of an application's code (its deployments, their code
+//!   options, the ingress), learned from a short-lived Python import; [`PythonCatalog`].
+//! - [`worker`]: the replica side: a [`PythonDeployment`] runs the user's code in one Python
+//!   worker process per replica, over [`frame`]s on a Unix socket.
+
+#![warn(missing_docs)]
+
+pub mod discover;
+pub mod embedded;
+pub mod frame;
+pub mod worker;
+
+pub use discover::{CodeSpec, PythonCatalog, CODE_ENV};
+pub use worker::{PythonDeployment, WorkerSpec};

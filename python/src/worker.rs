@@ -1,0 +1,461 @@
+//! A Python replica: the Rust replica process (data port, admission, metrics, health, drain)
+//! starts one Python worker for the user's code and talks to it over a Unix socket in
+//! [`frame`](crate::frame)s. Requests go to the worker; its handle calls come back and go
+//! through this replica's router like any other call. If the worker dies, so does the replica
+//! (the controller replaces it); requests in flight on it fail.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use photon_replica::{BuildContext, ChunkStream, Deployment, DeploymentError, Protocol, Reply, ReplyBody, Request};
+use photon_router::wire::Call;
+use photon_router::Router;
+use serde_json::{json, Value};
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::frame::{self, Frame};
+
+/// Content type of pickled handle-call arguments and results.
+pub const PICKLE: &str = "application/x-photon-pickle";
+/// Request header of a handle call that asked for a stream (`.options(stream=True)`).
+const HANDLE_STREAM: &str = "x-photon-handle-stream";
+/// Ray's multiplexed model id header (`-` and `_` both accepted, as in Ray 2.60).
+const MODEL_ID_HEADERS: [&str; 2] = ["serve_multiplexed_model_id", "serve-multiplexed-model-id"];
+
+/// What the worker is to run.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    /// Where the code is ([`crate::CodeSpec`] as JSON).
+    pub code: Value,
+    /// Application name.
+    pub app: String,
+    /// Deployment name.
+    pub deployment: String,
+    /// Replica id.
+    pub replica_id: String,
+    /// Size of the thread pool for sync methods.
+    pub max_ongoing_requests: u32,
+    /// `TEXT` or `JSON`.
+    pub log_encoding: String,
+    /// Python logging level.
+    pub log_level: Option<String>,
+}
+
+impl WorkerSpec {
+    fn to_json(&self) -> Value {
+        let mut v = self.code.clone();
+        v["app"] = json!(self.app);
+        v["deployment"] = json!(self.deployment);
+        v["replica_id"] = json!(self.replica_id);
+        v["max_ongoing_requests"] = json!(self.max_ongoing_requests);
+        v["log_encoding"] = json!(self.log_encoding);
+        v["log_level"] = json!(self.log_level);
+        v
+    }
+}
+
+enum Inbound {
+    Start { status: u16, headers: http::HeaderMap, body: Bytes, end: bool },
+    Chunk(Bytes),
+    End(Option<String>),
+}
+
+struct Shared {
+    out: mpsc::UnboundedSender<Bytes>,
+    calls: Mutex<HashMap<u64, mpsc::UnboundedSender<Inbound>>>,
+    controls: Mutex<HashMap<u64, oneshot::Sender<Result<(), String>>>>,
+    outgoing: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
+    next_id: AtomicU64,
+    ready: watch::Receiver<Option<Result<(), String>>>,
+    stopping: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn send(&self, kind: u8, id: u64, meta: Option<&Value>, body: &[u8]) {
+        let _ = self.out.send(frame::encode(kind, id, meta, body));
+    }
+
+    fn id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn ready(&self) -> Result<(), DeploymentError> {
+        let mut ready = self.ready.clone();
+        let state = ready.wait_for(Option::is_some).await.map_err(|_| DeploymentError::from("the Python worker is gone"))?;
+        match state.as_ref() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(DeploymentError(e.clone())),
+            None => unreachable!("waited for Some"),
+        }
+    }
+
+    async fn control(&self, kind: u8, meta: Option<&Value>) -> Result<(), DeploymentError> {
+        self.ready().await?;
+        let id = self.id();
+        let (tx, rx) = oneshot::channel();
+        lock(&self.controls).insert(id, tx);
+        self.send(kind, id, meta, b"");
+        match rx.await {
+            Ok(result) => result.map_err(DeploymentError),
+            Err(_) => Err(DeploymentError::from("the Python worker exited")),
+        }
+    }
+}
+
+/// A deployment whose code runs in a Python worker.
+pub struct PythonDeployment {
+    shared: Arc<Shared>,
+}
+
+impl PythonDeployment {
+    /// Starts the worker; it builds the deployment in the background (calls wait for it).
+    pub fn start(spec: WorkerSpec, ctx: &BuildContext) -> Result<Self, DeploymentError> {
+        let root = crate::embedded::install()
+            .map_err(|e| DeploymentError(format!("cannot write Photon's Python package: {e}")))?;
+        let socket = std::env::temp_dir().join(format!("photon-{}-{:x}.sock", std::process::id(), fastrand::u64(..)));
+        let _ = std::fs::remove_file(&socket);
+        let listener = UnixListener::bind(&socket)
+            .map_err(|e| DeploymentError(format!("cannot listen on {}: {e}", socket.display())))?;
+        let child = crate::embedded::worker_command(&root)
+            .arg("serve")
+            .arg(&socket)
+            .env(crate::CODE_ENV, spec.to_json().to_string())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&socket);
+                DeploymentError(format!(
+                    "Python deployments need a Python 3.9 or newer interpreter (PHOTON_PYTHON, else python3 on PATH): cannot run {:?}: {e}",
+                    crate::embedded::python()
+                ))
+            })?;
+        let (out, out_rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            out,
+            calls: Mutex::default(),
+            controls: Mutex::default(),
+            outgoing: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            ready,
+            stopping: AtomicBool::new(false),
+        });
+        let connection = Connection { shared: shared.clone(), router: ctx.router().clone(), ready: ready_tx };
+        tokio::spawn(connection.run(listener, socket, child, out_rx));
+        Ok(PythonDeployment { shared })
+    }
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    router: Router,
+    ready: watch::Sender<Option<Result<(), String>>>,
+}
+
+impl Connection {
+    async fn run(
+        self,
+        listener: UnixListener,
+        socket: std::path::PathBuf,
+        mut child: tokio::process::Child,
+        mut out: mpsc::UnboundedReceiver<Bytes>,
+    ) {
+        let stream = tokio::select! {
+            accepted = listener.accept() => accepted.map(|(s, _)| s).map_err(|e| e.to_string()),
+            status = child.wait() => Err(match status {
+                Ok(s) => format!("the Python worker exited ({s}) before it connected"),
+                Err(e) => format!("the Python worker could not be waited for: {e}"),
+            }),
+        };
+        let _ = std::fs::remove_file(&socket);
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.ready.send(Some(Err(e)));
+                return;
+            }
+        };
+        let (read, write) = stream.into_split();
+        let writer = tokio::spawn(async move {
+            let mut write = BufWriter::with_capacity(64 * 1024, write);
+            while let Some(first) = out.recv().await {
+                if write.write_all(&first).await.is_err() {
+                    return;
+                }
+                // Whatever else is queued goes in the same write.
+                while let Ok(more) = out.try_recv() {
+                    if write.write_all(&more).await.is_err() {
+                        return;
+                    }
+                }
+                if write.flush().await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut read = BufReader::with_capacity(64 * 1024, read);
+        let ended = loop {
+            match frame::read(&mut read).await {
+                Ok(Some(f)) => self.dispatch(f),
+                Ok(None) => break "closed the connection".to_string(),
+                Err(e) => break format!("sent a bad frame: {e}"),
+            }
+        };
+        writer.abort();
+        let status = child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+        for (_, tx) in lock(&self.shared.calls).drain() {
+            let _ = tx.send(Inbound::End(Some(format!("the Python worker died ({status})"))));
+        }
+        lock(&self.shared.controls).clear();
+        let was_ready = matches!(*self.ready.borrow(), Some(Ok(())));
+        if !was_ready {
+            let _ = self.ready.send(Some(Err(format!("the Python worker {ended} ({status}) before it was ready"))));
+        } else if !self.shared.stopping.load(Ordering::Acquire) {
+            tracing::error!("the Python worker {ended} ({status}); the replica stops");
+            std::process::exit(1);
+        }
+    }
+
+    fn dispatch(&self, f: Frame) {
+        let error = || f.meta.get("error").and_then(Value::as_str).map(str::to_string);
+        match f.kind {
+            frame::READY => {
+                let _ = self.ready.send(Some(error().map_or(Ok(()), Err)));
+            }
+            frame::REPLY_START => {
+                let status = f.meta.get("status").and_then(Value::as_u64).unwrap_or(500) as u16;
+                let end = f.meta.get("end").and_then(Value::as_bool).unwrap_or(false);
+                let headers = header_map(&f.meta);
+                let mut calls = lock(&self.shared.calls);
+                let tx = if end { calls.remove(&f.id) } else { calls.get(&f.id).cloned() };
+                if let Some(tx) = tx {
+                    let _ = tx.send(Inbound::Start { status, headers, body: f.body, end });
+                }
+            }
+            frame::REPLY_CHUNK => {
+                if let Some(tx) = lock(&self.shared.calls).get(&f.id) {
+                    let _ = tx.send(Inbound::Chunk(f.body));
+                }
+            }
+            frame::REPLY_END => {
+                if let Some(tx) = lock(&self.shared.calls).remove(&f.id) {
+                    let _ = tx.send(Inbound::End(error()));
+                }
+            }
+            frame::CONTROL_DONE => {
+                if let Some(tx) = lock(&self.shared.controls).remove(&f.id) {
+                    let _ = tx.send(error().map_or(Ok(()), Err));
+                }
+            }
+            frame::HANDLE_CALL => {
+                let task = tokio::spawn(outgoing_call(self.shared.clone(), self.router.clone(), f.id, f.meta, f.body));
+                lock(&self.shared.outgoing).insert(f.id, task.abort_handle());
+            }
+            frame::HANDLE_CANCEL => {
+                if let Some(task) = lock(&self.shared.outgoing).remove(&f.id) {
+                    task.abort();
+                }
+            }
+            other => tracing::warn!(kind = other, "unexpected frame from the Python worker"),
+        }
+    }
+}
+
+fn header_map(meta: &Value) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    for pair in meta.get("headers").and_then(Value::as_array).into_iter().flatten() {
+        let (Some(k), Some(v)) = (pair.get(0).and_then(Value::as_str), pair.get(1).and_then(Value::as_str)) else {
+            continue;
+        };
+        if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v)) {
+            headers.append(k, v);
+        }
+    }
+    headers
+}
+
+/// A handle call made by the Python code: through this replica's router, the answer streamed
+/// back as HANDLE_START / HANDLE_CHUNK / HANDLE_END.
+async fn outgoing_call(shared: Arc<Shared>, router: Router, id: u64, meta: Value, body: Bytes) {
+    let text = |k: &str| meta.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let app = text("app");
+    let mut deployment = text("deployment");
+    let end = |error: Option<(&str, String)>| {
+        let meta = match error {
+            Some((kind, message)) => json!({"error": {"kind": kind, "message": message}}),
+            None => json!({}),
+        };
+        shared.send(frame::HANDLE_END, id, Some(&meta), b"");
+        lock(&shared.outgoing).remove(&id);
+    };
+    if deployment.is_empty() {
+        match router.table().routes.iter().find(|r| r.app == app) {
+            Some(route) => deployment = route.ingress.clone(),
+            None => return end(Some(("deployment_unavailable", format!("Application '{app}' does not exist.")))),
+        }
+    }
+    let mut call = Call::handle(&text("method"), body, &text("request_id"));
+    call.headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(PICKLE));
+    if let Ok(model) = http::HeaderValue::from_str(&text("model_id")) {
+        if !model.is_empty() {
+            call.headers.insert(MODEL_ID_HEADERS[0], model);
+        }
+    }
+    if meta.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+        call.headers.insert(HANDLE_STREAM, http::HeaderValue::from_static("1"));
+    }
+    let answer = match router.handle(&app, &deployment).call_raw(call).await {
+        Ok(a) => a,
+        Err(e) => return end(Some((e.kind(), e.to_string()))),
+    };
+    let content_type = answer.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let start = json!({"status": answer.status.as_u16(), "headers": [["content-type", content_type]]});
+    shared.send(frame::HANDLE_START, id, Some(&start), b"");
+    let mut body = answer.body;
+    loop {
+        match body.frame().await {
+            Some(Ok(f)) => {
+                if let Ok(data) = f.into_data() {
+                    shared.send(frame::HANDLE_CHUNK, id, None, &data);
+                }
+            }
+            Some(Err(e)) => return end(Some(("replica_failed", format!("the answer broke off: {e}")))),
+            None => return end(None),
+        }
+    }
+}
+
+/// Ends a call: if its reply had not ended, tells the worker the caller went away.
+struct CallGuard {
+    shared: Arc<Shared>,
+    id: u64,
+    done: bool,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if !self.done && lock(&self.shared.calls).remove(&self.id).is_some() {
+            self.shared.send(frame::CANCEL, self.id, None, b"");
+        }
+    }
+}
+
+/// The body chunks of a streamed reply.
+struct ReplyChunks {
+    rx: mpsc::UnboundedReceiver<Inbound>,
+    guard: CallGuard,
+}
+
+impl tokio_stream::Stream for ReplyChunks {
+    type Item = Result<Bytes, DeploymentError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.guard.done {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Inbound::Chunk(b))) => Poll::Ready(Some(Ok(b))),
+            Poll::Ready(Some(Inbound::End(None))) => {
+                self.guard.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Inbound::End(Some(e)))) => {
+                self.guard.done = true;
+                Poll::Ready(Some(Err(DeploymentError(e))))
+            }
+            Poll::Ready(Some(Inbound::Start { .. })) | Poll::Ready(None) => {
+                self.guard.done = true;
+                Poll::Ready(Some(Err(DeploymentError::from("the Python worker ended the reply"))))
+            }
+        }
+    }
+}
+
+fn request_meta(request: &Request) -> Value {
+    let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let is_pickle = header(http::header::CONTENT_TYPE.as_str()) == PICKLE;
+    let kind = match request.protocol {
+        Protocol::Grpc => "grpc",
+        Protocol::Http if is_pickle => "pickle",
+        Protocol::Http => "http",
+    };
+    let model_id = MODEL_ID_HEADERS.iter().map(|h| header(h)).find(|v| !v.is_empty()).unwrap_or_default();
+    let headers: Vec<[String; 2]> = request
+        .headers
+        .iter()
+        .map(|(k, v)| [k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()])
+        .collect();
+    json!({
+        "kind": kind,
+        "method": request.method,
+        "http_method": request.http_method,
+        "path": request.path,
+        "query": request.query,
+        "headers": headers,
+        "route_prefix": request.route_prefix,
+        "request_id": request.request_id,
+        "model_id": model_id,
+        "stream": header(HANDLE_STREAM) == "1",
+    })
+}
+
+#[async_trait::async_trait]
+impl Deployment for PythonDeployment {
+    async fn call(&self, request: Request) -> Result<Reply, DeploymentError> {
+        self.shared.ready().await?;
+        let id = self.shared.id();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        lock(&self.shared.calls).insert(id, tx);
+        let mut guard = CallGuard { shared: self.shared.clone(), id, done: false };
+        self.shared.send(frame::REQUEST, id, Some(&request_meta(&request)), &request.body);
+        match rx.recv().await {
+            Some(Inbound::Start { status, headers, body, end }) => {
+                let body = if end {
+                    guard.done = true;
+                    ReplyBody::Full(body)
+                } else {
+                    let first = tokio_stream::once(Ok(body));
+                    let chunks: ChunkStream = Box::pin(tokio_stream::StreamExt::chain(first, ReplyChunks { rx, guard }));
+                    ReplyBody::Stream(chunks)
+                };
+                Ok(Reply { status, headers, body })
+            }
+            Some(Inbound::End(error)) => {
+                guard.done = true;
+                Err(DeploymentError(error.unwrap_or_else(|| "the deployment sent no response".to_string())))
+            }
+            Some(Inbound::Chunk(_)) | None => {
+                guard.done = true;
+                Err(DeploymentError::from("the Python worker died while handling the request"))
+            }
+        }
+    }
+
+    async fn reconfigure(&self, user_config: Option<&Value>) -> Result<(), DeploymentError> {
+        self.shared.control(frame::RECONFIGURE, Some(&json!({ "user_config": user_config }))).await
+    }
+
+    async fn check_health(&self) -> Result<(), DeploymentError> {
+        self.shared.control(frame::HEALTH, None).await
+    }
+
+    async fn shutdown(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        if let Err(e) = self.shared.control(frame::SHUTDOWN, None).await {
+            tracing::warn!(error = %e, "the Python worker did not shut down cleanly");
+        }
+    }
+}
