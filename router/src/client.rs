@@ -98,6 +98,10 @@ impl ReplicaClient {
                 let message = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                 Err(ReplicaFailure::Deployment(String::from_utf8_lossy(&message).into_owned()))
             }
+            Some(b) if b == wire::OUTCOME_FAILED.as_bytes() => {
+                let message = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                Err(ReplicaFailure::Failed(String::from_utf8_lossy(&message).into_owned()))
+            }
             _ => {
                 wire::strip_hop_by_hop(&mut parts.headers);
                 parts.headers.remove(http::header::DATE);

@@ -26,6 +26,10 @@ pub const OUTCOME: HeaderName = HeaderName::from_static("x-photon-outcome");
 pub const OUTCOME_REJECTED: &str = "rejected";
 /// `OUTCOME` value: the deployment's code raised; the body holds the message.
 pub const OUTCOME_ERROR: &str = "error";
+/// `OUTCOME` value: the replica failed the request outside the deployment's code (Ray's
+/// replica-side errors that reach the client as a bare 500 with `connection: close`); the body
+/// holds the reason.
+pub const OUTCOME_FAILED: &str = "failed";
 
 /// Headers that belong to one connection and are never forwarded (RFC 9110 section 7.6.1), plus
 /// the body framing, which each hop sets for itself.

@@ -3,6 +3,8 @@
 //! replicas are gone) when dropped.
 #![allow(dead_code)]
 
+pub mod python;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -89,7 +91,22 @@ impl Photon {
         wait_http: bool,
         wait_rest: bool,
     ) -> Photon {
-        let mut child = Command::new(PHOTON)
+        Photon::spawn_in(None, args, env, wait_http, wait_rest)
+    }
+
+    /// [`Photon::spawn_with_env`] started from directory `dir` (where Python code is found).
+    pub fn spawn_in(
+        dir: Option<&std::path::Path>,
+        args: &[std::ffi::OsString],
+        env: &[(String, String)],
+        wait_http: bool,
+        wait_rest: bool,
+    ) -> Photon {
+        let mut command = Command::new(PHOTON);
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        let mut child = command
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
@@ -147,7 +164,12 @@ impl Photon {
 
     /// Waits until every application reports RUNNING.
     pub async fn wait_running(&self, apps: &[&str]) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.wait_running_for(apps, Duration::from_secs(30)).await
+    }
+
+    /// [`Photon::wait_running`] with a longer limit (many Python replicas on a small machine).
+    pub async fn wait_running_for(&self, apps: &[&str], limit: Duration) {
+        let deadline = Instant::now() + limit;
         loop {
             let r = get(&self.rest, "/api/serve/applications/").await;
             let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();

@@ -21,6 +21,7 @@ import traceback
 from photon_worker import asgi, loader, logs, protocol
 
 PICKLE = "application/x-photon-pickle"
+OUTCOME = "x-photon-outcome"  # photon_router::wire::OUTCOME
 
 
 class Connection:
@@ -43,10 +44,10 @@ class Runtime:
         self.next_id = 1
 
     def handle_call(self, app, deployment, method, args, kwargs, request_id, model_id, stream):
-        opened = self._open(app, deployment, method, args, kwargs, request_id, model_id)
+        opened = self._open(app, deployment, method, args, kwargs, request_id, model_id, stream)
         return self._stream(opened) if stream else self._unary(opened)
 
-    async def _open(self, app, deployment, method, args, kwargs, request_id, model_id):
+    async def _open(self, app, deployment, method, args, kwargs, request_id, model_id, stream):
         from ray.serve.handle import resolve_arguments
 
         args, kwargs = await resolve_arguments(args, kwargs)
@@ -55,7 +56,14 @@ class Runtime:
         self.next_id += 1
         queue = asyncio.Queue()
         self.answers[call_id] = queue
-        meta = {"app": app, "deployment": deployment, "method": method, "request_id": request_id, "model_id": model_id}
+        meta = {
+            "app": app,
+            "deployment": deployment,
+            "method": method,
+            "request_id": request_id,
+            "model_id": model_id,
+            "stream": stream,
+        }
         await self.connection.send(protocol.HANDLE_CALL, call_id, meta, body)
         return call_id, queue
 
@@ -137,7 +145,7 @@ def _router_error(error):
     kind, message = error.get("kind", ""), error.get("message", "")
     if kind == "backpressure":
         return exceptions.BackPressureError(message=message)
-    if kind == "unavailable":
+    if kind == "deployment_unavailable":
         return exceptions.DeploymentUnavailableError(message=message)
     if kind == "replica_failed":
         return exceptions.ActorDiedError(message)
@@ -385,7 +393,16 @@ class Worker:
             return
         from starlette.requests import Request
 
-        result = await self.call_user(self.method(meta.get("method") or "__call__"), Request(scope, receive))
+        method = self.method(meta.get("method") or "__call__")
+        result = await self.call_user(method, Request(scope, receive))
+        is_generator = inspect.isgeneratorfunction(method) or inspect.isasyncgenfunction(method)
+        if (inspect.isgenerator(result) or inspect.isasyncgen(result)) and not is_generator:
+            # Ray streams only what a generator function yields; a generator object returned
+            # by a plain method fails the request outside the user's code.
+            text = f"Method '{method.__name__}' returned a generator. You must mark the method as a generator function (use `yield`) to stream its results."
+            logs.logger.error("%s", text)
+            await reply.begin(500, [(OUTCOME, "failed")], text.encode(), end=True)
+            return
         await asgi.convert(result, reply, scope, receive)
 
 

@@ -1,0 +1,153 @@
+//! Python deployments through their lifecycle, on real processes: import errors and raising
+//! constructors as DEPLOY_FAILED with the Python traceback (others keep serving), in-place
+//! reconfigure, a worker that dies and a replica that turns unhealthy being replaced, logs with
+//! the request id, and `__del__` at graceful shutdown. Apps: `tests/python/lifecycle/`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, get, python, request, Photon};
+use serde_json::{json, Value};
+
+fn lifecycle_dir() -> std::path::PathBuf {
+    python::apps_dir().join("lifecycle")
+}
+
+fn start_head() -> Photon {
+    let args: Vec<std::ffi::OsString> =
+        ["start", "--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"].map(Into::into).to_vec();
+    Photon::spawn_in(Some(&lifecycle_dir()), &args, &python::env(), true, true)
+}
+
+async fn deploy(photon: &Photon, config: Value) {
+    let body = config.to_string();
+    let r = request(&photon.rest, "PUT", "/api/serve/applications/", &[("content-type", "application/json")], body.as_bytes())
+        .await;
+    assert_eq!(r.status, 200, "deploy refused: {}", r.text());
+}
+
+async fn app_status(photon: &Photon, app: &str) -> (String, String) {
+    let details = photon.details().await;
+    let a = &details["applications"][app];
+    (a["status"].as_str().unwrap_or("").to_string(), a["message"].as_str().unwrap_or("").to_string())
+}
+
+async fn pid_of(photon: &Photon, path: &str) -> Option<u64> {
+    let r = get(&photon.http, path).await;
+    (r.status == 200).then(|| serde_json::from_slice::<Value>(&r.body).ok()?["pid"].as_u64()).flatten()
+}
+
+#[test]
+fn photon_run_exits_with_the_traceback_of_an_app_that_does_not_import() {
+    for (module, expected) in [
+        ("broken_syntax:app", "SyntaxError"),
+        ("not_bound:app", "Did you forget to call `.bind()`?"),
+        ("no_such_module:app", "ModuleNotFoundError: No module named 'no_such_module'"),
+        ("not_bound:missing", "AttributeError"),
+    ] {
+        let config = common::TempFile::new("config.yaml", &format!("applications:\n  - name: a\n    import_path: {module}\n"));
+        let out = std::process::Command::new(common::PHOTON)
+            .current_dir(lifecycle_dir())
+            .args(["run"])
+            .arg(&config.path)
+            .args(["--http-port", "0", "--dashboard-port", "0"])
+            .envs(python::env())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(65), "{module}: {stderr}");
+        assert!(stderr.contains("applications[0].import_path"), "{module}: {stderr}");
+        assert!(stderr.contains("Traceback (most recent call last)"), "{module}: {stderr}");
+        assert!(stderr.contains(expected), "{module}: wanted {expected:?} in {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_python_apps_leave_the_others_serving_and_updates_reconfigure_in_place() {
+    let photon = start_head();
+    let good = json!({"name": "life", "route_prefix": "/life", "import_path": "lifecycle:app",
+                      "deployments": [{"name": "Lifecycle", "user_config": {"v": 1}}]});
+    deploy(&photon, json!({"applications": [good]})).await;
+    photon.wait_running_for(&["life"], Duration::from_secs(60)).await;
+    let pid = pid_of(&photon, "/life").await.expect("the app answers");
+
+    let config = json!({"applications": [
+        good,
+        {"name": "syntax", "route_prefix": "/syntax", "import_path": "broken_syntax:app"},
+        {"name": "raising", "route_prefix": "/raising", "import_path": "raising_init:app"},
+    ]});
+    deploy(&photon, config).await;
+    eventually(Duration::from_secs(60), "both broken apps DEPLOY_FAILED", || async {
+        app_status(&photon, "syntax").await.0 == "DEPLOY_FAILED" && app_status(&photon, "raising").await.0 == "DEPLOY_FAILED"
+    })
+    .await;
+    let (_, message) = app_status(&photon, "syntax").await;
+    assert!(message.contains("Traceback (most recent call last)") && message.contains("SyntaxError"), "{message}");
+    let details = photon.details().await;
+    let message = details["applications"]["raising"]["deployments"]["Fails"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("RuntimeError: cannot start: the model file is missing"), "{message}");
+    assert_eq!(pid_of(&photon, "/life").await, Some(pid), "the running app was disturbed");
+
+    // A user_config-only change reconfigures the same replica.
+    let updated = json!({"applications": [{"name": "life", "route_prefix": "/life", "import_path": "lifecycle:app",
+                                           "deployments": [{"name": "Lifecycle", "user_config": {"v": 2}}]}]});
+    deploy(&photon, updated).await;
+    eventually(Duration::from_secs(30), "the new user_config is applied", || async {
+        let r = get(&photon.http, "/life").await;
+        serde_json::from_slice::<Value>(&r.body).map(|v| v["config"] == json!({"v": 2})).unwrap_or(false)
+    })
+    .await;
+    assert_eq!(pid_of(&photon, "/life").await, Some(pid), "reconfigure restarted the replica");
+    eventually(Duration::from_secs(30), "the broken apps are deleted", || async {
+        let d = photon.details().await;
+        d["applications"].get("syntax").is_none() && d["applications"].get("raising").is_none()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_and_unhealthy_python_replicas_are_replaced() {
+    let photon = start_head();
+    deploy(&photon, json!({"applications": [{"name": "life", "route_prefix": "/life", "import_path": "lifecycle:app"}]}))
+        .await;
+    photon.wait_running_for(&["life"], Duration::from_secs(60)).await;
+    let first = pid_of(&photon, "/life").await.unwrap();
+
+    let crashed = get(&photon.http, "/life?action=crash").await;
+    assert_eq!(crashed.status, 500, "{}", crashed.text());
+    eventually(Duration::from_secs(60), "a new worker answers after the crash", || async {
+        pid_of(&photon, "/life").await.is_some_and(|p| p != first)
+    })
+    .await;
+    let second = pid_of(&photon, "/life").await;
+
+    assert_eq!(get(&photon.http, "/life?action=unhealthy").await.status, 200);
+    eventually(Duration::from_secs(60), "the unhealthy replica is replaced", || async {
+        pid_of(&photon, "/life").await.is_some_and(|p| Some(p) != second && p != first)
+    })
+    .await;
+    assert!(photon.log_text().contains("told to be unhealthy"), "{}", photon.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_logs_carry_the_request_id_and_shutdown_runs_del() {
+    let goodbye = common::TempFile::new("goodbye", "");
+    std::fs::remove_file(&goodbye.path).unwrap();
+    let mut photon = start_head();
+    let config = json!({"applications": [{"name": "life", "route_prefix": "/life", "import_path": "lifecycle:app",
+        "deployments": [{"name": "Lifecycle", "user_config": {"goodbye_file": goodbye.path}}]}]});
+    deploy(&photon, config).await;
+    photon.wait_running_for(&["life"], Duration::from_secs(60)).await;
+    let r = request(&photon.http, "GET", "/life?action=log", &[("x-request-id", "req-python-42")], b"").await;
+    assert_eq!(r.status, 200);
+    eventually(Duration::from_secs(10), "the Python log lines", || async {
+        let log = photon.log_text();
+        ["logged from the request", "printed from the request"]
+            .iter()
+            .all(|m| log.lines().any(|l| l.contains(m) && l.contains("req-python-42") && l.contains("life_Lifecycle")))
+    })
+    .await;
+    assert!(photon.terminate().success());
+    assert_eq!(std::fs::read_to_string(&goodbye.path).unwrap_or_default(), "goodbye");
+}
