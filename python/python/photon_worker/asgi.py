@@ -3,10 +3,9 @@
 `scope` builds the ASGI scope Ray's proxy gives an application (`root_path` is the route
 prefix, `path` the full path); `Reply` is an ASGI `send` that turns the response messages into
 reply frames; `convert` turns what a plain `__call__` returned into a response the way Ray
-converts it (str, bytes, None, JSON, starlette responses, generators)."""
+converts it (str, bytes, None, JSON, starlette responses)."""
 
 import asyncio
-import inspect
 import json
 import sys
 
@@ -119,14 +118,6 @@ def _jsonable(value):
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def chunk_bytes(item):
-    if isinstance(item, str):
-        return item.encode()
-    if isinstance(item, (bytes, bytearray, memoryview)):
-        return bytes(item)
-    return json_bytes(item)
-
-
 def is_response(value):
     """A starlette (or FastAPI) `Response`: it sends itself."""
     responses = sys.modules.get("starlette.responses")
@@ -135,19 +126,6 @@ def is_response(value):
 
 async def convert(result, reply, asgi_scope, receive):
     """Sends what a plain handler returned, converted as Ray converts it."""
-    if inspect.isasyncgen(result) or inspect.isgenerator(result):
-        await reply.begin(200, [("content-type", TEXT)])
-        if inspect.isasyncgen(result):
-            async for item in result:
-                await reply.chunk(chunk_bytes(item))
-        else:
-            for item in _iterate_off_loop(result):
-                item = await item
-                if item is _DONE:
-                    break
-                await reply.chunk(chunk_bytes(item))
-        await reply.finish()
-        return
     if is_response(result):
         await result(asgi_scope, receive, reply)
         if not reply.finished:
@@ -162,20 +140,3 @@ async def convert(result, reply, asgi_scope, receive):
     else:
         body, content_type = json_bytes(result), "application/json"
     await reply.begin(200, [("content-type", content_type), ("content-length", str(len(body)))], body, end=True)
-
-
-_DONE = object()
-
-
-def _iterate_off_loop(generator):
-    """A sync generator's items, each produced on a worker thread."""
-    loop = asyncio.get_running_loop()
-
-    def step():
-        try:
-            return next(generator)
-        except StopIteration:
-            return _DONE
-
-    while True:
-        yield loop.run_in_executor(None, step)

@@ -133,10 +133,37 @@ def _result(head, body):
     if status == 200:
         return pickle.loads(body)
     if content_type == PICKLE:
-        raise pickle.loads(body)
+        raise _as_task_error(pickle.loads(body))
     from ray.serve.exceptions import RayServeException
 
     raise RayServeException(body.decode("utf-8", "replace") or f"the call answered status {status}")
+
+
+def _as_task_error(cause):
+    """The exception a handle call raised, as Ray raises it: an instance of a class
+    `RayTaskError(<its type>)` that is both a `RayTaskError` and the original type, so that
+    `except OriginalType` still catches it."""
+    from ray.exceptions import RayTaskError
+
+    cls = type(cause)
+    if isinstance(cause, RayTaskError):
+        return cause
+    try:
+        task_class = type(
+            f"RayTaskError({cls.__name__})",
+            (RayTaskError, cls),
+            {"__init__": _keep_args, "__str__": lambda self: str(self.cause), "__reduce__": lambda self: (_as_task_error, (self.cause,))},
+        )
+        error = task_class.__new__(task_class, *cause.args)
+        error.args = cause.args
+        error.cause = cause
+        return error
+    except TypeError:  # the two classes cannot be combined
+        return cause
+
+
+def _keep_args(self, *args):
+    pass
 
 
 def _router_error(error):
@@ -373,9 +400,9 @@ class Worker:
             async for item in result:
                 await reply.chunk(frame_item(item))
         else:
-            for step in asgi._iterate_off_loop(result):
+            for step in _iterate_off_loop(result):
                 item = await step
-                if item is asgi._DONE:
+                if item is _DONE:
                     break
                 await reply.chunk(frame_item(item))
         await reply.finish()
@@ -394,16 +421,45 @@ class Worker:
         from starlette.requests import Request
 
         method = self.method(meta.get("method") or "__call__")
-        result = await self.call_user(method, Request(scope, receive))
-        is_generator = inspect.isgeneratorfunction(method) or inspect.isasyncgenfunction(method)
-        if (inspect.isgenerator(result) or inspect.isasyncgen(result)) and not is_generator:
-            # Ray streams only what a generator function yields; a generator object returned
-            # by a plain method fails the request outside the user's code.
-            text = f"Method '{method.__name__}' returned a generator. You must mark the method as a generator function (use `yield`) to stream its results."
+        if inspect.isgeneratorfunction(method):
+            # Ray 2.60 runs a sync generator __call__ to its end and answers what it returns.
+            result = await self.call_user(_run_to_end, method, Request(scope, receive))
+        else:
+            result = await self.call_user(method, Request(scope, receive))
+        if inspect.isgenerator(result) or inspect.isasyncgen(result):
+            # Over plain HTTP, Ray streams only a StreamingResponse: an (async) generator fails
+            # the request outside the user's code.
+            text = f"'{method.__name__}' produced a generator; over HTTP, stream with a StreamingResponse."
             logs.logger.error("%s", text)
             await reply.begin(500, [(OUTCOME, "failed")], text.encode(), end=True)
             return
         await asgi.convert(result, reply, scope, receive)
+
+
+def _run_to_end(generator_function, *args):
+    generator = generator_function(*args)
+    while True:
+        try:
+            next(generator)
+        except StopIteration as stop:
+            return stop.value
+
+
+_DONE = object()
+
+
+def _iterate_off_loop(generator):
+    """A sync generator's items, each produced on a worker thread."""
+    loop = asyncio.get_running_loop()
+
+    def step():
+        try:
+            return next(generator)
+        except StopIteration:
+            return _DONE
+
+    while True:
+        yield loop.run_in_executor(None, step)
 
 
 def _describe(e):

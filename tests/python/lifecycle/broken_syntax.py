@@ -1,0 +1,5 @@
+# Not valid Python: the deploy fails with the SyntaxError.
+from ray import serve
+
+def oops(:
+    pass

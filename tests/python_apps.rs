@@ -1,0 +1,76 @@
+//! Python deployments against Ray Serve's own answers: every application of
+//! `tests/python/serve.yaml` runs on `photon run` in a real Python (the test venv), each
+//! request of `tests/python/cases.json` is sent over real HTTP, and the answer must equal the
+//! one Ray Serve 2.60 gave for the same app and request (`tests/fixtures/python/ray-2.60.json`,
+//! recorded by `scripts/record-ray-python.py`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{python, request, Photon};
+use serde_json::Value;
+
+/// Headers whose values must match Ray's (others, like `date` or `server`, may differ).
+const COMPARED_HEADERS: [&str; 3] = ["content-type", "x-app", "location"];
+
+fn start_all_apps() -> Photon {
+    let dir = python::apps_dir();
+    let args: Vec<std::ffi::OsString> =
+        ["run", "serve.yaml", "--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"]
+            .map(Into::into)
+            .to_vec();
+    Photon::spawn_in(Some(&dir), &args, &python::env(), true, true)
+}
+
+fn app_names() -> Vec<String> {
+    let text = std::fs::read_to_string(python::apps_dir().join("serve.yaml")).unwrap();
+    let doc: Value = serde_yaml_ng::from_str(&text).unwrap();
+    doc["applications"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_apps_answer_as_ray_serve_does() {
+    let photon = start_all_apps();
+    let names = app_names();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    photon.wait_running_for(&names, Duration::from_secs(120)).await;
+
+    let cases: Value =
+        serde_json::from_str(&std::fs::read_to_string(python::apps_dir().join("cases.json")).unwrap()).unwrap();
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/python/ray-2.60.json")).unwrap(),
+    )
+    .unwrap();
+    let mut differences = Vec::new();
+    for case in cases.as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let headers: Vec<(String, String)> = case["headers"]
+            .as_object()
+            .map(|h| h.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect())
+            .unwrap_or_default();
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let body = case["body"].as_str().unwrap_or("").as_bytes();
+        let reply =
+            request(&photon.http, case["method"].as_str().unwrap(), case["path"].as_str().unwrap(), &headers, body)
+                .await;
+        let ray = &fixture["answers"][name];
+        let mut got = serde_json::json!({ "status": reply.status, "body": reply.text() });
+        let mut want = serde_json::json!({ "status": ray["status"], "body": ray["body"] });
+        for h in COMPARED_HEADERS {
+            got[h] = reply.header(h).map_or(Value::Null, Value::String);
+            want[h] = ray["headers"].get(h).cloned().unwrap_or(Value::Null);
+        }
+        if got != want {
+            differences.push(format!("{name}:\n  Ray:    {want}\n  Photon: {got}"));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "{} of {} answers differ from Ray Serve's:\n{}\nlog:\n{}",
+        differences.len(),
+        cases.as_array().unwrap().len(),
+        differences.join("\n"),
+        photon.log_text()
+    );
+}
