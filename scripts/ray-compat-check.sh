@@ -13,14 +13,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RAY_VERSION=${RAY_VERSION:-2.60.0}
 venv=target/ray-venv
-if ! "$venv/bin/python" -c "import ray, sys; sys.exit(ray.__version__ != '$RAY_VERSION')" 2>/dev/null; then
-  # Without the registry the check cannot run: say so loudly, but do not fail a build over it.
-  if ! { python3 -m venv "$venv" && "$venv/bin/pip" install -q "ray[serve]==$RAY_VERSION"; }; then
-    echo "ray-compat-check: SKIPPED: could not install ray[serve]==$RAY_VERSION" >&2
-    exit 0
-  fi
+# Without the registry the check cannot run: say so loudly, but do not fail a build over it.
+if ! scripts/ray-venv.sh >/dev/null; then
+  echo "ray-compat-check: SKIPPED: could not install ray[serve]" >&2
+  exit 0
 fi
 serve="$venv/bin/serve"
 py="$venv/bin/python"

@@ -73,4 +73,21 @@ async fn python_apps_answer_as_ray_serve_does() {
         differences.join("\n"),
         photon.log_text()
     );
+
+    // Concurrent callers share @serve.batch batches (Ray's sizes depend on timing, so this is
+    // checked here rather than against the recording).
+    let calls: Vec<_> = (0..8)
+        .map(|v| {
+            let http = photon.http.clone();
+            tokio::spawn(async move { common::get(&http, &format!("/batch?v={v}")).await })
+        })
+        .collect();
+    let mut sizes = Vec::new();
+    for call in calls {
+        let reply = call.await.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        sizes.push(serde_json::from_slice::<Value>(&reply.body).unwrap()["batch_size"].as_u64().unwrap());
+    }
+    assert!(sizes.iter().any(|s| *s > 1), "no two of 8 concurrent calls shared a batch: {sizes:?}");
+    assert!(sizes.iter().all(|s| *s <= 8), "a batch exceeded max_batch_size: {sizes:?}");
 }

@@ -151,3 +151,27 @@ async fn python_logs_carry_the_request_id_and_shutdown_runs_del() {
     assert!(photon.terminate().success());
     assert_eq!(std::fs::read_to_string(&goodbye.path).unwrap_or_default(), "goodbye");
 }
+
+/// With Ray installed in the app's environment, `ray.serve` is still Photon's and the rest of
+/// `ray` is Ray's own. Uses `target/ray-venv` (`scripts/ray-venv.sh`, which `.ci/run` runs
+/// first); outside CI, without it, the test says so and checks nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_ray_installed_ray_serve_is_photons_and_the_rest_is_rays() {
+    let ray_python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ray-venv/bin/python");
+    if !ray_python.exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI must run scripts/ray-venv.sh before the tests");
+        eprintln!("SKIPPED: no target/ray-venv (scripts/ray-venv.sh makes it)");
+        return;
+    }
+    let args: Vec<std::ffi::OsString> =
+        ["start", "--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"].map(Into::into).to_vec();
+    let env = [("PHOTON_PYTHON".to_string(), ray_python.to_string_lossy().into_owned())];
+    let photon = Photon::spawn_in(Some(&lifecycle_dir()), &args, &env, true, true);
+    deploy(&photon, json!({"applications": [{"name": "which", "route_prefix": "/which", "import_path": "uses_real_ray:app"}]}))
+        .await;
+    photon.wait_running_for(&["which"], Duration::from_secs(90)).await;
+    let r = get(&photon.http, "/which").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v, json!({"ray_version": "2.60.0", "ray_from": true, "serve_is_photon": true}));
+}

@@ -1,6 +1,6 @@
 # Run with Ray installed: `ray.serve` is Photon's, the rest of `ray` is Ray's own.
 import ray
-import ray.serve
+import ray.exceptions
 from ray import serve
 from starlette.requests import Request
 
@@ -10,8 +10,8 @@ class Which:
     def __call__(self, request: Request):
         return {
             "ray_version": ray.__version__,
-            "ray_from": "site-packages" in ray.__file__,
-            "serve_is_photon": "photon_worker" in "".join(__import__("sys").modules) and "shim" in serve.__file__,
+            "ray_from": "site-packages" in ray.__file__ and "site-packages" in ray.exceptions.__file__,
+            "serve_is_photon": "site-packages" not in serve.__file__,
         }
 
 
