@@ -91,3 +91,33 @@ async fn python_apps_answer_as_ray_serve_does() {
     assert!(sizes.iter().any(|s| *s > 1), "no two of 8 concurrent calls shared a batch: {sizes:?}");
     assert!(sizes.iter().all(|s| *s <= 8), "a batch exceeded max_batch_size: {sizes:?}");
 }
+
+/// The README's example (`examples/python/`), run from the repository root as the README does.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_python_example_answers() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let args: Vec<std::ffi::OsString> = [
+        "run",
+        "examples/python/config.yaml",
+        "--http-port",
+        "0",
+        "--dashboard-port",
+        "0",
+        "--http-host",
+        "127.0.0.1",
+    ]
+    .map(Into::into)
+    .to_vec();
+    let photon = Photon::spawn_in(Some(root), &args, &python::env(), true, true);
+    photon.wait_running_for(&["fruit_stand"], Duration::from_secs(60)).await;
+    let r = request(
+        &photon.http,
+        "POST",
+        "/stand/order",
+        &[("content-type", "application/json")],
+        br#"{"fruit": "mango", "amount": 2}"#,
+    )
+    .await;
+    assert_eq!((r.status, r.text()), (200, r#"{"fruit":"mango","amount":2,"total":6.0}"#.to_string()));
+    assert_eq!(common::get(&photon.http, "/stand/").await.text(), r#""Welcome to the fruit stand""#);
+}
