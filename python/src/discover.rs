@@ -40,11 +40,11 @@ impl CodeSpec {
             let Some(text) = value.as_str() else {
                 return Err(format!("runtime_env.{field}: must be a string, got {value}"));
             };
-            // Ray's `local://` names a directory already on the machine; a plain path is one too.
-            let local = text.strip_prefix("local://").unwrap_or(text);
-            if local.contains("://") {
-                return Err(format!("runtime_env.{field}: {text:?}: only local directories are supported yet"));
-            }
+            // Ray's `local://` names a directory already on the machine (validation has made
+            // sure there is a scheme); other schemes are archives to fetch.
+            let Some(local) = text.strip_prefix("local://") else {
+                return Err(format!("runtime_env.{field}: {text:?}: only local:// directories are supported yet"));
+            };
             let path = base.join(local);
             if !path.is_dir() {
                 return Err(format!("runtime_env.{field}: {text:?} is not a directory"));
