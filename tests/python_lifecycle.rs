@@ -175,3 +175,47 @@ async fn with_ray_installed_ray_serve_is_photons_and_the_rest_is_rays() {
     let v: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v, json!({"ray_version": "2.60.0", "ray_from": true, "serve_is_photon": true}));
 }
+
+/// A Python deployment behind `grpc_servicer_functions`: unary and server-streaming methods
+/// get the request message and answer messages, through a client generated from the proto.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_deployments_serve_grpc() {
+    use photon_proto::ray::serve as ray;
+    use ray::user_defined_service_client::UserDefinedServiceClient;
+
+    let config = "grpc_options:\n  grpc_servicer_functions: [user_defined_protos_pb2_grpc.add_UserDefinedServiceServicer_to_server]\n\
+                  applications:\n  - {name: grpc_app, route_prefix: /grpc, import_path: apps.grpc_app:app}\n";
+    let file = common::TempFile::new("config.yaml", config);
+    let args: Vec<std::ffi::OsString> = vec![
+        "run".into(),
+        file.path.clone().into(),
+        "--http-port".into(),
+        "0".into(),
+        "--dashboard-port".into(),
+        "0".into(),
+        "--grpc-port".into(),
+        "0".into(),
+        "--http-host".into(),
+        "127.0.0.1".into(),
+    ];
+    let photon = Photon::spawn_in(Some(&python::apps_dir()), &args, &python::env(), true, true);
+    photon.wait_running_for(&["grpc_app"], Duration::from_secs(60)).await;
+    let port = photon.grpc_addr().expect("gRPC proxy").rsplit(':').next().unwrap().to_string();
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap();
+    let mut client = UserDefinedServiceClient::new(channel);
+    let message = || {
+        let mut r = tonic::Request::new(ray::UserDefinedMessage { name: "foo".into(), foo: "bar".into(), num: 3 });
+        r.metadata_mut().insert("application", "grpc_app".parse().unwrap());
+        r
+    };
+    let reply = client.call(message()).await.unwrap().into_inner();
+    assert_eq!((reply.greeting.as_str(), reply.num_x2), ("Hello foo from bar", 6));
+    let reply = client.method1(message()).await.unwrap().into_inner();
+    assert_eq!((reply.greeting.as_str(), reply.num_x2), ("Method1 foo", -1));
+    let mut stream = client.streaming(message()).await.unwrap().into_inner();
+    let mut got = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        got.push((m.greeting, m.num_x2));
+    }
+    assert_eq!(got, [("0: foo".to_string(), 0), ("1: foo".to_string(), 2), ("2: foo".to_string(), 4)]);
+}

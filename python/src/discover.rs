@@ -18,6 +18,9 @@ use crate::embedded;
 
 /// The environment variable that carries a replica's [`CodeSpec`] (JSON).
 pub const CODE_ENV: &str = "PHOTON_PYTHON_APP";
+/// The environment variable that carries `grpc_options.grpc_servicer_functions` (a JSON list)
+/// to Python replicas, which take the gRPC message types from them.
+pub const GRPC_SERVICERS_ENV: &str = "PHOTON_GRPC_SERVICER_FUNCTIONS";
 
 /// Where an application's Python code is and how to build it.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,17 +145,27 @@ pub struct PythonCatalog {
     builtin: Arc<Registry>,
     base: std::path::PathBuf,
     known: Mutex<HashMap<String, Result<AppBlueprint, String>>>,
+    /// The instance's `grpc_servicer_functions` (from the first config that names any, as Ray
+    /// keeps the gRPC options Serve started with).
+    grpc_servicers: Mutex<Vec<String>>,
 }
 
 impl PythonCatalog {
     /// A catalog over `builtin`, finding Python code relative to the current directory.
     pub fn new(builtin: Arc<Registry>) -> Self {
         let base = std::env::current_dir().unwrap_or_default();
-        PythonCatalog { builtin, base, known: Mutex::new(HashMap::new()) }
+        PythonCatalog { builtin, base, known: Mutex::new(HashMap::new()), grpc_servicers: Mutex::default() }
     }
 
     fn key(app: &ApplicationConfig) -> String {
         json!([app.name, app.import_path, app.args, app.runtime_env]).to_string()
+    }
+
+    fn keep_grpc_servicers(&self, servicers: &[String]) {
+        let mut kept = self.grpc_servicers.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.is_empty() && !servicers.is_empty() {
+            *kept = servicers.to_vec();
+        }
     }
 
     fn is_python(&self, app: &ApplicationConfig) -> bool {
@@ -170,10 +183,17 @@ impl AppCatalog for PythonCatalog {
         if !self.is_python(app) {
             return self.builtin.blueprint(app);
         }
+        let servicers = self.grpc_servicers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let with_servicers = |mut bp: AppBlueprint| {
+            if !servicers.is_empty() {
+                bp.replica_env.insert(GRPC_SERVICERS_ENV.to_string(), json!(servicers).to_string());
+            }
+            bp
+        };
         let key = Self::key(app);
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         match known.get(&key) {
-            Some(Ok(bp)) => return Ok(bp.clone()),
+            Some(Ok(bp)) => return Ok(with_servicers(bp.clone())),
             Some(Err(_)) => return known.remove(&key).unwrap_or_else(|| Err(String::new())),
             None => {}
         }
@@ -191,11 +211,12 @@ impl AppCatalog for PythonCatalog {
         if let Ok(bp) = &result {
             self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Ok(bp.clone()));
         }
-        result
+        result.map(with_servicers)
     }
 
     fn prepare<'a>(&'a self, config: &'a ServeConfig) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
+            self.keep_grpc_servicers(&config.grpc_options.grpc_servicer_functions);
             for app in config.applications.iter().filter(|a| self.is_python(a)) {
                 let key = Self::key(app);
                 let cached = matches!(self.known.lock().unwrap_or_else(|p| p.into_inner()).get(&key), Some(Ok(_)));

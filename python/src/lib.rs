@@ -14,5 +14,5 @@ pub mod embedded;
 pub mod frame;
 pub mod worker;
 
-pub use discover::{CodeSpec, PythonCatalog, CODE_ENV};
+pub use discover::{CodeSpec, PythonCatalog, CODE_ENV, GRPC_SERVICERS_ENV};
 pub use worker::{PythonDeployment, WorkerSpec};

@@ -427,8 +427,13 @@ impl Deployment for PythonDeployment {
                     guard.done = true;
                     ReplyBody::Full(body)
                 } else {
-                    let first = tokio_stream::once(Ok(body));
-                    let chunks: ChunkStream = Box::pin(tokio_stream::StreamExt::chain(first, ReplyChunks { rx, guard }));
+                    let rest = ReplyChunks { rx, guard };
+                    // An empty first piece is no chunk (over gRPC every chunk is a message).
+                    let chunks: ChunkStream = if body.is_empty() {
+                        Box::pin(rest)
+                    } else {
+                        Box::pin(tokio_stream::StreamExt::chain(tokio_stream::once(Ok(body)), rest))
+                    };
                     ReplyBody::Stream(chunks)
                 };
                 Ok(Reply { status, headers, body })

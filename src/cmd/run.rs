@@ -200,14 +200,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(&args.config).with_context(|| format!("cannot read {}", args.config.display()))?;
     let catalog = super::catalog();
-    let parsed =
-        match photon_config::parse_yaml(&text).and_then(|p| check_against_code(&p.config, catalog.as_ref()).map(|()| p)) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("photon: {}: {e}", args.config.display());
-                return Ok(ExitCode::from(EXIT_BAD_CONFIG));
-            }
-        };
+    let checked = match photon_config::parse_yaml(&text) {
+        Ok(parsed) => {
+            catalog.prepare(&parsed.config).await;
+            check_against_code(&parsed.config, catalog.as_ref()).map(|()| parsed)
+        }
+        Err(e) => Err(e),
+    };
+    let parsed = match checked {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("photon: {}: {e}", args.config.display());
+            return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+        }
+    };
     crate::logging::init_from(parsed.config.logging_config.as_ref());
     for w in &parsed.warnings {
         tracing::warn!("{}: {w}", args.config.display());

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 fn has_packages(python: &Path) -> bool {
     Command::new(python)
-        .args(["-c", "import fastapi, starlette, pydantic"])
+        .args(["-c", "import fastapi, starlette, pydantic, grpc, google.protobuf"])
         .status()
         .map(|s| s.success())
         .unwrap_or(false)

@@ -191,6 +191,7 @@ class Worker:
         self.asgi_app = None
         self.lifespan = None
         self.state = {}
+        self.grpc_methods = None  # loaded on the first gRPC request
         workers = max(1, int(spec.get("max_ongoing_requests") or 5))
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=min(workers, 64), thread_name_prefix="serve-sync")
         self.loop.set_default_executor(self.executor)
@@ -354,6 +355,8 @@ class Worker:
         try:
             if meta.get("kind") == "pickle":
                 await self.handle_request(meta, body, reply)
+            elif meta.get("kind") == "grpc":
+                await self.grpc_request(meta, body, reply)
             else:
                 await self.http_request(call_id, meta, body, reply)
         except asyncio.CancelledError:
@@ -405,6 +408,31 @@ class Worker:
                 if item is _DONE:
                     break
                 await reply.chunk(frame_item(item))
+        await reply.finish()
+
+    async def grpc_request(self, meta, body, reply):
+        if self.grpc_methods is None:
+            from photon_worker import grpc_methods
+
+            self.grpc_methods = grpc_methods.load()
+        name = meta.get("method") or "__call__"
+        handler = self.grpc_methods.get(name)
+        deserialize = getattr(handler, "request_deserializer", None) or (lambda data: data)
+        serialize = getattr(handler, "response_serializer", None) or (lambda message: message)
+        result = await self.call_user(self.method(name), deserialize(body))
+        if not (inspect.isasyncgen(result) or inspect.isgenerator(result)):
+            await reply.begin(200, [], serialize(result), end=True)
+            return
+        await reply.begin(200, [])
+        if inspect.isasyncgen(result):
+            async for item in result:
+                await reply.chunk(serialize(item))
+        else:
+            for step in _iterate_off_loop(result):
+                item = await step
+                if item is _DONE:
+                    break
+                await reply.chunk(serialize(item))
         await reply.finish()
 
     async def http_request(self, call_id, meta, body, reply):
