@@ -219,3 +219,28 @@ async fn python_deployments_serve_grpc() {
     }
     assert_eq!(got, [("0: foo".to_string(), 0), ("1: foo".to_string(), 2), ("2: foo".to_string(), 4)]);
 }
+
+/// Requests for a multiplexed model go to the replica that holds it, once that replica has
+/// reported it (Ray's router does the same with the ids replicas publish).
+#[tokio::test(flavor = "multi_thread")]
+async fn multiplexed_requests_go_to_the_replica_holding_the_model() {
+    let photon = start_head();
+    deploy(&photon, json!({"applications": [{"name": "mx", "route_prefix": "/mx", "import_path": "multiplexed:app"}]}))
+        .await;
+    photon.wait_running_for(&["mx"], Duration::from_secs(60)).await;
+    let pid_for = |model: &'static str| {
+        let http = photon.http.clone();
+        async move {
+            let r = request(&http, "GET", "/mx", &[("serve_multiplexed_model_id", model)], b"").await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            serde_json::from_slice::<Value>(&r.body).unwrap()["pid"].as_u64().unwrap()
+        }
+    };
+    for model in ["a", "b"] {
+        let holder = pid_for(model).await;
+        tokio::time::sleep(Duration::from_millis(500)).await; // the report reaches the proxy
+        for _ in 0..10 {
+            assert_eq!(pid_for(model).await, holder, "a request for {model} went to a replica without it");
+        }
+    }
+}

@@ -30,6 +30,7 @@ pub(crate) enum Command {
     Health { replica_id: String, result: Result<(), String> },
     Reconfigured { replica_id: String, result: Result<(Option<Value>, u32), String> },
     Load { replica_id: String, ongoing: Option<u32> },
+    Models { replica_id: String, model_ids: Vec<String> },
     Status(oneshot::Sender<InstanceStatus>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -65,6 +66,11 @@ impl ControllerHandle {
         pid: u32,
     ) -> Result<bool, ControllerError> {
         self.ask(|reply| Command::Registered { replica_id, address, data_address, pid, reply }).await
+    }
+
+    /// A replica's multiplexed models changed.
+    pub async fn report_models(&self, replica_id: String, model_ids: Vec<String>) -> Result<(), ControllerError> {
+        self.commands.send(Command::Models { replica_id, model_ids }).await.map_err(|_| ControllerError::Stopped)
     }
 
     /// The current status of every application.
@@ -213,6 +219,7 @@ impl Actor {
                 }
             }
             Command::Load { replica_id, ongoing } => self.state.on_load(&replica_id, ongoing),
+            Command::Models { replica_id, model_ids } => self.state.on_models(&replica_id, model_ids),
             Command::Status(reply) => {
                 let _ = reply.send(self.state.status());
             }

@@ -33,6 +33,15 @@ impl ControllerService for ControllerGrpc {
         }
     }
 
+    async fn report_models(
+        &self,
+        request: Request<pb::ReportModelsRequest>,
+    ) -> Result<Response<pb::ReportModelsResponse>, Status> {
+        let r = request.into_inner();
+        self.0.report_models(r.replica_id, r.model_ids).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::ReportModelsResponse {}))
+    }
+
     type WatchRoutingTableStream = TableStream;
 
     async fn watch_routing_table(

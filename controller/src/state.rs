@@ -91,6 +91,8 @@ struct Replica {
     gpu_ids: Vec<u32>,
     /// Why it cannot start yet, as its backend reports (a pod that cannot be scheduled).
     waiting: Option<String>,
+    /// Multiplexed model ids it holds or is loading, as it last reported.
+    model_ids: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +121,8 @@ struct Deployment {
 struct App {
     config: ApplicationConfig,
     ingress: Option<String>,
+    /// The ingress's API docs path (FastAPI's `docs_url`).
+    docs_path: Option<String>,
     deployments: Vec<String>,
     deploy_error: Option<String>,
     /// What in the config cannot apply here (reported in the status message, not dropped).
@@ -282,6 +286,7 @@ impl State {
         for cfg in &config.applications {
             let blueprint = catalog.blueprint(cfg);
             let applied = blueprint.as_ref().map(|bp| bp.applied_runtime_env.clone()).unwrap_or_default();
+            let docs_path = blueprint.as_ref().ok().and_then(|bp| bp.docs_path.clone());
             let resolved = blueprint.and_then(|bp| {
                 let deps = resolve_app(cfg, &bp)?;
                 Ok((bp.ingress, deps))
@@ -291,6 +296,7 @@ impl State {
             let mut app = App {
                 config: cfg.clone(),
                 ingress: None,
+                docs_path,
                 deployments: Vec::new(),
                 deploy_error: None,
                 warnings: runtime_env_warnings(cfg, &applied),
@@ -564,12 +570,24 @@ impl State {
                     resources: resource_request(&d.spec),
                     gpu_ids: rec.gpu_ids.clone(),
                     waiting: None,
+                    model_ids: Vec::new(),
                 },
             );
             d.ever_healthy = true;
             adopted.push((rec.replica_id.clone(), rec.pid));
         }
         adopted
+    }
+
+    /// A replica reported the multiplexed models it holds or is loading (routers prefer it for
+    /// those from the next routing table on).
+    pub fn on_models(&mut self, replica_id: &str, model_ids: Vec<String>) {
+        for d in self.deployments.values_mut() {
+            if let Some(r) = d.replicas.get_mut(replica_id) {
+                r.model_ids = model_ids;
+                return;
+            }
+        }
     }
 
     /// A replica reported how many requests it executes.
@@ -721,6 +739,7 @@ impl State {
                             resources: request,
                             gpu_ids,
                             waiting: None,
+                            model_ids: Vec::new(),
                         },
                     );
                     actions.push(Action::Start(spec));
@@ -878,7 +897,11 @@ impl State {
                 // A replica whose last health check failed gets no traffic until one passes.
                 .filter(|r| r.health_failures == 0)
                 .filter_map(|r| {
-                    r.data_address.as_ref().map(|a| ReplicaEndpoint { replica_id: r.id.clone(), address: a.clone() })
+                    r.data_address.as_ref().map(|a| ReplicaEndpoint {
+                        replica_id: r.id.clone(),
+                        address: a.clone(),
+                        model_ids: r.model_ids.clone(),
+                    })
                 })
                 .collect();
             let unavailable = replicas.is_empty() && (d.status == DeploymentStatus::DEPLOY_FAILED || d.deleting);
@@ -945,6 +968,7 @@ impl State {
                     deployments,
                     deployed_app_config: app.config.submitted.clone(),
                     ingress: app.ingress.clone(),
+                    docs_path: app.docs_path.clone(),
                 }
             })
             .collect();

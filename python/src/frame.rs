@@ -37,6 +37,8 @@ pub const CONTROL_DONE: u8 = 24;
 pub const HANDLE_CALL: u8 = 25;
 /// Worker -> replica: the caller of handle call `id` went away.
 pub const HANDLE_CANCEL: u8 = 26;
+/// Worker -> replica: the multiplexed models held or loading (meta `{"model_ids": [...]}`).
+pub const MODELS: u8 = 27;
 
 /// Frames larger than this end the connection (a request body is bounded well below it).
 pub const MAX_FRAME: usize = photon_router::MAX_MESSAGE_BYTES + (1 << 20);

@@ -75,6 +75,7 @@ struct Shared {
     next_id: AtomicU64,
     ready: watch::Receiver<Option<Result<(), String>>>,
     stopping: AtomicBool,
+    models: watch::Sender<Vec<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -151,6 +152,7 @@ impl PythonDeployment {
             next_id: AtomicU64::new(1),
             ready,
             stopping: AtomicBool::new(false),
+            models: watch::Sender::new(Vec::new()),
         });
         let connection = Connection { shared: shared.clone(), router: ctx.router().clone(), ready: ready_tx };
         tokio::spawn(connection.run(listener, socket, child, out_rx));
@@ -262,6 +264,11 @@ impl Connection {
             frame::HANDLE_CALL => {
                 let task = tokio::spawn(outgoing_call(self.shared.clone(), self.router.clone(), f.id, f.meta, f.body));
                 lock(&self.shared.outgoing).insert(f.id, task.abort_handle());
+            }
+            frame::MODELS => {
+                let ids = f.meta.get("model_ids").and_then(Value::as_array).into_iter().flatten();
+                let ids: Vec<String> = ids.filter_map(|v| v.as_str().map(str::to_string)).collect();
+                self.shared.models.send_replace(ids);
             }
             frame::HANDLE_CANCEL => {
                 if let Some(task) = lock(&self.shared.outgoing).remove(&f.id) {
@@ -455,6 +462,10 @@ impl Deployment for PythonDeployment {
 
     async fn check_health(&self) -> Result<(), DeploymentError> {
         self.shared.control(frame::HEALTH, None).await
+    }
+
+    fn model_ids(&self) -> Option<watch::Receiver<Vec<String>>> {
+        Some(self.shared.models.subscribe())
     }
 
     async fn shutdown(&self) {

@@ -203,6 +203,12 @@ pub trait Deployment: Send + Sync + 'static {
 
     /// Runs once the replica has drained, before the process ends (Ray calls `__del__`).
     async fn shutdown(&self) {}
+
+    /// The multiplexed model ids the deployment holds or is loading, as they change; the
+    /// replica reports them to the controller, whose routers then prefer this replica for them.
+    fn model_ids(&self) -> Option<tokio::sync::watch::Receiver<Vec<String>>> {
+        None
+    }
 }
 
 /// Helper for handle calls that return a JSON value.

@@ -126,6 +126,7 @@ pub async fn run(
     let (address, data_address) = (reachable(address), reachable(data_address));
     register(&opts, &address, &data_address).await?;
     tracing::info!(replica = %opts.replica_id, control = %address, data = %data_address, "replica ready");
+    let models = state.deployment().model_ids().map(|ids| tokio::spawn(report_models(opts.clone(), ids)));
 
     shutdown.await;
     tracing::info!(replica = %opts.replica_id, "draining");
@@ -138,12 +139,29 @@ pub async fn run(
     state.deployment().shutdown().await;
     let _ = stop_tx.send(());
     follow.abort();
+    if let Some(task) = models {
+        task.abort();
+    }
     data.abort();
     match tokio::time::timeout(Duration::from_secs(2), server).await {
         Ok(Ok(result)) => result?,
         _ => tracing::debug!("replica server did not stop in time"),
     }
     Ok(())
+}
+
+/// Tells the controller the multiplexed models this replica holds, whenever they change.
+async fn report_models(opts: ReplicaOptions, mut ids: tokio::sync::watch::Receiver<Vec<String>>) {
+    while ids.changed().await.is_ok() {
+        let request = pb::ReportModelsRequest { replica_id: opts.replica_id.clone(), model_ids: ids.borrow_and_update().clone() };
+        let sent = match ControllerServiceClient::connect(opts.controller.clone()).await {
+            Ok(mut client) => client.report_models(request).await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = sent {
+            tracing::warn!(replica = %opts.replica_id, error = %e, "could not report multiplexed models");
+        }
+    }
 }
 
 async fn register(opts: &ReplicaOptions, address: &str, data_address: &str) -> Result<(), ReplicaError> {

@@ -32,6 +32,8 @@ struct Slot {
     replica_id: String,
     client: ReplicaClient,
     in_flight: u32,
+    /// Multiplexed models the replica holds or is loading.
+    model_ids: Vec<String>,
 }
 
 type Waiter = oneshot::Sender<Result<Assignment, RouterError>>;
@@ -118,11 +120,16 @@ impl DeploymentQueue {
                     .replicas
                     .iter()
                     .map(|r| match old.iter().position(|s| s.replica_id == r.replica_id) {
-                        Some(i) => old.swap_remove(i),
+                        Some(i) => {
+                            let mut slot = old.swap_remove(i);
+                            slot.model_ids.clone_from(&r.model_ids);
+                            slot
+                        }
                         None => Slot {
                             replica_id: r.replica_id.clone(),
                             client: client_for(&r.replica_id, &r.address),
                             in_flight: 0,
+                            model_ids: r.model_ids.clone(),
                         },
                     })
                     .collect();
@@ -180,14 +187,42 @@ impl DeploymentQueue {
         choose(in_flight_scratch, *max_ongoing)
     }
 
+    /// Ray's multiplexed routing: power of two choices among the replicas with room that hold
+    /// (or are loading) `model_id`; if none, among those with room holding the fewest models;
+    /// `None` leaves the choice to [`Self::pick`].
+    fn pick_for_model(st: &State, model_id: &str) -> Option<usize> {
+        if model_id.is_empty() || st.slots.iter().all(|s| s.model_ids.is_empty()) {
+            return None;
+        }
+        let with_room = |s: &&Slot| s.in_flight < st.max_ongoing;
+        let holders: Vec<usize> = (0..st.slots.len())
+            .filter(|&i| with_room(&&st.slots[i]) && st.slots[i].model_ids.iter().any(|m| m == model_id))
+            .collect();
+        let candidates = if holders.is_empty() {
+            let fewest = st.slots.iter().filter(with_room).map(|s| s.model_ids.len()).min()?;
+            (0..st.slots.len())
+                .filter(|&i| with_room(&&st.slots[i]) && st.slots[i].model_ids.len() == fewest)
+                .collect()
+        } else {
+            holders
+        };
+        let in_flight: Vec<u32> = candidates.iter().map(|&i| st.slots[i].in_flight).collect();
+        choose(&in_flight, st.max_ongoing).map(|k| candidates[k])
+    }
+
     /// Reserves a replica for one request, waiting in FIFO order while all are full.
     pub async fn acquire(self: &Arc<Self>) -> Result<Permit, RouterError> {
+        self.acquire_for("").await
+    }
+
+    /// [`Self::acquire`] for a request of multiplexed model `model_id` (empty: none).
+    pub async fn acquire_for(self: &Arc<Self>, model_id: &str) -> Result<Permit, RouterError> {
         let rx = {
             let mut st = self.lock();
             if st.unavailable && st.slots.is_empty() {
                 return Err(self.unavailable_error());
             }
-            if let Some(i) = Self::pick(&mut st) {
+            if let Some(i) = Self::pick_for_model(&st, model_id).or_else(|| Self::pick(&mut st)) {
                 let slot = &mut st.slots[i];
                 slot.in_flight += 1;
                 let (replica_id, client) = (slot.replica_id.clone(), slot.client.clone());
@@ -250,8 +285,9 @@ impl DeploymentQueue {
     pub async fn call(self: &Arc<Self>, request: Call) -> Result<Answer, RouterError> {
         self.metrics.requests.inc();
         let mut backoff = INITIAL_BACKOFF;
+        let model_id = crate::wire::multiplexed_model_id(&request.headers).to_string();
         for attempt in 1..=MAX_ATTEMPTS {
-            let permit = self.acquire().await?;
+            let permit = self.acquire_for(&model_id).await?;
             match permit.client.call(request.clone()).await {
                 Ok(mut answer) => {
                     answer.body.hold(permit);
@@ -329,7 +365,11 @@ mod tests {
             retry_after_s: None,
             replicas: replicas
                 .iter()
-                .map(|r| ReplicaEndpoint { replica_id: r.to_string(), address: "127.0.0.1:1".into() })
+                .map(|r| ReplicaEndpoint {
+                    replica_id: r.to_string(),
+                    address: "127.0.0.1:1".into(),
+                    model_ids: Vec::new(),
+                })
                 .collect(),
             unavailable: false,
         }
@@ -395,5 +435,32 @@ mod tests {
         t.unavailable = true;
         let q = queue_with(&t);
         assert!(matches!(q.acquire().await, Err(RouterError::Unavailable { .. })));
+    }
+
+    #[tokio::test]
+    async fn multiplexed_requests_prefer_replicas_holding_their_model() {
+        let mut t = targets(&["a", "b", "c"], 4, -1);
+        t.replicas[1].model_ids = vec!["m1".into()];
+        t.replicas[2].model_ids = vec!["m2".into(), "m3".into()];
+        let q = queue_with(&t);
+        for _ in 0..50 {
+            assert_eq!(q.acquire_for("m1").await.unwrap().replica_id(), "b");
+        }
+        // No holder: one of the replicas with the fewest models.
+        for _ in 0..50 {
+            assert_eq!(q.acquire_for("m9").await.unwrap().replica_id(), "a");
+        }
+        // A holder that is full gives way to the replica with the fewest models.
+        let held: Vec<_> = hold(&q, "m1", 4).await;
+        assert!(held.iter().all(|p| p.replica_id() == "b"));
+        assert_eq!(q.acquire_for("m1").await.unwrap().replica_id(), "a");
+    }
+
+    async fn hold(q: &Arc<DeploymentQueue>, model: &str, n: usize) -> Vec<Permit> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(q.acquire_for(model).await.unwrap());
+        }
+        out
     }
 }

@@ -47,6 +47,8 @@ pub struct ReplicaEndpoint {
     pub replica_id: String,
     /// `host:port` of its ReplicaService.
     pub address: String,
+    /// Multiplexed model ids it holds or is loading.
+    pub model_ids: Vec<String>,
 }
 
 /// A deployment's replicas and request limits.
@@ -108,7 +110,7 @@ impl TryFrom<pb::RoutingTable> for RoutingTable {
                 replicas: d
                     .replicas
                     .into_iter()
-                    .map(|r| ReplicaEndpoint { replica_id: r.replica_id, address: r.address })
+                    .map(|r| ReplicaEndpoint { replica_id: r.replica_id, address: r.address, model_ids: r.model_ids })
                     .collect(),
                 unavailable: d.unavailable,
             };
@@ -142,7 +144,11 @@ impl From<&RoutingTable> for pb::RoutingTable {
                     replicas: d
                         .replicas
                         .iter()
-                        .map(|r| pb::ReplicaEndpoint { replica_id: r.replica_id.clone(), address: r.address.clone() })
+                        .map(|r| pb::ReplicaEndpoint {
+                            replica_id: r.replica_id.clone(),
+                            address: r.address.clone(),
+                            model_ids: r.model_ids.clone(),
+                        })
                         .collect(),
                     unavailable: d.unavailable,
                     backpressure_status_code: d.backpressure_status_code as u32,

@@ -31,6 +31,17 @@ pub const OUTCOME_ERROR: &str = "error";
 /// holds the reason.
 pub const OUTCOME_FAILED: &str = "failed";
 
+/// Ray's multiplexed model id request header; `-` and `_` are interchangeable in 2.60.
+pub const MODEL_ID_HEADERS: [&str; 2] = ["serve_multiplexed_model_id", "serve-multiplexed-model-id"];
+
+/// The request's multiplexed model id ("" when it names none).
+pub fn multiplexed_model_id(headers: &HeaderMap) -> &str {
+    MODEL_ID_HEADERS
+        .iter()
+        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()))
+        .unwrap_or("")
+}
+
 /// Headers that belong to one connection and are never forwarded (RFC 9110 section 7.6.1), plus
 /// the body framing, which each hop sets for itself.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -27,6 +27,7 @@ REPLY_END = 23  # meta: {} or {"error": traceback}
 CONTROL_DONE = 24  # answer to RECONFIGURE / HEALTH: meta {} or {"error": message}
 HANDLE_CALL = 25  # meta: {"app", "deployment", "method", "request_id", "model_id"}; body: args
 HANDLE_CANCEL = 26
+MODELS = 27  # meta: {"model_ids": [...]}, the multiplexed models held or loading
 
 
 def encode(kind, call_id, meta=None, body=b""):

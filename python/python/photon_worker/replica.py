@@ -210,7 +210,7 @@ class Worker:
                 replica_id=context.ReplicaID(spec["replica_id"], context.DeploymentID(name, app_name))
             )
         )
-        multiplex._set_publisher(lambda ids: None)
+        multiplex._set_publisher(self.publish_models)
         app = loader.load_application(spec["import_path"], spec.get("args") or {})
         graph = loader.Graph(app)
         bound = graph.find(name)
@@ -240,6 +240,10 @@ class Worker:
                 servable_object=self.instance,
             )
         )
+
+    def publish_models(self, model_ids):
+        frame = protocol.encode(protocol.MODELS, 0, {"model_ids": list(model_ids)})
+        self.loop.call_soon_threadsafe(self.connection.writer.write, frame)
 
     async def start_lifespan(self):
         incoming = asyncio.Queue()

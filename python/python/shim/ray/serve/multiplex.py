@@ -35,7 +35,12 @@ class _ModelCache:
             while self.capacity > 0 and len(self.models) >= self.capacity:
                 _, evicted = self.models.popitem(last=False)
                 await _unload(evicted)
-            model = await (self.loader(owner, model_id) if owner is not None else self.loader(model_id))
+            _publish(list(self.models) + [model_id])  # loading counts, as in Ray
+            try:
+                model = await (self.loader(owner, model_id) if owner is not None else self.loader(model_id))
+            except BaseException:
+                _publish(list(self.models))
+                raise
             self.models[model_id] = model
             _publish(list(self.models))
             return model
