@@ -23,7 +23,7 @@ if ! command -v wrk >/dev/null && [ "$(id -u)" = 0 ]; then
 fi
 [ -n "${PHOTON_BIN:-}" ] || cargo build --release --quiet
 PHOTON=$(realpath "${PHOTON_BIN:-target/release/photon}")
-PY=$(realpath target/python-venv/bin/python)
+PY=$PWD/target/python-venv/bin/python  # not resolved: the venv is the link
 RAY_PY=$(scripts/ray-venv.sh)
 RAY_BIN=$(dirname "$RAY_PY")
 APPS=$(realpath benches/python)
@@ -39,7 +39,12 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-wait_200() { until [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ]; do sleep 0.005; done; }
+wait_200() { # url [pid that must stay alive]
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ]; do
+    if [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null; then echo "the server exited; its log:" >&2; cat "$work"/*.log >&2; exit 1; fi
+    sleep 0.005
+  done
+}
 
 # Resident memory (MB) of a process and all its descendants.
 tree_rss_mb() {
@@ -102,12 +107,12 @@ if [[ " $TARGETS " == *" photon "* ]]; then
   start=$(now_ms)
   (cd "$APPS" && PHOTON_PYTHON=$PY exec "$PHOTON" run "$noop_only" --http-host 127.0.0.1 --http-port "$port" --dashboard-port "$dash" 2>"$work/photon.log") &
   photon_pid=$!
-  wait_200 "http://127.0.0.1:$port/noop/"
+  wait_200 "http://127.0.0.1:$port/noop/" "$photon_pid"
   results+=("photon: launch to first 200 $(( $(now_ms) - start )) ms, head + one Python replica $(tree_rss_mb "$photon_pid") MB RSS")
   kill "$photon_pid"; wait "$photon_pid" 2>/dev/null || true
   (cd "$APPS" && PHOTON_PYTHON=$PY exec "$PHOTON" run noop.yaml --num-cpus 16 --http-host 127.0.0.1 --http-port "$port" --dashboard-port "$dash" 2>"$work/photon.log") &
   photon_pid=$!
-  wait_200 "http://127.0.0.1:$port/noop/"; wait_200 "http://127.0.0.1:$port/fastapi/"; wait_200 "http://127.0.0.1:$port/handle/"
+  for path in noop fastapi handle; do wait_200 "http://127.0.0.1:$port/$path/" "$photon_pid"; done
   printf '| target | app | conns | req/s | p50 | p99 | errors |\n|---|---|---|---|---|---|---|\n'
   load_table photon "http://127.0.0.1:$port"
   kill "$photon_pid"; wait "$photon_pid" 2>/dev/null || true

@@ -5,7 +5,8 @@ Photon's tests compare against (tests/fixtures/python/ray-2.60.json).
 
 Starts a local Ray (token authentication off, 64 logical CPUs so every replica fits on a small
 machine), deploys tests/python/serve.yaml with the directory as working_dir, sends each request
-of tests/python/cases.json in order, records status, headers and body, and stops Ray. Needs
+of tests/python/cases.json in order, records status, headers and body (and each
+application's `docs_path` from the REST API), and stops Ray. Needs
 ray[serve] (scripts/ray-compat-check.sh installs it into target/ray-venv)."""
 
 import base64
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import yaml
 
@@ -80,7 +82,9 @@ def main():
         answers = {case["name"]: request(http_port, case) for case in cases}
         import ray
 
-        out = {"ray_version": ray.__version__, "answers": answers}
+        details = json.load(urllib.request.urlopen(f"{address}/api/serve/applications/"))
+        docs_paths = {name: app.get("docs_path") for name, app in details["applications"].items()}
+        out = {"ray_version": ray.__version__, "answers": answers, "docs_paths": docs_paths}
         with open(OUT, "w") as f:
             json.dump(out, f, indent=1, sort_keys=True, ensure_ascii=False)
             f.write("\n")

@@ -74,6 +74,12 @@ async fn python_apps_answer_as_ray_serve_does() {
         photon.log_text()
     );
 
+    // The REST API's docs_path (FastAPI's docs_url for a FastAPI ingress), as Ray reports it.
+    let details = photon.details().await;
+    for (app, ray_docs_path) in fixture["docs_paths"].as_object().unwrap() {
+        assert_eq!(&details["applications"][app]["docs_path"], ray_docs_path, "docs_path of {app}");
+    }
+
     // Concurrent callers share @serve.batch batches (Ray's sizes depend on timing, so this is
     // checked here rather than against the recording).
     let calls: Vec<_> = (0..8)

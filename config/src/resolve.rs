@@ -23,6 +23,8 @@ pub struct AppBlueprint {
     pub replica_env: BTreeMap<String, String>,
     /// `runtime_env` keys the application's loader applies (besides `env_vars`).
     pub applied_runtime_env: Vec<String>,
+    /// Where the ingress serves its API docs (FastAPI's `docs_url`), if it does.
+    pub docs_path: Option<String>,
 }
 
 /// Looks applications up by `import_path` (the replica registry implements it).

@@ -211,7 +211,7 @@ impl Rest {
             applications.insert(
                 app.name.clone(),
                 json!({
-                    "name": app.name, "route_prefix": app.route_prefix, "docs_path": null,
+                    "name": app.name, "route_prefix": app.route_prefix, "docs_path": app.docs_path,
                     "status": app.status, "message": app.message,
                     "last_deployed_time_s": app.last_deployed_time_s,
                     "deployed_app_config": app.deployed_app_config, "source": "declarative",

@@ -112,6 +112,8 @@ pub struct ApplicationStatusInfo {
     pub deployed_app_config: serde_json::Value,
     /// The ingress deployment, once the application's code was found.
     pub ingress: Option<String>,
+    /// Where the ingress serves its API docs (FastAPI's `docs_url`).
+    pub docs_path: Option<String>,
 }
 
 /// The whole instance.

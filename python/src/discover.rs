@@ -133,8 +133,16 @@ fn blueprint_from(app_name: &str, spec: &CodeSpec, answer: &Value) -> Result<App
         parsed.name = name.to_string();
         deployments.push(parsed);
     }
+    let docs_path = answer
+        .get("deployments")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|d| d.get("name").and_then(Value::as_str) == Some(ingress.as_str()))
+        .and_then(|d| d.get("docs_path").and_then(Value::as_str))
+        .map(str::to_string);
     let replica_env = BTreeMap::from([(CODE_ENV.to_string(), spec.to_json().to_string())]);
-    Ok(AppBlueprint { ingress, deployments, replica_env, applied_runtime_env: spec.applied() })
+    Ok(AppBlueprint { ingress, deployments, replica_env, applied_runtime_env: spec.applied(), docs_path })
 }
 
 /// The built-in applications, and Python code for every other import path. Blueprints of
