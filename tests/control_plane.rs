@@ -161,7 +161,7 @@ async fn rest_api_speaks_rays_dashboard_contract() {
     assert!(empty["controller_info"]["node_id"].is_string());
     assert_eq!(get(&head.rest, "/api/serve/applications/?api_type=bogus").await.status, 400);
 
-    // PUT accepts the config and returns at once; an unknown import path fails asynchronously.
+    // PUT accepts the config and returns; an import path that does not import fails the app.
     let body = serde_json::json!({"applications": [
         {"name": "ok", "import_path": "photon.examples:noop", "route_prefix": "/ok"},
         {"name": "broken", "import_path": "no.such:app", "route_prefix": "/broken"}
@@ -178,7 +178,8 @@ async fn rest_api_speaks_rays_dashboard_contract() {
     head.wait_running(&["ok"]).await;
     let details = head.details().await;
     assert_eq!(details["applications"]["broken"]["status"], "DEPLOY_FAILED");
-    assert!(details["applications"]["broken"]["message"].as_str().unwrap().contains("unknown import path"));
+    let message = details["applications"]["broken"]["message"].as_str().unwrap();
+    assert!(message.contains("ModuleNotFoundError: No module named 'no'"), "{message}");
     let noop = &details["applications"]["ok"];
     assert_eq!(noop["deployed_app_config"], body["applications"][0]);
     let dep = &noop["deployments"]["Noop"];

@@ -138,7 +138,7 @@ const INVALID: &[(&str, &str, &str)] = &[
     ("route_prefix without /", "applications:\n  - name: a\n    import_path: photon.examples:noop\n    route_prefix: api\n", "applications[0].route_prefix: Invalid route_prefix 'api', must start with a forward slash"),
     ("unknown field", "logging_config:\n  encodng: JSON\napplications:\n  - name: a\n    import_path: photon.examples:noop\n", "logging_config.encodng: unknown field"),
     ("negative max_queued_requests", "applications:\n  - name: a\n    import_path: photon.examples:noop\n    deployments:\n      - name: Noop\n        max_queued_requests: -5\n", "applications[0].deployments[0].max_queued_requests"),
-    ("unknown import path", "applications:\n  - name: a\n    import_path: no_such.module:app\n", "applications[0].import_path: unknown import path"),
+    ("import path that does not import", "applications:\n  - name: a\n    import_path: no_such.module:app\n", "applications[0].import_path: Deploying app 'a' failed with exception:\nTraceback (most recent call last):"),
     ("override of a missing deployment", "applications:\n  - name: a\n    import_path: photon.examples:noop\n    deployments:\n      - name: Nope\n", "Deployment 'Nope' does not exist. Available: ['Noop']"),
 ];
 

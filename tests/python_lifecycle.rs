@@ -244,3 +244,31 @@ async fn multiplexed_requests_go_to_the_replica_holding_the_model() {
         }
     }
 }
+
+/// A FastAPI WebSocket route through the proxy: the handshake reaches the app, text and binary
+/// messages go both ways, and the app's close (code and reason) reaches the client.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_websockets_carry_messages_both_ways() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let photon = start_head();
+    deploy(&photon, json!({"applications": [{"name": "ws", "route_prefix": "/chat", "import_path": "websocket_app:app"}]}))
+        .await;
+    photon.wait_running_for(&["ws"], Duration::from_secs(60)).await;
+    assert_eq!(get(&photon.http, "/chat/").await.text(), r#""plain HTTP too""#);
+
+    let stream = tokio::net::TcpStream::connect(&photon.http).await.unwrap();
+    let (mut socket, response) =
+        tokio_tungstenite::client_async(format!("ws://{}/chat/ws", photon.http), stream).await.expect("handshake");
+    assert_eq!(response.status(), 101);
+    socket.send(Message::text("hello")).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap(), Message::text("echo: hello"));
+    socket.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap(), Message::binary(vec![3u8, 2, 1]));
+    socket.send(Message::text("bye")).await.unwrap();
+    match socket.next().await.unwrap().unwrap() {
+        Message::Close(Some(frame)) => assert_eq!((u16::from(frame.code), frame.reason.as_str()), (4000, "done")),
+        other => panic!("expected the app's close, got {other:?}"),
+    }
+}

@@ -93,7 +93,7 @@ pub async fn serve(listener: TcpListener, router: Router, config: HttpConfig) {
                 let proxy = proxy.clone();
                 async move { Ok::<_, Infallible>(proxy.handle(req).await) }
             });
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         }
@@ -163,7 +163,7 @@ impl Proxy {
         response
     }
 
-    async fn route(&self, req: Request<Incoming>, request_id: &str, target: &mut Target) -> Response<Body> {
+    async fn route(&self, mut req: Request<Incoming>, request_id: &str, target: &mut Target) -> Response<Body> {
         let path = req.uri().path().to_string();
         match path.as_str() {
             "/-/healthz" => {
@@ -198,6 +198,9 @@ impl Proxy {
                 return self.too_large();
             }
         }
+        // A WebSocket handshake goes to the replica as it is; once the replica has accepted it,
+        // the two upgraded connections are joined byte for byte.
+        let client_upgrade = wire::is_websocket(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         let body = match Limited::new(body, self.config.max_body_bytes).collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -206,6 +209,9 @@ impl Proxy {
         };
         let (mut parts, body) = (parts, body);
         wire::strip_hop_by_hop(&mut parts.headers);
+        if client_upgrade.is_some() {
+            wire::keep_websocket_upgrade(&mut parts.headers);
+        }
         let path_and_query = match parts.uri.query() {
             Some(q) => format!("{full_path}?{q}"),
             None => full_path,
@@ -233,7 +239,12 @@ impl Proxy {
             None => ingress.call(call).await,
         };
         match result {
-            Ok(reply) => to_response(reply),
+            Ok(mut reply) => {
+                if let (Some(client), Some(replica)) = (client_upgrade, reply.upgrade.take()) {
+                    tokio::spawn(join_upgraded(client, replica));
+                }
+                to_response(reply)
+            }
             Err(e) => {
                 tracing::warn!(request_id, deployment = %ingress.id(), error = %e, "request failed");
                 respond::router_error(&e)
@@ -270,6 +281,22 @@ impl Proxy {
         let mut r = Response::new(respond::full(serde_json::Value::Object(map).to_string()));
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         r
+    }
+}
+
+/// Copies bytes both ways between a client's and a replica's upgraded connections until either
+/// side closes.
+async fn join_upgraded(client: hyper::upgrade::OnUpgrade, replica: hyper::upgrade::OnUpgrade) {
+    let (client, replica) = match tokio::join!(client, replica) {
+        (Ok(c), Ok(r)) => (c, r),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::debug!(error = %e, "WebSocket upgrade did not complete");
+            return;
+        }
+    };
+    let (mut client, mut replica) = (TokioIo::new(client), TokioIo::new(replica));
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut replica).await {
+        tracing::debug!(error = %e, "WebSocket connection ended with an error");
     }
 }
 

@@ -22,13 +22,19 @@ pub const HANDLE_START: u8 = 6;
 pub const HANDLE_CHUNK: u8 = 7;
 /// Replica -> worker: handle call `id` ended (meta `{}` or `{"error": {"kind", "message"}}`).
 pub const HANDLE_END: u8 = 8;
+/// Replica -> worker: a WebSocket message from the client of request `id` (meta
+/// `{"text": bool}`; body: the message).
+pub const WS_RECEIVE: u8 = 9;
+/// Replica -> worker: the client closed request `id`'s WebSocket (meta `{"code"}`).
+pub const WS_DISCONNECT: u8 = 10;
 /// Worker -> replica: the deployment is built (meta `{}`) or not (`{"error": traceback}`).
 pub const READY: u8 = 20;
 /// Worker -> replica: the head of request `id`'s reply (meta `{"status", "headers", "end"}`).
 pub const REPLY_START: u8 = 21;
-/// Worker -> replica: reply bytes.
+/// Worker -> replica: reply bytes (meta `{"text": bool}`: one WebSocket message).
 pub const REPLY_CHUNK: u8 = 22;
-/// Worker -> replica: the reply ended (meta `{}` or `{"error": traceback}`).
+/// Worker -> replica: the reply ended (meta `{}` or `{"error": traceback}`; `{"code",
+/// "reason"}` closes a WebSocket).
 pub const REPLY_END: u8 = 23;
 /// Worker -> replica: a RECONFIGURE / HEALTH / SHUTDOWN finished (meta `{}` or `{"error"}`).
 pub const CONTROL_DONE: u8 = 24;

@@ -16,7 +16,10 @@ use photon_replica::{BuildContext, ChunkStream, Deployment, DeploymentError, Pro
 use photon_router::wire::Call;
 use photon_router::Router;
 use serde_json::{json, Value};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -65,6 +68,10 @@ enum Inbound {
     Start { status: u16, headers: http::HeaderMap, body: Bytes, end: bool },
     Chunk(Bytes),
     End(Option<String>),
+    /// A WebSocket message (text or binary).
+    Message { data: Bytes, text: bool },
+    /// The WebSocket's closing code and reason.
+    Close(u16, String),
 }
 
 struct Shared {
@@ -248,12 +255,23 @@ impl Connection {
             }
             frame::REPLY_CHUNK => {
                 if let Some(tx) = lock(&self.shared.calls).get(&f.id) {
-                    let _ = tx.send(Inbound::Chunk(f.body));
+                    let inbound = match f.meta.get("text").and_then(Value::as_bool) {
+                        Some(text) => Inbound::Message { data: f.body, text },
+                        None => Inbound::Chunk(f.body),
+                    };
+                    let _ = tx.send(inbound);
                 }
             }
             frame::REPLY_END => {
                 if let Some(tx) = lock(&self.shared.calls).remove(&f.id) {
-                    let _ = tx.send(Inbound::End(error()));
+                    let inbound = match f.meta.get("code").and_then(Value::as_u64) {
+                        Some(code) => Inbound::Close(
+                            u16::try_from(code).unwrap_or(1000),
+                            f.meta.get("reason").and_then(Value::as_str).unwrap_or_default().to_string(),
+                        ),
+                        None => Inbound::End(error()),
+                    };
+                    let _ = tx.send(inbound);
                 }
             }
             frame::CONTROL_DONE => {
@@ -383,11 +401,83 @@ impl tokio_stream::Stream for ReplyChunks {
                 self.guard.done = true;
                 Poll::Ready(Some(Err(DeploymentError(e))))
             }
-            Poll::Ready(Some(Inbound::Start { .. })) | Poll::Ready(None) => {
+            Poll::Ready(Some(Inbound::Start { .. } | Inbound::Message { .. } | Inbound::Close(..))) | Poll::Ready(None) => {
                 self.guard.done = true;
                 Poll::Ready(Some(Err(DeploymentError::from("the Python worker ended the reply"))))
             }
         }
+    }
+}
+
+/// One accepted WebSocket: client messages go to the worker as WS_RECEIVE frames, the
+/// app's messages and close come back through `rx`, until either side closes.
+async fn websocket_session(upgraded: OnUpgrade, mut rx: mpsc::UnboundedReceiver<Inbound>, mut guard: CallGuard) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let Ok(io) = upgraded.await else { return };
+    let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, None).await;
+    let (mut sink, mut stream) = socket.split();
+    let (shared, id) = (guard.shared.clone(), guard.id);
+    let disconnect = |code: u16| shared.send(frame::WS_DISCONNECT, id, Some(&json!({ "code": code })), b"");
+    loop {
+        tokio::select! {
+            message = stream.next() => match message {
+                Some(Ok(Message::Text(t))) => shared.send(frame::WS_RECEIVE, id, Some(&json!({"text": true})), t.as_bytes()),
+                Some(Ok(Message::Binary(b))) => shared.send(frame::WS_RECEIVE, id, Some(&json!({"text": false})), &b),
+                Some(Ok(Message::Close(close))) => {
+                    disconnect(close.map_or(1005, |c| u16::from(c.code)));
+                    break;
+                }
+                Some(Ok(_)) => {} // ping and pong: answered by the codec
+                Some(Err(_)) | None => {
+                    disconnect(1006);
+                    break;
+                }
+            },
+            inbound = rx.recv() => match inbound {
+                Some(Inbound::Message { data, text }) => {
+                    let message = if text {
+                        Message::text(String::from_utf8_lossy(&data).into_owned())
+                    } else {
+                        Message::binary(data)
+                    };
+                    if sink.send(message).await.is_err() {
+                        disconnect(1006);
+                        break;
+                    }
+                }
+                Some(Inbound::Close(code, reason)) => {
+                    guard.done = true;
+                    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    break;
+                }
+                Some(Inbound::End(error)) => {
+                    // The app raised: Ray closes with 1011 (internal error).
+                    guard.done = true;
+                    tracing::error!(error = error.as_deref().unwrap_or(""), "WebSocket handler failed");
+                    let frame = CloseFrame { code: CloseCode::Error, reason: "".into() };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    break;
+                }
+                Some(Inbound::Start { .. } | Inbound::Chunk(_)) => {}
+                None => break,
+            }
+        }
+    }
+    // The client is gone: give the app a moment to end on its own before it is cancelled.
+    if !guard.done {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while let Some(inbound) = rx.recv().await {
+                if matches!(inbound, Inbound::Close(..) | Inbound::End(_)) {
+                    guard.done = true;
+                    return;
+                }
+            }
+        })
+        .await;
     }
 }
 
@@ -449,7 +539,47 @@ impl Deployment for PythonDeployment {
                 guard.done = true;
                 Err(DeploymentError(error.unwrap_or_else(|| "the deployment sent no response".to_string())))
             }
-            Some(Inbound::Chunk(_)) | None => {
+            Some(Inbound::Chunk(_) | Inbound::Message { .. } | Inbound::Close(..)) | None => {
+                guard.done = true;
+                Err(DeploymentError::from("the Python worker died while handling the request"))
+            }
+        }
+    }
+
+    async fn websocket(&self, request: Request, upgraded: OnUpgrade) -> Result<Reply, DeploymentError> {
+        self.shared.ready().await?;
+        let key = request.headers.get(http::header::SEC_WEBSOCKET_KEY).cloned();
+        let id = self.shared.id();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        lock(&self.shared.calls).insert(id, tx);
+        let mut guard = CallGuard { shared: self.shared.clone(), id, done: false };
+        let mut meta = request_meta(&request);
+        meta["kind"] = json!("websocket");
+        self.shared.send(frame::REQUEST, id, Some(&meta), b"");
+        match rx.recv().await {
+            Some(Inbound::Start { status: 101, mut headers, .. }) => {
+                let Some(key) = key else {
+                    return Err(DeploymentError::from("a WebSocket handshake without Sec-WebSocket-Key"));
+                };
+                let accept = derive_accept_key(key.as_bytes());
+                headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+                headers.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
+                if let Ok(v) = http::HeaderValue::from_str(&accept) {
+                    headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, v);
+                }
+                tokio::spawn(websocket_session(upgraded, rx, guard));
+                Ok(Reply { status: 101, headers, body: ReplyBody::Full(Bytes::new()) })
+            }
+            Some(Inbound::Start { status, headers, body, end }) => {
+                // Refused before accepting (403) or answered over HTTP: a plain reply.
+                guard.done = end;
+                Ok(Reply { status, headers, body: ReplyBody::Full(body) })
+            }
+            Some(Inbound::End(error)) => {
+                guard.done = true;
+                Err(DeploymentError(error.unwrap_or_else(|| "the deployment sent no response".to_string())))
+            }
+            Some(Inbound::Chunk(_) | Inbound::Message { .. } | Inbound::Close(..)) | None => {
                 guard.done = true;
                 Err(DeploymentError::from("the Python worker died while handling the request"))
             }

@@ -37,7 +37,8 @@ pub async fn serve(listener: TcpListener, state: Arc<ReplicaState>) {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(&state, req).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let _ = connection.with_upgrades().await;
         });
     }
 }
@@ -53,7 +54,7 @@ fn header_string(headers: &mut http::HeaderMap, name: &http::HeaderName) -> Opti
     headers.remove(name).and_then(|v| v.to_str().ok().map(str::to_string))
 }
 
-async fn handle(state: &Arc<ReplicaState>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(state: &Arc<ReplicaState>, mut req: Request<Incoming>) -> Response<Body> {
     let Some(_admission) = state.admit() else {
         return outcome(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -61,6 +62,7 @@ async fn handle(state: &Arc<ReplicaState>, req: Request<Incoming>) -> Response<B
             "replica is at max_ongoing_requests or draining",
         );
     };
+    let upgrade = wire::is_websocket(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_MESSAGE_BYTES).collect().await {
         Ok(b) => b.to_bytes(),
@@ -90,7 +92,10 @@ async fn handle(state: &Arc<ReplicaState>, req: Request<Incoming>) -> Response<B
     };
     let request_id = request.request_id.clone();
     let (log_method, log_path) = (request.method.clone(), request.path.clone());
-    let result = state.deployment().call(request).await;
+    let result = match upgrade {
+        Some(upgrade) => state.deployment().websocket(request, upgrade).await,
+        None => state.deployment().call(request).await,
+    };
     state.metrics().record(&route, started.elapsed(), result.as_ref().err().map(|e| e.0.as_str()));
     if state.access_log() {
         let outcome = match &result {

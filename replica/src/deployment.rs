@@ -201,6 +201,20 @@ pub trait Deployment: Send + Sync + 'static {
         Ok(())
     }
 
+    /// A WebSocket handshake (an HTTP upgrade request): the reply answers it (101 accepts it,
+    /// and the deployment then owns the connection `upgraded` yields). By default a deployment
+    /// takes no WebSockets.
+    async fn websocket(
+        &self,
+        request: Request,
+        upgraded: hyper::upgrade::OnUpgrade,
+    ) -> Result<Reply, DeploymentError> {
+        let _ = upgraded;
+        let mut reply = Reply::text(format!("{} does not accept WebSocket connections", request.path));
+        reply.status = 400;
+        Ok(reply)
+    }
+
     /// Runs once the replica has drained, before the process ends (Ray calls `__del__`).
     async fn shutdown(&self) {}
 

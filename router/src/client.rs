@@ -103,9 +103,14 @@ impl ReplicaClient {
                 Err(ReplicaFailure::Failed(String::from_utf8_lossy(&message).into_owned()))
             }
             _ => {
-                wire::strip_hop_by_hop(&mut parts.headers);
+                let upgrade = (parts.status == http::StatusCode::SWITCHING_PROTOCOLS)
+                    .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+                    .flatten();
+                if upgrade.is_none() {
+                    wire::strip_hop_by_hop(&mut parts.headers);
+                }
                 parts.headers.remove(http::header::DATE);
-                Ok(Answer { status: parts.status, headers: parts.headers, body: AnswerBody::new(body) })
+                Ok(Answer { status: parts.status, headers: parts.headers, body: AnswerBody::new(body), upgrade })
             }
         }
     }

@@ -105,6 +105,27 @@ pub struct Answer {
     /// Body, streamed; holds the request's replica slot until it ends or is dropped, so
     /// `max_ongoing_requests` counts a streaming response for as long as it streams.
     pub body: AnswerBody,
+    /// The replica's side of a WebSocket, when it answered an upgrade with 101.
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// Whether a request asks to become a WebSocket (`Connection: upgrade`, `Upgrade: websocket`).
+pub fn is_websocket(headers: &HeaderMap) -> bool {
+    let has = |name: http::header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    has(http::header::CONNECTION, "upgrade") && has(http::header::UPGRADE, "websocket")
+}
+
+/// Puts back the two headers of a WebSocket upgrade that [`strip_hop_by_hop`] removes (the
+/// handshake goes on to the replica, which answers it).
+pub fn keep_websocket_upgrade(headers: &mut HeaderMap) {
+    headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+    headers.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
 }
 
 /// The body of an [`Answer`].

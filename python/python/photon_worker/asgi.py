@@ -37,6 +37,17 @@ def scope(meta, state=None):
     }
 
 
+def websocket_scope(meta, state=None):
+    """The ASGI scope of a WebSocket handshake."""
+    ws = scope(meta, state)
+    ws["type"] = "websocket"
+    ws["scheme"] = "ws"
+    ws.pop("method")
+    offered = next((v.decode("latin-1") for k, v in ws["headers"] if k == b"sec-websocket-protocol"), "")
+    ws["subprotocols"] = [p.strip() for p in offered.split(",") if p.strip()]
+    return ws
+
+
 class Receive:
     """ASGI `receive`: the whole body once, then `http.disconnect` when the call is cancelled."""
 
@@ -90,6 +101,15 @@ class Reply:
     async def chunk(self, body):
         if body:
             await self.connection.send(protocol.REPLY_CHUNK, self.call_id, None, body)
+
+    async def message(self, body, text):
+        """One WebSocket message."""
+        await self.connection.send(protocol.REPLY_CHUNK, self.call_id, {"text": text}, body)
+
+    async def close(self, code=1000, reason=""):
+        """Closes the WebSocket."""
+        self.finished = True
+        await self.connection.send(protocol.REPLY_END, self.call_id, {"code": code, "reason": reason or ""})
 
     async def finish(self, error=None):
         self.finished = True

@@ -19,11 +19,13 @@ SHUTDOWN = 5
 HANDLE_START = 6  # answer to a handle call: meta {"status", "headers"}, body: first bytes
 HANDLE_CHUNK = 7
 HANDLE_END = 8  # meta: {} or {"error": {"kind", "message"}}
+WS_RECEIVE = 9  # a WebSocket message from the client: meta {"text": bool}, body: its bytes
+WS_DISCONNECT = 10  # the client closed the WebSocket: meta {"code"}
 # worker -> replica
 READY = 20  # meta: {} or {"error": traceback}
 REPLY_START = 21  # meta: {"status", "headers", "end"}; body: first bytes
-REPLY_CHUNK = 22
-REPLY_END = 23  # meta: {} or {"error": traceback}
+REPLY_CHUNK = 22  # meta: none, or {"text": bool} for a WebSocket message
+REPLY_END = 23  # meta: {} or {"error": traceback}, or {"code", "reason"} closing a WebSocket
 CONTROL_DONE = 24  # answer to RECONFIGURE / HEALTH: meta {} or {"error": message}
 HANDLE_CALL = 25  # meta: {"app", "deployment", "method", "request_id", "model_id"}; body: args
 HANDLE_CANCEL = 26

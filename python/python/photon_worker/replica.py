@@ -186,6 +186,7 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         self.calls = {}
         self.receivers = {}
+        self.sockets = {}  # call id -> the WebSocket's incoming ASGI messages
         self.instance = None
         self.callable = None
         self.asgi_app = None
@@ -289,6 +290,16 @@ class Worker:
             self.loop.create_task(self.control(call_id, self.reconfigure, meta.get("user_config")))
         elif kind == protocol.HEALTH:
             self.loop.create_task(self.control(call_id, self.check_health))
+        elif kind == protocol.WS_RECEIVE:
+            socket = self.sockets.get(call_id)
+            if socket is not None:
+                message = {"type": "websocket.receive"}
+                message["text" if meta.get("text") else "bytes"] = body.decode() if meta.get("text") else body
+                socket.put_nowait(message)
+        elif kind == protocol.WS_DISCONNECT:
+            socket = self.sockets.get(call_id)
+            if socket is not None:
+                socket.put_nowait({"type": "websocket.disconnect", "code": meta.get("code", 1005)})
         elif kind in (protocol.HANDLE_START, protocol.HANDLE_CHUNK, protocol.HANDLE_END):
             self.runtime.answer(kind, call_id, meta, body)
 
@@ -361,6 +372,8 @@ class Worker:
                 await self.handle_request(meta, body, reply)
             elif meta.get("kind") == "grpc":
                 await self.grpc_request(meta, body, reply)
+            elif meta.get("kind") == "websocket":
+                await self.websocket_request(call_id, meta, reply)
             else:
                 await self.http_request(call_id, meta, body, reply)
         except asyncio.CancelledError:
@@ -438,6 +451,40 @@ class Worker:
                     break
                 await reply.chunk(serialize(item))
         await reply.finish()
+
+    async def websocket_request(self, call_id, meta, reply):
+        if self.asgi_app is None:
+            raise TypeError(f"Deployment {self.spec['deployment']} has no ASGI app (@serve.ingress) to take WebSockets.")
+        incoming = asyncio.Queue()
+        incoming.put_nowait({"type": "websocket.connect"})
+        self.sockets[call_id] = incoming
+
+        async def send(message):
+            kind = message["type"]
+            if kind == "websocket.accept":
+                headers = list(message.get("headers") or [])
+                if message.get("subprotocol"):
+                    headers.append((b"sec-websocket-protocol", message["subprotocol"].encode()))
+                await reply.begin(101, headers)
+            elif kind == "websocket.send":
+                if message.get("text") is not None:
+                    await reply.message(message["text"].encode(), True)
+                else:
+                    await reply.message(bytes(message.get("bytes") or b""), False)
+            elif kind == "websocket.close":
+                if not reply.started:
+                    await reply.begin(403, [], b"", end=True)
+                elif not reply.finished:
+                    await reply.close(message.get("code", 1000), message.get("reason"))
+
+        try:
+            await self.asgi_app(asgi.websocket_scope(meta, self.state), incoming.get, send)
+        finally:
+            self.sockets.pop(call_id, None)
+        if not reply.started:  # the app returned without accepting
+            await reply.begin(403, [], b"", end=True)
+        elif not reply.finished:
+            await reply.close(1000)
 
     async def http_request(self, call_id, meta, body, reply):
         receive = asgi.Receive(body)
