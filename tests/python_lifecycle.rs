@@ -210,8 +210,16 @@ async fn python_deployments_serve_grpc() {
     };
     let reply = client.call(message()).await.unwrap().into_inner();
     assert_eq!((reply.greeting.as_str(), reply.num_x2), ("Hello foo from bar", 6));
-    let reply = client.method1(message()).await.unwrap().into_inner();
-    assert_eq!((reply.greeting.as_str(), reply.num_x2), ("Method1 foo", -1));
+    let mut request = message();
+    request.metadata_mut().insert("x-client", "tests".parse().unwrap());
+    let reply = client.method1(request).await.unwrap();
+    assert_eq!(reply.metadata().get("x-served-by").and_then(|v| v.to_str().ok()), Some("photon"));
+    let reply = reply.into_inner();
+    assert_eq!((reply.greeting.as_str(), reply.num_x2), ("Method1 foo for tests", -1));
+    let mut missing = tonic::Request::new(ray::UserDefinedMessage { name: "missing".into(), ..Default::default() });
+    missing.metadata_mut().insert("application", "grpc_app".parse().unwrap());
+    let status = client.method1(missing).await.unwrap_err();
+    assert_eq!((status.code(), status.message()), (tonic::Code::NotFound, "no user named missing"));
     let mut stream = client.streaming(message()).await.unwrap().into_inner();
     let mut got = Vec::new();
     while let Some(m) = stream.message().await.unwrap() {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -136,16 +136,18 @@ fn error(code: u16, message: &str, request_id: &str) -> Response<Body> {
 
 /// One message, then OK trailers.
 fn unary<M: Message>(message: &M, request_id: &str) -> Response<Body> {
-    with_trailers(respond::full(grpc_frame::encode(&message.encode_to_vec())), request_id)
+    with_trailers(respond::full(grpc_frame::encode(&message.encode_to_vec())), request_id, Vec::new())
 }
 
-/// `body` (already framed messages), then trailers with OK and the request id.
-fn with_trailers(body: Body, request_id: &str) -> Response<Body> {
+/// `body` (already framed messages), then trailers with OK, the request id and the
+/// deployment's own trailing metadata.
+fn with_trailers(body: Body, request_id: &str, extra: Vec<(HeaderName, HeaderValue)>) -> Response<Body> {
     let mut trailers = HeaderMap::new();
     status_headers(&mut trailers, grpc_code::OK, "");
     if let Ok(v) = HeaderValue::from_str(request_id) {
         trailers.insert("request_id", v);
     }
+    trailers.extend(extra);
     grpc_response(body.with_trailers(async move { Some(Ok(trailers)) }).boxed_unsync())
 }
 
@@ -285,7 +287,27 @@ impl GrpcProxy {
             None => ingress.call(call).await,
         };
         match result {
-            Ok(answer) => with_trailers(answer.body.map_err(respond::BoxError::from).boxed_unsync(), request_id),
+            Ok(answer) => {
+                let status = metadata(&answer.headers, "grpc-status").and_then(|c| c.parse::<u16>().ok());
+                let details = metadata(&answer.headers, "grpc-message").unwrap_or("").to_string();
+                let user_trailers: Vec<(HeaderName, HeaderValue)> = answer
+                    .headers
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        let key = k.as_str().strip_prefix(wire::GRPC_TRAILER_PREFIX)?;
+                        Some((HeaderName::from_bytes(key.as_bytes()).ok()?, v.clone()))
+                    })
+                    .collect();
+                match status {
+                    // The deployment set a failing status: a trailers-only answer.
+                    Some(code) if code != grpc_code::OK => {
+                        let mut r = error(code, &details, request_id);
+                        r.headers_mut().extend(user_trailers);
+                        r
+                    }
+                    _ => with_trailers(answer.body.map_err(respond::BoxError::from).boxed_unsync(), request_id, user_trailers),
+                }
+            }
             Err(e) => {
                 tracing::warn!(request_id, deployment = %ingress.id(), error = %e, "gRPC request failed");
                 let (code, message) = respond::grpc_status(&e);

@@ -20,6 +20,10 @@ pub const ROUTE_PREFIX: HeaderName = HeaderName::from_static("x-photon-route-pre
 pub const PROTOCOL: HeaderName = HeaderName::from_static("x-photon-protocol");
 /// `PROTOCOL` value for gRPC calls.
 pub const PROTOCOL_GRPC: &str = "grpc";
+/// A gRPC deployment's own status travels as the answer's `grpc-status` and `grpc-message`
+/// headers (the message not yet percent-encoded) and its trailing metadata as headers with
+/// this prefix; the gRPC front door turns them into trailers.
+pub const GRPC_TRAILER_PREFIX: &str = "x-photon-grpc-trailer-";
 /// Set by the replica on answers that are not the deployment's own.
 pub const OUTCOME: HeaderName = HeaderName::from_static("x-photon-outcome");
 /// `OUTCOME` value: the replica did not start the request (full or draining).

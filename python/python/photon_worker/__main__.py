@@ -9,6 +9,12 @@ def _spec():
 
 if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if sys.version_info < (3, 9):
+        message = f"Python deployments need Python 3.9 or newer; {sys.executable} is {sys.version.split()[0]}"
+        if command == "discover":
+            print(json.dumps({"error": message}))
+        sys.stderr.write(message + "\n")
+        sys.exit(1)
     if command == "discover":
         from photon_worker import discover
 

@@ -436,11 +436,28 @@ class Worker:
         handler = self.grpc_methods.get(name)
         deserialize = getattr(handler, "request_deserializer", None) or (lambda data: data)
         serialize = getattr(handler, "response_serializer", None) or (lambda message: message)
-        result = await self.call_user(self.method(name), deserialize(body))
-        if not (inspect.isasyncgen(result) or inspect.isgenerator(result)):
-            await reply.begin(200, [], serialize(result), end=True)
+        method = self.method(name)
+        kwargs = {}
+        context = None
+        if "grpc_context" in _parameters(method):
+            from ray.serve.grpc_util import RayServegRPCContext
+
+            context = RayServegRPCContext([(k, v) for k, v in meta.get("headers", [])])
+            kwargs["grpc_context"] = context
+        try:
+            result = await self.call_user(method, deserialize(body), **kwargs)
+        except Exception:
+            if context is None or context.code() is None:
+                raise
+            # The method set its own status before raising: that status is the answer.
+            logs.logger.error("gRPC method raised:\n%s", traceback.format_exc().rstrip())
+            await reply.begin(200, context._status_headers(), b"", end=True)
             return
-        await reply.begin(200, [])
+        status = context._status_headers() if context is not None else []
+        if not (inspect.isasyncgen(result) or inspect.isgenerator(result)):
+            await reply.begin(200, status, serialize(result), end=True)
+            return
+        await reply.begin(200, status)
         if inspect.isasyncgen(result):
             async for item in result:
                 await reply.chunk(serialize(item))
@@ -513,6 +530,13 @@ class Worker:
             await reply.begin(500, [(OUTCOME, "failed")], text.encode(), end=True)
             return
         await asgi.convert(result, reply, scope, receive)
+
+
+def _parameters(func):
+    try:
+        return inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return {}
 
 
 def _run_to_end(generator_function, *args):
