@@ -11,6 +11,10 @@ def bind_class_routes(app, cls, instance):
         from fastapi.routing import APIRoute, APIWebSocketRoute
     except ImportError:
         return
+    # An async dependency: FastAPI would run a sync one on its thread pool for every request.
+    async def current_instance():
+        return instance
+
     methods = {v for v in vars(cls).values() if inspect.isfunction(v)}
     for base in cls.__mro__[1:]:
         methods |= {v for v in vars(base).values() if inspect.isfunction(v)}
@@ -18,7 +22,7 @@ def bind_class_routes(app, cls, instance):
     for index, route in enumerate(routes):
         if not isinstance(route, (APIRoute, APIWebSocketRoute)) or route.endpoint not in methods:
             continue
-        endpoint = _with_self(route.endpoint, Depends(lambda: instance))
+        endpoint = _with_self(route.endpoint, Depends(current_instance))
         if isinstance(route, APIWebSocketRoute):
             routes[index] = APIWebSocketRoute(
                 route.path, endpoint, name=route.name, dependencies=route.dependencies

@@ -15,6 +15,7 @@ import inspect
 import logging
 import os
 import pickle
+import signal
 import sys
 import traceback
 
@@ -25,11 +26,32 @@ OUTCOME = "x-photon-outcome"  # photon_router::wire::OUTCOME
 
 
 class Connection:
+    """The worker's end of the socket. Frames written in one turn of the event loop go out in
+    one write (one system call for many replies under load)."""
+
     def __init__(self, writer):
         self.writer = writer
+        self.loop = asyncio.get_running_loop()
+        self.pending = []
+
+    def write(self, frame):
+        if not self.pending:
+            self.loop.call_soon(self._flush)
+        self.pending.append(frame)
+
+    def _flush(self):
+        if self.pending:
+            data = b"".join(self.pending)
+            self.pending.clear()
+            self.writer.write(data)
+
+    async def flush(self):
+        """Everything written so far, on the socket."""
+        self._flush()
+        await self.writer.drain()
 
     async def send(self, kind, call_id, meta=None, body=b""):
-        self.writer.write(protocol.encode(kind, call_id, meta, body))
+        self.write(protocol.encode(kind, call_id, meta, body))
         if self.writer.transport.get_write_buffer_size() > 1 << 20:
             await self.writer.drain()
 
@@ -244,7 +266,7 @@ class Worker:
 
     def publish_models(self, model_ids):
         frame = protocol.encode(protocol.MODELS, 0, {"model_ids": list(model_ids)})
-        self.loop.call_soon_threadsafe(self.connection.writer.write, frame)
+        self.loop.call_soon_threadsafe(self.connection.write, frame)
 
     async def start_lifespan(self):
         incoming = asyncio.Queue()
@@ -586,12 +608,11 @@ async def serve(socket_path, spec):
     worker = Worker(spec, connection)
     try:
         await worker.build()
-        await worker.reconfigure(spec.get("user_config"))
     except BaseException:
         text = traceback.format_exc().rstrip()
         logs.logger.error("%s", text)
         await connection.send(protocol.READY, 0, {"error": text})
-        await writer.drain()
+        await connection.flush()
         return 1
     await connection.send(protocol.READY, 0, {})
     while True:
@@ -602,12 +623,16 @@ async def serve(socket_path, spec):
         if kind == protocol.SHUTDOWN:
             await worker.shutdown()
             await connection.send(protocol.CONTROL_DONE, call_id, {})
-            await writer.drain()
+            await connection.flush()
             return 0
         worker.dispatch(kind, call_id, meta, body)
 
 
 def main(socket_path, spec):
+    # The Rust replica owns this process's life (it ends with the socket): signals sent to
+    # the whole process group (Ctrl-C) must not skip the graceful shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     loader.install_import_hook()
     loader.add_code_paths(spec)
     logs.setup(spec)
