@@ -183,7 +183,7 @@ async fn python_deployments_serve_grpc() {
     use photon_proto::ray::serve as ray;
     use ray::user_defined_service_client::UserDefinedServiceClient;
 
-    let config = "grpc_options:\n  grpc_servicer_functions: [user_defined_protos_pb2_grpc.add_UserDefinedServiceServicer_to_server]\n\
+    let config = "grpc_options:\n  grpc_servicer_functions: [serve_pb2_grpc.add_UserDefinedServiceServicer_to_server]\n\
                   applications:\n  - {name: grpc_app, route_prefix: /grpc, import_path: apps.grpc_app:app}\n";
     let file = common::TempFile::new("config.yaml", config);
     let args: Vec<std::ffi::OsString> = vec![

@@ -509,15 +509,34 @@ fn request_meta(request: &Request) -> Value {
     })
 }
 
+impl PythonDeployment {
+    /// Sends a request to the worker: its replies arrive on the receiver; the guard cancels it
+    /// if dropped before the reply ended.
+    fn open(&self, meta: &Value, body: &[u8]) -> (mpsc::UnboundedReceiver<Inbound>, CallGuard) {
+        let id = self.shared.id();
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.shared.calls).insert(id, tx);
+        self.shared.send(frame::REQUEST, id, Some(meta), body);
+        (rx, CallGuard { shared: self.shared.clone(), id, done: false })
+    }
+}
+
+/// The error of a reply that ended, or broke off, before it started.
+fn not_started(first: Option<Inbound>, guard: &mut CallGuard) -> DeploymentError {
+    guard.done = true;
+    match first {
+        Some(Inbound::End(error)) => {
+            DeploymentError(error.unwrap_or_else(|| "the deployment sent no response".to_string()))
+        }
+        _ => DeploymentError::from("the Python worker died while handling the request"),
+    }
+}
+
 #[async_trait::async_trait]
 impl Deployment for PythonDeployment {
     async fn call(&self, request: Request) -> Result<Reply, DeploymentError> {
         self.shared.ready().await?;
-        let id = self.shared.id();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        lock(&self.shared.calls).insert(id, tx);
-        let mut guard = CallGuard { shared: self.shared.clone(), id, done: false };
-        self.shared.send(frame::REQUEST, id, Some(&request_meta(&request)), &request.body);
+        let (mut rx, mut guard) = self.open(&request_meta(&request), &request.body);
         match rx.recv().await {
             Some(Inbound::Start { status, headers, body, end }) => {
                 let body = if end {
@@ -535,27 +554,16 @@ impl Deployment for PythonDeployment {
                 };
                 Ok(Reply { status, headers, body })
             }
-            Some(Inbound::End(error)) => {
-                guard.done = true;
-                Err(DeploymentError(error.unwrap_or_else(|| "the deployment sent no response".to_string())))
-            }
-            Some(Inbound::Chunk(_) | Inbound::Message { .. } | Inbound::Close(..)) | None => {
-                guard.done = true;
-                Err(DeploymentError::from("the Python worker died while handling the request"))
-            }
+            other => Err(not_started(other, &mut guard)),
         }
     }
 
     async fn websocket(&self, request: Request, upgraded: OnUpgrade) -> Result<Reply, DeploymentError> {
         self.shared.ready().await?;
         let key = request.headers.get(http::header::SEC_WEBSOCKET_KEY).cloned();
-        let id = self.shared.id();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        lock(&self.shared.calls).insert(id, tx);
-        let mut guard = CallGuard { shared: self.shared.clone(), id, done: false };
         let mut meta = request_meta(&request);
         meta["kind"] = json!("websocket");
-        self.shared.send(frame::REQUEST, id, Some(&meta), b"");
+        let (mut rx, mut guard) = self.open(&meta, b"");
         match rx.recv().await {
             Some(Inbound::Start { status: 101, mut headers, .. }) => {
                 let Some(key) = key else {
@@ -575,14 +583,7 @@ impl Deployment for PythonDeployment {
                 guard.done = end;
                 Ok(Reply { status, headers, body: ReplyBody::Full(body) })
             }
-            Some(Inbound::End(error)) => {
-                guard.done = true;
-                Err(DeploymentError(error.unwrap_or_else(|| "the deployment sent no response".to_string())))
-            }
-            Some(Inbound::Chunk(_) | Inbound::Message { .. } | Inbound::Close(..)) | None => {
-                guard.done = true;
-                Err(DeploymentError::from("the Python worker died while handling the request"))
-            }
+            other => Err(not_started(other, &mut guard)),
         }
     }
 

@@ -438,16 +438,7 @@ class Worker:
             await reply.begin(200, [("content-type", PICKLE)], data, end=True)
             return
         await reply.begin(200, [("content-type", PICKLE)])
-        if inspect.isasyncgen(result):
-            async for item in result:
-                await reply.chunk(frame_item(item))
-        else:
-            for step in _iterate_off_loop(result):
-                item = await step
-                if item is _DONE:
-                    break
-                await reply.chunk(frame_item(item))
-        await reply.finish()
+        await _stream(result, reply, frame_item)
 
     async def grpc_request(self, meta, body, reply):
         if self.grpc_methods is None:
@@ -480,16 +471,7 @@ class Worker:
             await reply.begin(200, status, serialize(result), end=True)
             return
         await reply.begin(200, status)
-        if inspect.isasyncgen(result):
-            async for item in result:
-                await reply.chunk(serialize(item))
-        else:
-            for step in _iterate_off_loop(result):
-                item = await step
-                if item is _DONE:
-                    break
-                await reply.chunk(serialize(item))
-        await reply.finish()
+        await _stream(result, reply, serialize)
 
     async def websocket_request(self, call_id, meta, reply):
         if self.asgi_app is None:
@@ -571,6 +553,20 @@ def _run_to_end(generator_function, *args):
 
 
 _DONE = object()
+
+
+async def _stream(generator, reply, encode):
+    """Sends each item a (sync or async) generator yields as one chunk, then ends the reply."""
+    if inspect.isasyncgen(generator):
+        async for item in generator:
+            await reply.chunk(encode(item))
+    else:
+        for step in _iterate_off_loop(generator):
+            item = await step
+            if item is _DONE:
+                break
+            await reply.chunk(encode(item))
+    await reply.finish()
 
 
 def _iterate_off_loop(generator):

@@ -2,7 +2,7 @@
 # get the request message and return (or yield) reply messages.
 import grpc
 from ray import serve
-from user_defined_protos_pb2 import UserDefinedMessage, UserDefinedResponse
+from serve_pb2 import UserDefinedMessage, UserDefinedResponse
 
 
 @serve.deployment
