@@ -15,12 +15,7 @@ use serde_json::Value;
 const COMPARED_HEADERS: [&str; 3] = ["content-type", "x-app", "location"];
 
 fn start_all_apps() -> Photon {
-    let dir = python::apps_dir();
-    let args: Vec<std::ffi::OsString> =
-        ["run", "serve.yaml", "--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"]
-            .map(Into::into)
-            .to_vec();
-    Photon::spawn_in(Some(&dir), &args, &python::env(), true, true)
+    python::run_in(&python::apps_dir(), std::path::Path::new("serve.yaml"))
 }
 
 fn app_names() -> Vec<String> {
@@ -102,19 +97,7 @@ async fn python_apps_answer_as_ray_serve_does() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_readme_python_example_answers() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let args: Vec<std::ffi::OsString> = [
-        "run",
-        "examples/python/config.yaml",
-        "--http-port",
-        "0",
-        "--dashboard-port",
-        "0",
-        "--http-host",
-        "127.0.0.1",
-    ]
-    .map(Into::into)
-    .to_vec();
-    let photon = Photon::spawn_in(Some(root), &args, &python::env(), true, true);
+    let photon = python::run_in(root, std::path::Path::new("examples/python/config.yaml"));
     photon.wait_running_for(&["fruit_stand"], Duration::from_secs(60)).await;
     let r = request(
         &photon.http,

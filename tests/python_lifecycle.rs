@@ -27,6 +27,15 @@ async fn deploy(photon: &Photon, config: Value) {
     assert_eq!(r.status, 200, "deploy refused: {}", r.text());
 }
 
+/// A head started from the lifecycle apps' directory, serving one application.
+async fn serve_one(name: &str, route_prefix: &str, import_path: &str) -> Photon {
+    let photon = start_head();
+    deploy(&photon, json!({"applications": [{"name": name, "route_prefix": route_prefix, "import_path": import_path}]}))
+        .await;
+    photon.wait_running_for(&[name], Duration::from_secs(60)).await;
+    photon
+}
+
 async fn app_status(photon: &Photon, app: &str) -> (String, String) {
     let details = photon.details().await;
     let a = &details["applications"][app];
@@ -108,10 +117,7 @@ async fn failing_python_apps_leave_the_others_serving_and_updates_reconfigure_in
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_and_unhealthy_python_replicas_are_replaced() {
-    let photon = start_head();
-    deploy(&photon, json!({"applications": [{"name": "life", "route_prefix": "/life", "import_path": "lifecycle:app"}]}))
-        .await;
-    photon.wait_running_for(&["life"], Duration::from_secs(60)).await;
+    let photon = serve_one("life", "/life", "lifecycle:app").await;
     let first = pid_of(&photon, "/life").await.unwrap();
 
     let crashed = get(&photon.http, "/life?action=crash").await;
@@ -186,19 +192,7 @@ async fn python_deployments_serve_grpc() {
     let config = "grpc_options:\n  grpc_servicer_functions: [serve_pb2_grpc.add_UserDefinedServiceServicer_to_server]\n\
                   applications:\n  - {name: grpc_app, route_prefix: /grpc, import_path: apps.grpc_app:app}\n";
     let file = common::TempFile::new("config.yaml", config);
-    let args: Vec<std::ffi::OsString> = vec![
-        "run".into(),
-        file.path.clone().into(),
-        "--http-port".into(),
-        "0".into(),
-        "--dashboard-port".into(),
-        "0".into(),
-        "--grpc-port".into(),
-        "0".into(),
-        "--http-host".into(),
-        "127.0.0.1".into(),
-    ];
-    let photon = Photon::spawn_in(Some(&python::apps_dir()), &args, &python::env(), true, true);
+    let photon = python::run_in(&python::apps_dir(), &file.path);
     photon.wait_running_for(&["grpc_app"], Duration::from_secs(60)).await;
     let port = photon.grpc_addr().expect("gRPC proxy").rsplit(':').next().unwrap().to_string();
     let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap();
@@ -232,10 +226,7 @@ async fn python_deployments_serve_grpc() {
 /// reported it (Ray's router does the same with the ids replicas publish).
 #[tokio::test(flavor = "multi_thread")]
 async fn multiplexed_requests_go_to_the_replica_holding_the_model() {
-    let photon = start_head();
-    deploy(&photon, json!({"applications": [{"name": "mx", "route_prefix": "/mx", "import_path": "multiplexed:app"}]}))
-        .await;
-    photon.wait_running_for(&["mx"], Duration::from_secs(60)).await;
+    let photon = serve_one("mx", "/mx", "multiplexed:app").await;
     let pid_for = |model: &'static str| {
         let http = photon.http.clone();
         async move {
@@ -260,10 +251,7 @@ async fn python_websockets_carry_messages_both_ways() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
-    let photon = start_head();
-    deploy(&photon, json!({"applications": [{"name": "ws", "route_prefix": "/chat", "import_path": "websocket_app:app"}]}))
-        .await;
-    photon.wait_running_for(&["ws"], Duration::from_secs(60)).await;
+    let photon = serve_one("ws", "/chat", "websocket_app:app").await;
     assert_eq!(get(&photon.http, "/chat/").await.text(), r#""plain HTTP too""#);
 
     let stream = tokio::net::TcpStream::connect(&photon.http).await.unwrap();

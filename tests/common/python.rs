@@ -40,6 +40,14 @@ pub fn apps_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("python")
 }
 
+/// `photon run CONFIG` (a path relative to `dir`, or absolute) started from `dir`, with every
+/// port ephemeral and the test interpreter.
+pub fn run_in(dir: &Path, config: &Path) -> super::Photon {
+    let mut args: Vec<std::ffi::OsString> = vec!["run".into(), config.into()];
+    args.extend(["--http-port", "0", "--dashboard-port", "0", "--grpc-port", "0", "--http-host", "127.0.0.1"].map(Into::into));
+    super::Photon::spawn_in(Some(dir), &args, &env(), true, true)
+}
+
 /// The environment a Photon serving Python apps needs.
 pub fn env() -> Vec<(String, String)> {
     vec![("PHOTON_PYTHON".to_string(), interpreter().to_string_lossy().into_owned())]
