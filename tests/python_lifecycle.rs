@@ -268,3 +268,11 @@ async fn python_websockets_carry_messages_both_ways() {
         other => panic!("expected the app's close, got {other:?}"),
     }
 }
+
+/// A module written as Ray's examples are, calling `serve.run` at its top level, imports and
+/// serves what its `import_path` names.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_module_that_calls_serve_run_serves() {
+    let photon = serve_one("script", "/script", "script_style:app").await;
+    assert_eq!(get(&photon.http, "/script").await.text(), "hello from a script");
+}

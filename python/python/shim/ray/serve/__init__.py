@@ -26,6 +26,7 @@ __all__ = [
     "get_replica_context",
     "ingress",
     "multiplexed",
+    "run",
 ]
 
 
@@ -59,6 +60,15 @@ def get_deployment_handle(deployment_name, app_name=None):
 
 def start(*_args, **_kwargs):
     """Serve is already running wherever this code runs under Photon."""
+
+
+def run(target, *, blocking=False, name="default", route_prefix="/", **_kwargs):
+    """Ray's `serve.run`, as met while Photon imports a module that calls it at its top level
+    (Ray's examples often do): the application is what the config's `import_path` names, so
+    this only returns a handle to the named application's ingress."""
+    if not isinstance(target, Application):
+        raise TypeError(f"serve.run expects an Application (a bound deployment), got {type(target)}")
+    return get_app_handle(name)
 
 
 def shutdown():
