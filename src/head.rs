@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use photon_config::AppCatalog;
 use photon_controller::{ControllerGrpc, ControllerHandle, Placement};
 use photon_orchestrator::{LocalOrchestrator, Orchestrator};
 use photon_proto::v1::controller_service_server::ControllerServiceServer;
 use photon_proxy::HttpConfig;
-use photon_config::AppCatalog;
 use photon_router::Router;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;

@@ -22,16 +22,25 @@ fn start_head() -> Photon {
 
 async fn deploy(photon: &Photon, config: Value) {
     let body = config.to_string();
-    let r = request(&photon.rest, "PUT", "/api/serve/applications/", &[("content-type", "application/json")], body.as_bytes())
-        .await;
+    let r = request(
+        &photon.rest,
+        "PUT",
+        "/api/serve/applications/",
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    )
+    .await;
     assert_eq!(r.status, 200, "deploy refused: {}", r.text());
 }
 
 /// A head started from the lifecycle apps' directory, serving one application.
 async fn serve_one(name: &str, route_prefix: &str, import_path: &str) -> Photon {
     let photon = start_head();
-    deploy(&photon, json!({"applications": [{"name": name, "route_prefix": route_prefix, "import_path": import_path}]}))
-        .await;
+    deploy(
+        &photon,
+        json!({"applications": [{"name": name, "route_prefix": route_prefix, "import_path": import_path}]}),
+    )
+    .await;
     photon.wait_running_for(&[name], Duration::from_secs(60)).await;
     photon
 }
@@ -55,7 +64,8 @@ fn photon_run_exits_with_the_traceback_of_an_app_that_does_not_import() {
         ("no_such_module:app", "ModuleNotFoundError: No module named 'no_such_module'"),
         ("not_bound:missing", "AttributeError"),
     ] {
-        let config = common::TempFile::new("config.yaml", &format!("applications:\n  - name: a\n    import_path: {module}\n"));
+        let config =
+            common::TempFile::new("config.yaml", &format!("applications:\n  - name: a\n    import_path: {module}\n"));
         let out = std::process::Command::new(common::PHOTON)
             .current_dir(lifecycle_dir())
             .args(["run"])
@@ -88,7 +98,8 @@ async fn failing_python_apps_leave_the_others_serving_and_updates_reconfigure_in
     ]});
     deploy(&photon, config).await;
     eventually(Duration::from_secs(60), "both broken apps DEPLOY_FAILED", || async {
-        app_status(&photon, "syntax").await.0 == "DEPLOY_FAILED" && app_status(&photon, "raising").await.0 == "DEPLOY_FAILED"
+        app_status(&photon, "syntax").await.0 == "DEPLOY_FAILED"
+            && app_status(&photon, "raising").await.0 == "DEPLOY_FAILED"
     })
     .await;
     let (_, message) = app_status(&photon, "syntax").await;
@@ -173,8 +184,11 @@ async fn with_ray_installed_ray_serve_is_photons_and_the_rest_is_rays() {
         ["start", "--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"].map(Into::into).to_vec();
     let env = [("PHOTON_PYTHON".to_string(), ray_python.to_string_lossy().into_owned())];
     let photon = Photon::spawn_in(Some(&lifecycle_dir()), &args, &env, true, true);
-    deploy(&photon, json!({"applications": [{"name": "which", "route_prefix": "/which", "import_path": "uses_real_ray:app"}]}))
-        .await;
+    deploy(
+        &photon,
+        json!({"applications": [{"name": "which", "route_prefix": "/which", "import_path": "uses_real_ray:app"}]}),
+    )
+    .await;
     photon.wait_running_for(&["which"], Duration::from_secs(90)).await;
     let r = get(&photon.http, "/which").await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -189,13 +203,15 @@ async fn python_deployments_serve_grpc() {
     use photon_proto::ray::serve as ray;
     use ray::user_defined_service_client::UserDefinedServiceClient;
 
-    let config = "grpc_options:\n  grpc_servicer_functions: [serve_pb2_grpc.add_UserDefinedServiceServicer_to_server]\n\
+    let config =
+        "grpc_options:\n  grpc_servicer_functions: [serve_pb2_grpc.add_UserDefinedServiceServicer_to_server]\n\
                   applications:\n  - {name: grpc_app, route_prefix: /grpc, import_path: apps.grpc_app:app}\n";
     let file = common::TempFile::new("config.yaml", config);
     let photon = python::run_in(&python::apps_dir(), &file.path);
     photon.wait_running_for(&["grpc_app"], Duration::from_secs(60)).await;
     let port = photon.grpc_addr().expect("gRPC proxy").rsplit(':').next().unwrap().to_string();
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap();
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap();
     let mut client = UserDefinedServiceClient::new(channel);
     let message = || {
         let mut r = tonic::Request::new(ray::UserDefinedMessage { name: "foo".into(), foo: "bar".into(), num: 3 });

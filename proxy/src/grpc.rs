@@ -305,7 +305,11 @@ impl GrpcProxy {
                         r.headers_mut().extend(user_trailers);
                         r
                     }
-                    _ => with_trailers(answer.body.map_err(respond::BoxError::from).boxed_unsync(), request_id, user_trailers),
+                    _ => with_trailers(
+                        answer.body.map_err(respond::BoxError::from).boxed_unsync(),
+                        request_id,
+                        user_trailers,
+                    ),
                 }
             }
             Err(e) => {

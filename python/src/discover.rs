@@ -60,9 +60,11 @@ impl CodeSpec {
         };
         let py_modules = match app.runtime_env.get("py_modules") {
             None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) => {
-                items.iter().enumerate().map(|(i, v)| local_dir(&format!("py_modules[{i}]"), v)).collect::<Result<_, _>>()?
-            }
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| local_dir(&format!("py_modules[{i}]"), v))
+                .collect::<Result<_, _>>()?,
             Some(other) => return Err(format!("runtime_env.py_modules: must be a list, got {other}")),
         };
         Ok(CodeSpec { import_path: app.import_path.clone(), args: app.args.clone(), working_dir, py_modules })
@@ -128,8 +130,9 @@ fn blueprint_from(app_name: &str, spec: &CodeSpec, answer: &Value) -> Result<App
         let name = d.get("name").and_then(Value::as_str).unwrap_or_default();
         let mut options = d.get("options").cloned().unwrap_or_else(|| json!({}));
         options["name"] = json!(name);
-        let mut parsed = photon_config::deployment_defaults(&options)
-            .map_err(|e| format!("Deploying app '{app_name}' failed: the options of deployment '{name}' in code: {e}"))?;
+        let mut parsed = photon_config::deployment_defaults(&options).map_err(|e| {
+            format!("Deploying app '{app_name}' failed: the options of deployment '{name}' in code: {e}")
+        })?;
         parsed.name = name.to_string();
         deployments.push(parsed);
     }

@@ -12,16 +12,16 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use photon_replica::{BuildContext, ChunkStream, Deployment, DeploymentError, Protocol, Reply, ReplyBody, Request};
 use photon_router::wire::Call;
 use photon_router::Router;
 use serde_json::{json, Value};
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::frame::{self, Frame};
 
@@ -65,11 +65,19 @@ impl WorkerSpec {
 }
 
 enum Inbound {
-    Start { status: u16, headers: http::HeaderMap, body: Bytes, end: bool },
+    Start {
+        status: u16,
+        headers: http::HeaderMap,
+        body: Bytes,
+        end: bool,
+    },
     Chunk(Bytes),
     End(Option<String>),
     /// A WebSocket message (text or binary).
-    Message { data: Bytes, text: bool },
+    Message {
+        data: Bytes,
+        text: bool,
+    },
     /// The WebSocket's closing code and reason.
     Close(u16, String),
 }
@@ -100,7 +108,8 @@ impl Shared {
 
     async fn ready(&self) -> Result<(), DeploymentError> {
         let mut ready = self.ready.clone();
-        let state = ready.wait_for(Option::is_some).await.map_err(|_| DeploymentError::from("the Python worker is gone"))?;
+        let state =
+            ready.wait_for(Option::is_some).await.map_err(|_| DeploymentError::from("the Python worker is gone"))?;
         match state.as_ref() {
             Some(Ok(())) => Ok(()),
             Some(Err(e)) => Err(DeploymentError(e.clone())),
@@ -401,7 +410,8 @@ impl tokio_stream::Stream for ReplyChunks {
                 self.guard.done = true;
                 Poll::Ready(Some(Err(DeploymentError(e))))
             }
-            Poll::Ready(Some(Inbound::Start { .. } | Inbound::Message { .. } | Inbound::Close(..))) | Poll::Ready(None) => {
+            Poll::Ready(Some(Inbound::Start { .. } | Inbound::Message { .. } | Inbound::Close(..)))
+            | Poll::Ready(None) => {
                 self.guard.done = true;
                 Poll::Ready(Some(Err(DeploymentError::from("the Python worker ended the reply"))))
             }

@@ -204,12 +204,8 @@ pub trait Deployment: Send + Sync + 'static {
     /// A WebSocket handshake (an HTTP upgrade request): the reply answers it (101 accepts it,
     /// and the deployment then owns the connection `upgraded` yields). By default a deployment
     /// takes no WebSockets.
-    async fn websocket(
-        &self,
-        request: Request,
-        upgraded: hyper::upgrade::OnUpgrade,
-    ) -> Result<Reply, DeploymentError> {
-        let _ = upgraded;
+    async fn websocket(&self, request: Request, upgraded: hyper::upgrade::OnUpgrade) -> Result<Reply, DeploymentError> {
+        drop(upgraded);
         let mut reply = Reply::text(format!("{} does not accept WebSocket connections", request.path));
         reply.status = 400;
         Ok(reply)

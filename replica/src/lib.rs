@@ -153,7 +153,8 @@ pub async fn run(
 /// Tells the controller the multiplexed models this replica holds, whenever they change.
 async fn report_models(opts: ReplicaOptions, mut ids: tokio::sync::watch::Receiver<Vec<String>>) {
     while ids.changed().await.is_ok() {
-        let request = pb::ReportModelsRequest { replica_id: opts.replica_id.clone(), model_ids: ids.borrow_and_update().clone() };
+        let request =
+            pb::ReportModelsRequest { replica_id: opts.replica_id.clone(), model_ids: ids.borrow_and_update().clone() };
         let sent = match ControllerServiceClient::connect(opts.controller.clone()).await {
             Ok(mut client) => client.report_models(request).await.map(|_| ()).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),

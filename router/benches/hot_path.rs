@@ -22,6 +22,7 @@ fn table(apps: usize, replicas: usize) -> RoutingTable {
                     .map(|r| ReplicaEndpoint {
                         replica_id: format!("r{a}-{r}"),
                         address: format!("127.0.0.1:{}", 20000 + r),
+                        model_ids: Vec::new(),
                     })
                     .collect(),
                 unavailable: false,

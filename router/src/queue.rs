@@ -200,9 +200,7 @@ impl DeploymentQueue {
             .collect();
         let candidates = if holders.is_empty() {
             let fewest = st.slots.iter().filter(with_room).map(|s| s.model_ids.len()).min()?;
-            (0..st.slots.len())
-                .filter(|&i| with_room(&&st.slots[i]) && st.slots[i].model_ids.len() == fewest)
-                .collect()
+            (0..st.slots.len()).filter(|&i| with_room(&&st.slots[i]) && st.slots[i].model_ids.len() == fewest).collect()
         } else {
             holders
         };

@@ -116,7 +116,8 @@ fn python_builder(args: &ReplicaArgs) -> photon_replica::FallbackBuilder {
                 log_level: log_level.clone(),
             });
         Some(spec.and_then(|spec| {
-            photon_python::PythonDeployment::start(spec, ctx).map(|d| Arc::new(d) as Arc<dyn photon_replica::Deployment>)
+            photon_python::PythonDeployment::start(spec, ctx)
+                .map(|d| Arc::new(d) as Arc<dyn photon_replica::Deployment>)
         }))
     })
 }

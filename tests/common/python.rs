@@ -44,7 +44,9 @@ pub fn apps_dir() -> PathBuf {
 /// port ephemeral and the test interpreter.
 pub fn run_in(dir: &Path, config: &Path) -> super::Photon {
     let mut args: Vec<std::ffi::OsString> = vec!["run".into(), config.into()];
-    args.extend(["--http-port", "0", "--dashboard-port", "0", "--grpc-port", "0", "--http-host", "127.0.0.1"].map(Into::into));
+    args.extend(
+        ["--http-port", "0", "--dashboard-port", "0", "--grpc-port", "0", "--http-host", "127.0.0.1"].map(Into::into),
+    );
     super::Photon::spawn_in(Some(dir), &args, &env(), true, true)
 }
 
