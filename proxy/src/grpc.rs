@@ -265,6 +265,7 @@ impl GrpcProxy {
         };
         let mut headers = parts.headers;
         wire::strip_hop_by_hop(&mut headers);
+        wire::strip_internal(&mut headers);
         headers.remove("te");
         headers.insert(wire::PROTOCOL, HeaderValue::from_static(wire::PROTOCOL_GRPC));
         let call = Call {

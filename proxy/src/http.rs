@@ -209,6 +209,7 @@ impl Proxy {
         };
         let (mut parts, body) = (parts, body);
         wire::strip_hop_by_hop(&mut parts.headers);
+        wire::strip_internal(&mut parts.headers);
         if client_upgrade.is_some() {
             wire::keep_websocket_upgrade(&mut parts.headers);
         }

@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use photon_replica::{BuildContext, ChunkStream, Deployment, DeploymentError, Protocol, Reply, ReplyBody, Request};
-use photon_router::wire::Call;
+use photon_router::wire::{self, Call};
 use photon_router::Router;
 use serde_json::{json, Value};
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
@@ -25,12 +25,8 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::frame::{self, Frame};
 
-/// Content type of pickled handle-call arguments and results.
+/// Content type of pickled handle-call results.
 pub const PICKLE: &str = "application/x-photon-pickle";
-/// Request header of a handle call that asked for a stream (`.options(stream=True)`).
-const HANDLE_STREAM: &str = "x-photon-handle-stream";
-/// Ray's multiplexed model id header (`-` and `_` both accepted, as in Ray 2.60).
-const MODEL_ID_HEADERS: [&str; 2] = ["serve_multiplexed_model_id", "serve-multiplexed-model-id"];
 
 /// What the worker is to run.
 #[derive(Debug, Clone)]
@@ -342,13 +338,14 @@ async fn outgoing_call(shared: Arc<Shared>, router: Router, id: u64, meta: Value
     }
     let mut call = Call::handle(&text("method"), body, &text("request_id"));
     call.headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(PICKLE));
+    call.headers.insert(wire::HANDLE_ARGS, http::HeaderValue::from_static("pickle"));
     if let Ok(model) = http::HeaderValue::from_str(&text("model_id")) {
         if !model.is_empty() {
-            call.headers.insert(MODEL_ID_HEADERS[0], model);
+            call.headers.insert(wire::MODEL_ID_HEADERS[0], model);
         }
     }
     if meta.get("stream").and_then(Value::as_bool).unwrap_or(false) {
-        call.headers.insert(HANDLE_STREAM, http::HeaderValue::from_static("1"));
+        call.headers.insert(wire::HANDLE_STREAM, http::HeaderValue::from_static("1"));
     }
     let answer = match router.handle(&app, &deployment).call_raw(call).await {
         Ok(a) => a,
@@ -493,13 +490,14 @@ async fn websocket_session(upgraded: OnUpgrade, mut rx: mpsc::UnboundedReceiver<
 
 fn request_meta(request: &Request) -> Value {
     let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let is_pickle = header(http::header::CONTENT_TYPE.as_str()) == PICKLE;
+    // Set by a Python replica's router only: the front doors strip x-photon-* from clients.
+    let is_pickle = header(wire::HANDLE_ARGS.as_str()) == "pickle";
     let kind = match request.protocol {
         Protocol::Grpc => "grpc",
         Protocol::Http if is_pickle => "pickle",
         Protocol::Http => "http",
     };
-    let model_id = MODEL_ID_HEADERS.iter().map(|h| header(h)).find(|v| !v.is_empty()).unwrap_or_default();
+    let model_id = wire::multiplexed_model_id(&request.headers);
     let headers: Vec<[String; 2]> = request
         .headers
         .iter()
@@ -515,7 +513,7 @@ fn request_meta(request: &Request) -> Value {
         "route_prefix": request.route_prefix,
         "request_id": request.request_id,
         "model_id": model_id,
-        "stream": header(HANDLE_STREAM) == "1",
+        "stream": header(wire::HANDLE_STREAM.as_str()) == "1",
     })
 }
 

@@ -24,6 +24,25 @@ pub const PROTOCOL_GRPC: &str = "grpc";
 /// headers (the message not yet percent-encoded) and its trailing metadata as headers with
 /// this prefix; the gRPC front door turns them into trailers.
 pub const GRPC_TRAILER_PREFIX: &str = "x-photon-grpc-trailer-";
+/// Marks a handle call whose arguments are pickled Python objects (value `pickle`); only
+/// Python replicas' routers set it, and the front doors strip it from clients (unpickling a
+/// client's body would run the client's code).
+pub const HANDLE_ARGS: HeaderName = HeaderName::from_static("x-photon-handle-args");
+/// A handle call that asked for a stream of results (`.options(stream=True)`), value `1`.
+pub const HANDLE_STREAM: HeaderName = HeaderName::from_static("x-photon-handle-stream");
+/// Every header Photon's processes use among themselves starts so; clients' are removed.
+pub const INTERNAL_PREFIX: &str = "x-photon-";
+
+/// Removes every `x-photon-*` header: a client must not choose the method called, the framing,
+/// or how the body is decoded.
+pub fn strip_internal(headers: &mut HeaderMap) {
+    let internal: Vec<HeaderName> =
+        headers.keys().filter(|k| k.as_str().starts_with(INTERNAL_PREFIX)).cloned().collect();
+    for name in internal {
+        headers.remove(name);
+    }
+}
+
 /// Set by the replica on answers that are not the deployment's own.
 pub const OUTCOME: HeaderName = HeaderName::from_static("x-photon-outcome");
 /// `OUTCOME` value: the replica did not start the request (full or draining).
