@@ -54,12 +54,12 @@ pub(crate) fn seconds(d: Duration) -> String {
 }
 
 /// The timeout of one request: `x-request-timeout-seconds` (> 0: that many seconds, <= 0: none,
-/// unparsable: the default), else the configured one.
+/// unparsable or too large for a duration, such as `inf`: the default), else the configured one.
 fn timeout_for(headers: &http::HeaderMap, default: Option<Duration>) -> Option<Duration> {
     match headers.get("x-request-timeout-seconds").and_then(|v| v.to_str().ok()?.trim().parse::<f64>().ok()) {
-        Some(s) if s > 0.0 => Some(Duration::from_secs_f64(s)),
-        Some(_) => None,
-        None => default,
+        Some(s) if s > 0.0 => Duration::try_from_secs_f64(s).ok().or(default),
+        Some(s) if s <= 0.0 => None,
+        _ => default,
     }
 }
 
@@ -319,4 +319,27 @@ pub fn serve_on_threads(
     photon_router::serve_on_threads(addr, threads, "photon-http", move |listener| {
         serve(listener, router.clone(), config.clone())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_timeout_headers_never_panic() {
+        let default = Some(Duration::from_secs(5));
+        let with = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("x-request-timeout-seconds", v.parse().unwrap());
+            timeout_for(&h, default)
+        };
+        assert_eq!(with("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(with("0"), None);
+        for odd in ["inf", "1e20", "NaN", "-inf", "soon"] {
+            let got = with(odd);
+            assert!(got == default || got.is_none(), "{odd}: {got:?}");
+        }
+        assert_eq!(with("inf"), default);
+        assert_eq!(with("1e20"), default);
+    }
 }
