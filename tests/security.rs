@@ -37,3 +37,27 @@ async fn clients_cannot_use_photons_internal_headers() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!marker.exists(), "the worker unpickled a client's body");
 }
+
+/// A duration no timer can hold is refused with its field path, and the controller goes on
+/// (`graceful_shutdown_timeout_s: 1e20` used to pass validation and panic the controller).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unbounded_duration_is_refused_and_the_controller_goes_on() {
+    let head = common::start_head();
+    let put = |body: serde_json::Value| {
+        let rest = head.rest.clone();
+        async move {
+            let body = body.to_string();
+            request(&rest, "PUT", "/api/serve/applications/", &[("content-type", "application/json")], body.as_bytes())
+                .await
+        }
+    };
+    let bad = serde_json::json!({"applications": [{"name": "a", "import_path": "photon.examples:noop",
+        "deployments": [{"name": "Noop", "graceful_shutdown_timeout_s": 1e20}]}]});
+    let r = put(bad).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("graceful_shutdown_timeout_s"), "{}", r.text());
+    let good = serde_json::json!({"applications": [{"name": "a", "import_path": "photon.examples:noop", "route_prefix": "/a"}]});
+    assert_eq!(put(good).await.status, 200);
+    head.wait_running(&["a"]).await;
+    assert_eq!(common::get(&head.http, "/a").await.text(), "ok");
+}

@@ -222,3 +222,17 @@ fn gpu_counts_are_shares_or_whole_numbers() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn durations_are_bounded() {
+    for option in ["graceful_shutdown_timeout_s", "graceful_shutdown_wait_loop_s", "health_check_period_s"] {
+        let yaml = format!(
+            "applications:\n  - name: a\n    import_path: x.y\n    deployments:\n      - name: D\n        {option}: 1e20\n"
+        );
+        let err = parse_yaml(&yaml).unwrap_err().to_string();
+        let expected = format!("applications[0].deployments[0].{option}: must be a finite number of seconds up to 1e9");
+        assert!(err.contains(&expected), "{option}: {err}");
+    }
+    let err = parse_yaml("http_options: {request_timeout_s: 1e20}\napplications: []\n").unwrap_err().to_string();
+    assert!(err.contains("http_options.request_timeout_s: must be a finite number of seconds up to 1e9"), "{err}");
+}

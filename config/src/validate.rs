@@ -202,6 +202,15 @@ fn describe(v: &Value) -> String {
     }
 }
 
+/// The longest duration any `*_s` option may name (about 31 years): a larger one cannot
+/// become a timer (`1e20` panicked the controller).
+const MAX_SECONDS: f64 = 1e9;
+fn positive_seconds(x: f64) -> Option<&'static str> {
+    positive(x).or_else(|| (!(x <= MAX_SECONDS)).then_some("must be a finite number of seconds up to 1e9"))
+}
+fn non_negative_seconds(x: f64) -> Option<&'static str> {
+    non_negative(x).or_else(|| (!(x <= MAX_SECONDS)).then_some("must be a finite number of seconds up to 1e9"))
+}
 fn positive(x: f64) -> Option<&'static str> {
     (x <= 0.0).then_some("must be > 0")
 }
@@ -330,7 +339,7 @@ fn http_options(v: &Value, path: String, r: &mut Report) -> HttpOptions {
     if let Some(root) = o.string("root_path", r) {
         out.root_path = root;
     }
-    out.request_timeout_s = o.float("request_timeout_s", r, positive);
+    out.request_timeout_s = o.float("request_timeout_s", r, positive_seconds);
     if let Some(k) = o.int("keep_alive_timeout_s", r, non_negative_int) {
         out.keep_alive_timeout_s = k as u64;
     }
@@ -364,7 +373,7 @@ fn grpc_options(v: &Value, path: String, r: &mut Report) -> GrpcOptions {
     if let Some(list) = o.string_list("grpc_servicer_functions", r) {
         out.grpc_servicer_functions = list;
     }
-    out.request_timeout_s = o.float("request_timeout_s", r, positive);
+    out.request_timeout_s = o.float("request_timeout_s", r, positive_seconds);
     if let Some(b) = o.boolean("enable_reflection", r) {
         out.enable_reflection = b;
     }
@@ -644,10 +653,10 @@ pub(crate) fn deployment(v: &Value, path: String, r: &mut Report) -> Option<Depl
             );
         }
     }
-    out.graceful_shutdown_wait_loop_s = o.float("graceful_shutdown_wait_loop_s", r, non_negative);
-    out.graceful_shutdown_timeout_s = o.float("graceful_shutdown_timeout_s", r, non_negative);
-    out.health_check_period_s = o.float("health_check_period_s", r, positive);
-    out.health_check_timeout_s = o.float("health_check_timeout_s", r, positive);
+    out.graceful_shutdown_wait_loop_s = o.float("graceful_shutdown_wait_loop_s", r, non_negative_seconds);
+    out.graceful_shutdown_timeout_s = o.float("graceful_shutdown_timeout_s", r, non_negative_seconds);
+    out.health_check_period_s = o.float("health_check_period_s", r, positive_seconds);
+    out.health_check_timeout_s = o.float("health_check_timeout_s", r, positive_seconds);
     if let Some((a, p)) = o.present("ray_actor_options") {
         out.ray_actor_options = actor_options(a, p, r);
     }
@@ -717,7 +726,7 @@ fn backpressure(v: &Value, path: String, r: &mut Report) -> Option<BackpressureC
     if let Some(code) = o.int("status_code", r, |x| (x != 503 && x != 429).then_some("must be 503 or 429")) {
         out.status_code = code as u16;
     }
-    out.retry_after_s = o.float("retry_after_s", r, non_negative);
+    out.retry_after_s = o.float("retry_after_s", r, non_negative_seconds);
     o.finish(Extra::Reject, r);
     Some(out)
 }
@@ -731,16 +740,16 @@ fn autoscaling(v: &Value, path: String, r: &mut Report, auto: bool) -> Option<Au
     let max_replicas =
         o.int("max_replicas", r, positive_int).map(|x| x as u32).unwrap_or(default_max.max(min_replicas));
     let target = o.float("target_ongoing_requests", r, positive).unwrap_or(d::TARGET_ONGOING_REQUESTS);
-    let metrics_interval_s = o.float("metrics_interval_s", r, positive).unwrap_or(d::METRICS_INTERVAL_S);
-    let look_back_period_s = o.float("look_back_period_s", r, positive).unwrap_or(d::LOOK_BACK_PERIOD_S);
+    let metrics_interval_s = o.float("metrics_interval_s", r, positive_seconds).unwrap_or(d::METRICS_INTERVAL_S);
+    let look_back_period_s = o.float("look_back_period_s", r, positive_seconds).unwrap_or(d::LOOK_BACK_PERIOD_S);
     let smoothing_factor = o.float("smoothing_factor", r, positive).unwrap_or(1.0);
     let up_old = o.float("upscale_smoothing_factor", r, positive);
     let down_old = o.float("downscale_smoothing_factor", r, positive);
     let upscaling_factor = o.float("upscaling_factor", r, positive).or(up_old);
     let downscaling_factor = o.float("downscaling_factor", r, positive).or(down_old);
-    let downscale_delay_s = o.float("downscale_delay_s", r, non_negative).unwrap_or(d::DOWNSCALE_DELAY_S);
-    let downscale_to_zero_delay_s = o.float("downscale_to_zero_delay_s", r, non_negative);
-    let upscale_delay_s = o.float("upscale_delay_s", r, non_negative).unwrap_or(d::UPSCALE_DELAY_S);
+    let downscale_delay_s = o.float("downscale_delay_s", r, non_negative_seconds).unwrap_or(d::DOWNSCALE_DELAY_S);
+    let downscale_to_zero_delay_s = o.float("downscale_to_zero_delay_s", r, non_negative_seconds);
+    let upscale_delay_s = o.float("upscale_delay_s", r, non_negative_seconds).unwrap_or(d::UPSCALE_DELAY_S);
     let aggregation_function = match o.string("aggregation_function", r) {
         None => "mean".to_string(),
         Some(f) if ["mean", "max", "min"].contains(&f.to_lowercase().as_str()) => f.to_lowercase(),
