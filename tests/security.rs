@@ -61,3 +61,41 @@ async fn an_unbounded_duration_is_refused_and_the_controller_goes_on() {
     head.wait_running(&["a"]).await;
     assert_eq!(common::get(&head.http, "/a").await.text(), "ok");
 }
+
+/// Metric labels come from the config, not from clients: an invented HTTP method is `other`,
+/// and so is the method path of a gRPC call to no application.
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_cannot_add_metric_series() {
+    let p = Photon::run_yaml(
+        "applications:\n  - {name: noop, route_prefix: /noop, import_path: photon.examples:noop}\n  - {name: echo, route_prefix: /echo, import_path: photon.examples:echo}\n",
+        &["--grpc-port", "0"],
+    );
+    p.wait_running(&["noop", "echo"]).await;
+    for i in 0..20 {
+        let r = request(&p.http, &format!("ATTACK{i}"), "/noop", &[], b"").await;
+        assert!(r.status < 500, "{}", r.status);
+    }
+    let grpc = p.grpc_addr().expect("gRPC proxy");
+    let port = grpc.rsplit(':').next().unwrap();
+    let stream = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for i in 0..20 {
+        let req = http::Request::post(format!("http://127.0.0.1/attack.Service{i}/Method{i}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("application", "no-such-app")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(&[0, 0, 0, 0, 0])))
+            .unwrap();
+        let _ = sender.send_request(req).await.unwrap();
+    }
+    let metrics = common::get(&p.rest, "/metrics").await.text();
+    assert!(!metrics.contains("ATTACK"), "an invented HTTP method became a label");
+    assert!(!metrics.contains("attack.Service"), "a gRPC path to no application became a label");
+    assert!(metrics.contains("method=\"other\""), "{metrics}");
+}

@@ -160,15 +160,17 @@ impl GrpcProxy {
         let request_id = metadata(req.headers(), "request_id").map(str::to_string).unwrap_or_else(crate::http::uuid4);
         let in_flight = self.metrics.start();
         let path = req.uri().path().to_string();
-        let mut target = Target { route: path.clone(), ..Default::default() };
+        let mut target = Target::default();
         let response = self.dispatch(req, &path, &request_id, &mut target).await;
+        let label = crate::metrics::grpc_method_label(&path, !target.application.is_empty());
+        target.route.clone_from(&label);
         // A trailers-only answer carries its status in the headers; others end with OK.
         let code = response
             .headers()
             .get("grpc-status")
             .and_then(|v| v.to_str().ok()?.parse::<u16>().ok())
             .unwrap_or(grpc_code::OK);
-        in_flight.finish(&target, &path, code_name(code), code != grpc_code::OK);
+        in_flight.finish(&target, &label, code_name(code), code != grpc_code::OK);
         if self.config.access_log {
             tracing::info!(request_id = %request_id, application = %target.application, "gRPC {path} {}", code_name(code));
         }

@@ -151,7 +151,7 @@ impl Proxy {
         let mut target = Target::default();
         let mut response = self.route(req, &request_id, &mut target).await;
         let status = response.status();
-        in_flight.finish(&target, method.as_str(), status.as_str(), status.as_u16() >= 400);
+        in_flight.finish(&target, metrics::method_label(&method), status.as_str(), status.as_u16() >= 400);
         if self.config.access_log {
             tracing::info!(request_id = %request_id, application = %target.application, "{method} {path} {}", status.as_u16());
         }

@@ -58,6 +58,50 @@ fn family(proto: &str) -> ProtoMetrics {
 pub(crate) static HTTP: LazyLock<ProtoMetrics> = LazyLock::new(|| family("http"));
 pub(crate) static GRPC: LazyLock<ProtoMetrics> = LazyLock::new(|| family("grpc"));
 
+/// The label of a request's HTTP method: the methods of RFC 9110 (and PATCH) as they are,
+/// anything a client invents as `other`, so clients cannot add series.
+pub(crate) fn method_label(method: &http::Method) -> &str {
+    use http::Method;
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::CONNECT,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PATCH,
+    ];
+    if KNOWN.contains(method) {
+        method.as_str()
+    } else {
+        "other"
+    }
+}
+
+/// Distinct gRPC method paths that get a label of their own (per process); later ones are
+/// `other`. Paths only count once they reached an application of the config.
+const MAX_GRPC_METHOD_LABELS: usize = 1000;
+
+/// The label of a gRPC method path: itself for Ray's built-in service and for methods routed
+/// to an application (up to `MAX_GRPC_METHOD_LABELS` of them), else `other`.
+pub(crate) fn grpc_method_label(path: &str, routed: bool) -> String {
+    static SEEN: LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> = LazyLock::new(Default::default);
+    if path.starts_with("/ray.serve.RayServeAPIService/") && path.len() < 64 {
+        return path.to_string();
+    }
+    if !routed {
+        return "other".to_string();
+    }
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if seen.contains(path) || (seen.len() < MAX_GRPC_METHOD_LABELS && seen.insert(path.to_string())) {
+        path.to_string()
+    } else {
+        "other".to_string()
+    }
+}
+
 /// Where a request went, for its labels.
 #[derive(Default)]
 pub(crate) struct Target {
