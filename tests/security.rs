@@ -99,3 +99,28 @@ async fn clients_cannot_add_metric_series() {
     assert!(!metrics.contains("attack.Service"), "a gRPC path to no application became a label");
     assert!(metrics.contains("method=\"other\""), "{metrics}");
 }
+
+/// A completion asking for `u64::MAX` tokens is a 400 naming the limit (it wrapped the context
+/// check and panicked the model thread), and the next request is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_max_tokens_is_refused_and_the_model_goes_on() {
+    let dir = std::env::temp_dir().join(format!("photon-security-llama-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("tiny.gguf");
+    photon_models::tiny::write_llama_gguf(&model).unwrap();
+    let p = Photon::run_yaml(
+        &format!(
+            "applications:\n  - name: gen\n    route_prefix: /v1/completions\n    import_path: photon.models:TextGeneration\n    deployments:\n      - name: TextGeneration\n        user_config: {{model_path: {}}}\n",
+            model.display()
+        ),
+        &[],
+    );
+    p.wait_running(&["gen"]).await;
+    let huge = format!(r#"{{"prompt": "the tea", "max_tokens": {}}}"#, u64::MAX);
+    let r = common::post_json(&p.http, "/v1/completions", &huge).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("exceeds the model's context"), "{}", r.text());
+    let r = common::post_json(&p.http, "/v1/completions", r#"{"prompt": "the tea", "max_tokens": 4}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -158,7 +158,8 @@ impl Generator {
             return;
         }
         let prompt_tokens = tokens.len();
-        if prompt_tokens + params.max_tokens > self.context_length {
+        // Compared without adding: a max_tokens near u64::MAX wrapped the sum.
+        if params.max_tokens > self.context_length.saturating_sub(prompt_tokens) {
             emit(Event::Rejected(format!(
                 "prompt ({prompt_tokens} tokens) plus max_tokens ({}) exceeds the model's context of {} tokens",
                 params.max_tokens, self.context_length

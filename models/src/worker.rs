@@ -22,7 +22,12 @@ impl<M: Send + 'static> ModelWorker<M> {
             .spawn(move || {
                 let mut model = model;
                 while let Some(job) = inbox.blocking_recv() {
-                    job(&mut model);
+                    // A job that panics fails its own request (its reply channel is dropped
+                    // unanswered), not the thread: the next request is served.
+                    let run = std::panic::AssertUnwindSafe(|| job(&mut model));
+                    if std::panic::catch_unwind(run).is_err() {
+                        tracing::error!("a model job panicked; the model thread goes on");
+                    }
                 }
             })
             .map_err(|e| DeploymentError(format!("could not start the model thread: {e}")))?;
@@ -39,7 +44,7 @@ impl<M: Send + 'static> ModelWorker<M> {
             let _ = tx.send(job(model));
         })
         .await?;
-        rx.await.map_err(|_| stopped())
+        rx.await.map_err(|_| DeploymentError("RuntimeError: the model job failed (it panicked)".into()))
     }
 
     /// Queues `job` without waiting for it to run (it reports through channels of its own).
@@ -60,7 +65,7 @@ impl<M: Send + 'static> ModelWorker<M> {
         Self::start(name, model, queue)
     }
 
-    /// The health check: an error once the thread is gone (a job panicked).
+    /// The health check: an error once the thread is gone.
     pub fn check(&self) -> Result<(), DeploymentError> {
         if self.jobs.is_closed() {
             Err(DeploymentError("RuntimeError: the model thread stopped".into()))
@@ -71,5 +76,19 @@ impl<M: Send + 'static> ModelWorker<M> {
 }
 
 fn stopped() -> DeploymentError {
-    DeploymentError("RuntimeError: the model thread stopped (a model job panicked)".into())
+    DeploymentError("RuntimeError: the model thread stopped".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone_and_the_thread_goes_on() {
+        let worker = ModelWorker::start("test-model", 0u32, 4).unwrap();
+        let failed = worker.run(|_: &mut u32| -> u32 { panic!("a bad request") }).await;
+        assert!(failed.unwrap_err().0.contains("the model job failed"));
+        assert_eq!(worker.run(|n: &mut u32| *n + 1).await.unwrap(), 1);
+        assert!(worker.check().is_ok());
+    }
 }
