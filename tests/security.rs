@@ -124,3 +124,14 @@ async fn a_huge_max_tokens_is_refused_and_the_model_goes_on() {
     assert_eq!(r.status, 200, "{}", r.text());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The REST API reads at most a few MiB of config (a 150 MiB PUT used to be read whole).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_config_is_refused() {
+    let head = common::start_head();
+    let huge = vec![b' '; 5 << 20];
+    let r =
+        request(&head.rest, "PUT", "/api/serve/applications/", &[("content-type", "application/json")], &huge).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.text().contains("larger than the limit of 4194304 bytes"), "{}", r.text());
+}

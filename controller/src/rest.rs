@@ -40,6 +40,10 @@ struct Rest {
 
 type Body = Full<Bytes>;
 
+/// The largest serve config a PUT may send (a config is a few kilobytes; the limit keeps one
+/// request from holding the head's memory).
+pub const MAX_CONFIG_BYTES: usize = 4 << 20;
+
 fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
@@ -121,8 +125,14 @@ impl Rest {
     }
 
     async fn put(&self, req: Request<Incoming>) -> Response<Body> {
-        let body = match req.into_body().collect().await {
+        let body = match http_body_util::Limited::new(req.into_body(), MAX_CONFIG_BYTES).collect().await {
             Ok(b) => b.to_bytes(),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the config is larger than the limit of {MAX_CONFIG_BYTES} bytes"),
+                )
+            }
             Err(e) => return text(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}")),
         };
         let doc: Value = match serde_json::from_slice(&body) {
