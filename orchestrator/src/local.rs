@@ -67,8 +67,21 @@ impl LocalOrchestrator {
     fn signal(&self, replica_id: &str, signal: Signal) -> bool {
         let pid = self.children.lock().unwrap_or_else(|e| e.into_inner()).get(replica_id).copied();
         match pid {
-            Some(pid) => kill(Pid::from_raw(pid as i32), signal).is_ok(),
+            Some(pid) => signal_process(pid, Some(signal)),
             None => false,
+        }
+    }
+}
+
+/// Sends `signal` (`None`: only probes) to process `pid`; `false` when it is gone. A process
+/// id comes from a registration or a checkpoint, so only an ordinary one is signalled: as an
+/// `i32`, 0 and -1 (`u32::MAX`) would name a process group or every process, 1 is init.
+fn signal_process(pid: u32, signal: Option<Signal>) -> bool {
+    match i32::try_from(pid) {
+        Ok(pid) if pid > 1 => kill(Pid::from_raw(pid), signal).is_ok(),
+        _ => {
+            tracing::warn!(pid, "not signalling a process id that names no single process");
+            false
         }
     }
 }
@@ -142,7 +155,7 @@ impl Orchestrator for LocalOrchestrator {
         let replica_id = replica_id.to_string();
         // Not our child: watch the process id (signal 0 probes it) instead of waiting on it.
         tokio::spawn(async move {
-            while kill(Pid::from_raw(pid as i32), None).is_ok() {
+            while signal_process(pid, None) {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Self::ended(&children, &all_exited, &events, replica_id, "adopted process ended".to_string());
@@ -160,7 +173,7 @@ impl Orchestrator for LocalOrchestrator {
             let pid = children.lock().unwrap_or_else(|e| e.into_inner()).get(&replica_id).copied();
             if let Some(pid) = pid {
                 tracing::warn!(replica = %replica_id, "replica did not stop within its grace period; killing it");
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                signal_process(pid, Some(Signal::SIGKILL));
             }
         });
     }
@@ -183,5 +196,18 @@ impl Orchestrator for LocalOrchestrator {
             };
             crate::stop_all_and_wait(&self.all_exited, || self.running(), kill, Duration::from_secs(5)).await;
         })
+    }
+}
+
+#[cfg(test)]
+mod signal_tests {
+    use super::*;
+
+    #[test]
+    fn only_ordinary_process_ids_are_signalled() {
+        for pid in [0, 1, u32::MAX, i32::MAX as u32 + 1] {
+            assert!(!signal_process(pid, None), "{pid}");
+        }
+        assert!(signal_process(std::process::id(), None));
     }
 }
