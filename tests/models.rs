@@ -113,7 +113,9 @@ async fn tiny_bert_answers_the_openai_shape_and_rejects_bad_input() {
     let v: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["usage"]["prompt_tokens"], photon_models::tiny::BERT_MAX_SEQ);
 
+    let too_many = serde_json::json!({ "input": vec!["a"; 2049] }).to_string();
     for (body, says) in [
+        (too_many.as_str(), "input has 2049 items; at most 2048 are accepted"),
         ("{}", "no \\\"input\\\""),
         ("{\"input\": 5}", "input must be a string or a list of strings"),
         ("{\"input\": []}", "input is an empty list"),

@@ -201,6 +201,12 @@ impl SentenceEmbedding {
         if input.input.is_empty() {
             return Err(DeploymentError("EmbedRequest.input is empty".into()));
         }
+        if input.input.len() > MAX_INPUTS {
+            return Err(DeploymentError(format!(
+                "EmbedRequest.input has {} items; at most {MAX_INPUTS} are accepted",
+                input.input.len()
+            )));
+        }
         let (out, model) = self.embed(input.input).await?;
         let reply = pb::EmbedResponse {
             prompt_tokens: out.iter().map(|e| e.tokens as u32).sum(),
@@ -215,11 +221,17 @@ impl SentenceEmbedding {
     }
 }
 
+/// OpenAI's limit on the inputs of one embeddings request.
+const MAX_INPUTS: usize = 2048;
+
 /// `{"input": "text" | ["a", "b"], ...}`; other keys (`model`, `encoding_format`) are ignored.
 fn parse_http(request: &Request) -> Result<Vec<String>, String> {
     let body: Value = serde_json::from_slice(&request.body).map_err(|e| format!("the body is not JSON: {e}"))?;
     match body.get("input") {
         Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(items)) if items.len() > MAX_INPUTS => {
+            Err(format!("input has {} items; at most {MAX_INPUTS} are accepted", items.len()))
+        }
         Some(Value::Array(items)) if !items.is_empty() => items
             .iter()
             .enumerate()
