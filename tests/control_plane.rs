@@ -176,8 +176,12 @@ async fn rest_api_speaks_rays_dashboard_contract() {
     .await;
     assert_eq!(put.status, 200, "{}", put.text());
     head.wait_running(&["ok"]).await;
+    // The broken app's code is imported after the PUT returned: DEPLOYING, then DEPLOY_FAILED.
+    eventually(Duration::from_secs(30), "the broken app to fail", || async {
+        head.details().await["applications"]["broken"]["status"] == "DEPLOY_FAILED"
+    })
+    .await;
     let details = head.details().await;
-    assert_eq!(details["applications"]["broken"]["status"], "DEPLOY_FAILED");
     let message = details["applications"]["broken"]["message"].as_str().unwrap();
     assert!(message.contains("ModuleNotFoundError: No module named 'no'"), "{message}");
     let noop = &details["applications"]["ok"];

@@ -292,3 +292,19 @@ async fn a_module_that_calls_serve_run_serves() {
     let photon = serve_one("script", "/script", "script_style:app").await;
     assert_eq!(get(&photon.http, "/script").await.text(), "hello from a script");
 }
+
+/// A PUT returns once the controller has the config, as Ray's does: an application whose code
+/// is still being imported is DEPLOYING meanwhile, and the others keep serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_returns_while_the_code_is_imported() {
+    let photon = serve_one("life", "/life", "lifecycle:app").await;
+    let config = json!({"applications": [
+        {"name": "life", "route_prefix": "/life", "import_path": "lifecycle:app"},
+        {"name": "slow", "route_prefix": "/slow", "import_path": "slow_import:app"},
+    ]});
+    deploy(&photon, config).await;
+    assert_eq!(app_status(&photon, "slow").await.0, "DEPLOYING");
+    assert_eq!(get(&photon.http, "/life").await.status, 200);
+    photon.wait_running_for(&["slow"], Duration::from_secs(60)).await;
+    assert_eq!(get(&photon.http, "/slow").await.text(), "imported at last");
+}

@@ -29,14 +29,19 @@ pub struct AppBlueprint {
 
 /// Looks applications up by `import_path` (the replica registry implements it).
 pub trait AppCatalog: Send + Sync {
-    /// The blueprint of the application's code, or why there is none.
-    fn blueprint(&self, app: &ApplicationConfig) -> Result<AppBlueprint, String>;
+    /// The blueprint of the application's code, or why there is none; `None` while the code
+    /// is not known yet (Python code is imported first, by [`AppCatalog::learn`]).
+    fn blueprint(&self, app: &ApplicationConfig) -> Option<Result<AppBlueprint, String>>;
 
-    /// Prepares the blueprints of a config about to be applied, off the caller's thread (the
-    /// controller asks `blueprint` from its actor, which must not wait on a slow import).
-    fn prepare<'a>(&'a self, _config: &'a ServeConfig) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    /// Learns the code of `app` (a Python import), after which `blueprint` answers for it. The
+    /// controller runs this off its actor, which must not wait on a slow import.
+    fn learn<'a>(&'a self, _app: &'a ApplicationConfig) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(std::future::ready(()))
     }
+
+    /// Sees a config about to be applied (its instance-wide options, such as the gRPC
+    /// servicer functions Python replicas take message types from).
+    fn observe(&self, _config: &ServeConfig) {}
 }
 
 /// How many replicas a deployment wants.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use photon_config::{AppCatalog, ServeConfig};
+use photon_config::{AppCatalog, ApplicationConfig, ServeConfig};
 use photon_orchestrator::{Orchestrator, ReplicaEvent};
 use photon_proto::v1 as pb;
 use photon_proto::v1::replica_service_client::ReplicaServiceClient;
@@ -26,11 +26,31 @@ const COMMANDS: usize = 1024;
 
 pub(crate) enum Command {
     Apply(Box<ServeConfig>, oneshot::Sender<()>),
-    Registered { replica_id: String, address: String, data_address: String, pid: u32, reply: oneshot::Sender<bool> },
-    Health { replica_id: String, result: Result<(), String> },
-    Reconfigured { replica_id: String, result: Result<(Option<Value>, u32), String> },
-    Load { replica_id: String, ongoing: Option<u32> },
-    Models { replica_id: String, model_ids: Vec<String> },
+    /// The catalog has learned an application's code (see `AppCatalog::learn`).
+    CodeLearned(Box<ApplicationConfig>),
+    Registered {
+        replica_id: String,
+        address: String,
+        data_address: String,
+        pid: u32,
+        reply: oneshot::Sender<bool>,
+    },
+    Health {
+        replica_id: String,
+        result: Result<(), String>,
+    },
+    Reconfigured {
+        replica_id: String,
+        result: Result<(Option<Value>, u32), String>,
+    },
+    Load {
+        replica_id: String,
+        ongoing: Option<u32>,
+    },
+    Models {
+        replica_id: String,
+        model_ids: Vec<String>,
+    },
     Status(oneshot::Sender<InstanceStatus>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -50,10 +70,11 @@ impl ControllerHandle {
         rx.await.map_err(|_| ControllerError::Stopped)
     }
 
-    /// Applies a validated config (declaratively: apps it does not list are deleted). The
-    /// applications' code is looked at first (a Python import), here rather than in the actor.
+    /// Applies a validated config (declaratively: apps it does not list are deleted). Returns
+    /// once the controller has taken it; applications whose code must first be imported are
+    /// DEPLOYING meanwhile, as in Ray.
     pub async fn apply(&self, config: ServeConfig) -> Result<(), ControllerError> {
-        self.catalog.prepare(&config).await;
+        self.catalog.observe(&config);
         self.ask(|tx| Command::Apply(Box::new(config), tx)).await
     }
 
@@ -121,13 +142,33 @@ pub fn spawn(
     Ok(ControllerHandle { commands: tx, catalog: handle_catalog, table: table_rx })
 }
 
-/// Re-applies a checkpoint's config and adopts its replicas.
+/// Re-applies a checkpoint's config and adopts its replicas. The applications' code is learned
+/// first, here (adoption needs their deployments): on a thread of its own, since this runs
+/// before the actor, inside the caller's runtime.
 fn recover(state: &mut State, checkpoint: &Checkpoint, catalog: &dyn AppCatalog, orchestrator: &dyn Orchestrator) {
     let Some(doc) = &checkpoint.config else { return };
     match photon_config::from_value(doc) {
         Ok(parsed) => {
+            catalog.observe(&parsed.config);
+            std::thread::scope(|scope| {
+                let learned = scope.spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    runtime.block_on(async {
+                        for app in &parsed.config.applications {
+                            catalog.learn(app).await;
+                        }
+                    });
+                    Ok::<_, std::io::Error>(())
+                });
+                if let Ok(Err(e)) = learned.join() {
+                    tracing::error!(error = %e, "could not learn the checkpointed applications' code");
+                }
+            });
             let now = Instant::now();
-            state.apply(&parsed.config, catalog, now);
+            let importing = state.apply(&parsed.config, catalog, now);
+            for app in importing {
+                tracing::error!(application = %app.name, "its code could not be learned at recovery");
+            }
             let adopted = state.adopt(&checkpoint.replicas, now);
             for (replica_id, pid) in &adopted {
                 orchestrator.adopt(replica_id, *pid);
@@ -170,6 +211,15 @@ struct Actor {
 }
 
 impl Actor {
+    /// Learns an application's code off the actor, then hands it back.
+    fn learn(&self, app: ApplicationConfig) {
+        let (catalog, commands) = (self.catalog.clone(), self.commands.clone());
+        tokio::spawn(async move {
+            catalog.learn(&app).await;
+            let _ = commands.send(Command::CodeLearned(Box::new(app))).await;
+        });
+    }
+
     async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut events: mpsc::UnboundedReceiver<ReplicaEvent>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -198,9 +248,12 @@ impl Actor {
         let now = Instant::now();
         match cmd {
             Command::Apply(config, reply) => {
-                self.state.apply(&config, self.catalog.as_ref(), now);
+                for app in self.state.apply(&config, self.catalog.as_ref(), now) {
+                    self.learn(app);
+                }
                 let _ = reply.send(());
             }
+            Command::CodeLearned(app) => self.state.code_learned(&app, self.catalog.as_ref(), now),
             Command::Registered { replica_id, address, data_address, pid, reply } => {
                 let wanted = self.state.on_registered(&replica_id, &address, &data_address, pid, now);
                 if wanted {

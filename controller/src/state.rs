@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use photon_config::{
-    defaults, resolve_app, AppCatalog, ApplicationConfig, ReplicaTarget, ResolvedDeployment, ServeConfig,
+    defaults, resolve_app, AppBlueprint, AppCatalog, ApplicationConfig, ReplicaTarget, ResolvedDeployment, ServeConfig,
 };
 use photon_orchestrator::{NodeResources, ReplicaSpec, ResourceRequest, Usage};
 use photon_router::{AppRoute, DeploymentId, DeploymentTargets, ReplicaEndpoint, RoutingTable};
@@ -129,6 +129,8 @@ struct App {
     warnings: Vec<String>,
     last_deployed_time_s: f64,
     deleting: bool,
+    /// Its code is being imported: DEPLOYING until the catalog knows it.
+    importing: bool,
 }
 
 /// Where replicas run, as far as scheduling is concerned.
@@ -266,8 +268,9 @@ impl State {
 
     /// Applies a whole config declaratively: apps it does not list are deleted. Applications
     /// whose code cannot be found or whose overrides do not match it become DEPLOY_FAILED; the
-    /// others are unaffected.
-    pub fn apply(&mut self, config: &ServeConfig, catalog: &dyn AppCatalog, now: Instant) {
+    /// others are unaffected. Returns the applications whose code the catalog does not know
+    /// yet: they are DEPLOYING (what ran before keeps running) until [`State::code_learned`].
+    pub fn apply(&mut self, config: &ServeConfig, catalog: &dyn AppCatalog, now: Instant) -> Vec<ApplicationConfig> {
         let mut doc = serde_json::to_value(config).unwrap_or_default();
         doc["applications"] = Value::Array(config.applications.iter().map(|a| a.submitted.clone()).collect());
         self.applied = Some(doc);
@@ -283,8 +286,60 @@ impl State {
                 }
             }
         }
+        let mut importing = Vec::new();
         for cfg in &config.applications {
-            let blueprint = catalog.blueprint(cfg);
+            match catalog.blueprint(cfg) {
+                Some(blueprint) => self.apply_app(cfg, blueprint, now),
+                None => {
+                    self.mark_importing(cfg);
+                    importing.push(cfg.clone());
+                }
+            }
+        }
+        // Keep config order for the apps that remain.
+        self.apps.sort_by_key(|a| wanted.iter().position(|w| *w == a.config.name).unwrap_or(usize::MAX));
+        importing
+    }
+
+    /// The catalog has learned the code of `cfg` (or why there is none): the application is
+    /// applied if that config is still the one it has.
+    pub fn code_learned(&mut self, cfg: &ApplicationConfig, catalog: &dyn AppCatalog, now: Instant) {
+        let current = self.apps.iter().any(|a| a.importing && !a.deleting && a.config == *cfg);
+        if current {
+            if let Some(blueprint) = catalog.blueprint(cfg) {
+                self.apply_app(cfg, blueprint, now);
+            }
+        }
+    }
+
+    /// An application waiting for its code: DEPLOYING with the new config, its previous
+    /// deployments (if any) untouched.
+    fn mark_importing(&mut self, cfg: &ApplicationConfig) {
+        match self.apps.iter_mut().find(|a| a.config.name == cfg.name) {
+            Some(app) => {
+                app.config = cfg.clone();
+                app.importing = true;
+                app.deploy_error = None;
+                app.deleting = false;
+                app.last_deployed_time_s = unix_now();
+            }
+            None => self.apps.push(App {
+                config: cfg.clone(),
+                ingress: None,
+                docs_path: None,
+                deployments: Vec::new(),
+                deploy_error: None,
+                warnings: Vec::new(),
+                last_deployed_time_s: unix_now(),
+                deleting: false,
+                importing: true,
+            }),
+        }
+    }
+
+    /// Applies one application whose code is known.
+    fn apply_app(&mut self, cfg: &ApplicationConfig, blueprint: Result<AppBlueprint, String>, now: Instant) {
+        {
             let applied = blueprint.as_ref().map(|bp| bp.applied_runtime_env.clone()).unwrap_or_default();
             let docs_path = blueprint.as_ref().ok().and_then(|bp| bp.docs_path.clone());
             let resolved = blueprint.and_then(|bp| {
@@ -302,6 +357,7 @@ impl State {
                 warnings: runtime_env_warnings(cfg, &applied),
                 last_deployed_time_s: unix_now(),
                 deleting: false,
+                importing: false,
             };
             match resolved {
                 Err(e) => app.deploy_error = Some(e),
@@ -324,8 +380,6 @@ impl State {
                 None => self.apps.push(app),
             }
         }
-        // Keep config order for the apps that remain.
-        self.apps.sort_by_key(|a| wanted.iter().position(|w| *w == a.config.name).unwrap_or(usize::MAX));
     }
 
     fn upsert_deployment(&mut self, spec: ResolvedDeployment, now: Instant) {
@@ -1081,6 +1135,9 @@ fn app_status(app: &App, deployments: &[DeploymentStatusInfo]) -> (ApplicationSt
     }
     if let Some(e) = &app.deploy_error {
         return (ApplicationStatus::DEPLOY_FAILED, e.clone());
+    }
+    if app.importing {
+        return (ApplicationStatus::DEPLOYING, String::new());
     }
     let names = |s: DeploymentStatus| -> Vec<String> {
         deployments.iter().filter(|d| d.status == s).map(|d| format!("'{}'", d.name)).collect()

@@ -190,53 +190,42 @@ impl PythonCatalog {
 }
 
 impl AppCatalog for PythonCatalog {
-    fn blueprint(&self, app: &ApplicationConfig) -> Result<AppBlueprint, String> {
+    fn blueprint(&self, app: &ApplicationConfig) -> Option<Result<AppBlueprint, String>> {
         if !self.is_python(app) {
-            return self.builtin.blueprint(app);
+            return Some(self.builtin.builtin_blueprint(app));
         }
-        let servicers = self.grpc_servicers.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let with_servicers = |mut bp: AppBlueprint| {
-            if !servicers.is_empty() {
-                bp.replica_env.insert(GRPC_SERVICERS_ENV.to_string(), json!(servicers).to_string());
-            }
-            bp
-        };
         let key = Self::key(app);
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        match known.get(&key) {
-            Some(Ok(bp)) => return Ok(with_servicers(bp.clone())),
-            Some(Err(_)) => return known.remove(&key).unwrap_or_else(|| Err(String::new())),
-            None => {}
+        match known.get(&key)? {
+            Ok(bp) => {
+                let mut bp = bp.clone();
+                let servicers = self.grpc_servicers.lock().unwrap_or_else(|p| p.into_inner());
+                if !servicers.is_empty() {
+                    bp.replica_env.insert(GRPC_SERVICERS_ENV.to_string(), json!(*servicers).to_string());
+                }
+                Some(Ok(bp))
+            }
+            // Told once: the next deploy of the same config imports again.
+            Err(_) => known.remove(&key),
         }
-        drop(known);
-        // Not prepared (a checkpoint being recovered at start): import here, on this thread.
-        let result = std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-                    runtime.map_err(|e| e.to_string()).and_then(|rt| rt.block_on(self.look(app)))
-                })
-                .join()
-                .unwrap_or_else(|_| Err("the Python import thread panicked".to_string()))
-        });
-        if let Ok(bp) = &result {
-            self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(key, Ok(bp.clone()));
-        }
-        result.map(with_servicers)
     }
 
-    fn prepare<'a>(&'a self, config: &'a ServeConfig) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+    fn learn<'a>(&'a self, app: &'a ApplicationConfig) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
-            self.keep_grpc_servicers(&config.grpc_options.grpc_servicer_functions);
-            for app in config.applications.iter().filter(|a| self.is_python(a)) {
-                let key = Self::key(app);
-                let cached = matches!(self.known.lock().unwrap_or_else(|p| p.into_inner()).get(&key), Some(Ok(_)));
-                if !cached {
-                    let result = self.look(app).await;
-                    self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(key, result);
-                }
+            if !self.is_python(app) {
+                return;
+            }
+            let key = Self::key(app);
+            let cached = matches!(self.known.lock().unwrap_or_else(|p| p.into_inner()).get(&key), Some(Ok(_)));
+            if !cached {
+                let result = self.look(app).await;
+                self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(key, result);
             }
         })
+    }
+
+    fn observe(&self, config: &ServeConfig) {
+        self.keep_grpc_servicers(&config.grpc_options.grpc_servicer_functions);
     }
 }
 

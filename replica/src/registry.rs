@@ -108,7 +108,14 @@ impl Registry {
 }
 
 impl AppCatalog for Registry {
-    fn blueprint(&self, config: &ApplicationConfig) -> Result<AppBlueprint, String> {
+    fn blueprint(&self, config: &ApplicationConfig) -> Option<Result<AppBlueprint, String>> {
+        Some(self.builtin_blueprint(config))
+    }
+}
+
+impl Registry {
+    /// The blueprint of a built-in application.
+    pub fn builtin_blueprint(&self, config: &ApplicationConfig) -> Result<AppBlueprint, String> {
         let app = self.find(&config.import_path).ok_or_else(|| self.unknown(&config.import_path))?;
         let mut deployments = Vec::new();
         for d in &app.deployments {
@@ -134,10 +141,10 @@ mod tests {
     fn every_builtin_blueprint_is_valid() {
         let r = Registry::builtin();
         for path in r.import_paths() {
-            let bp = r.blueprint(&app(path)).unwrap();
+            let bp = r.builtin_blueprint(&app(path)).unwrap();
             assert!(bp.deployments.iter().any(|d| d.name == bp.ingress), "{path}: ingress missing");
         }
         assert!(r.find("photon.examples.noop").is_some());
-        assert!(r.blueprint(&app("nope.app")).unwrap_err().contains("unknown import path"));
+        assert!(r.builtin_blueprint(&app("nope.app")).unwrap_err().contains("unknown import path"));
     }
 }

@@ -100,7 +100,7 @@ pub struct StartArgs {
 fn check_against_code(config: &ServeConfig, catalog: &dyn AppCatalog) -> Result<(), ConfigError> {
     let mut errors = Vec::new();
     for (i, app) in config.applications.iter().enumerate() {
-        match catalog.blueprint(app) {
+        match catalog.blueprint(app).unwrap_or_else(|| Err("the application's code could not be looked at".into())) {
             Err(e) => errors.push(FieldError { path: format!("applications[{i}].import_path"), message: e }),
             Ok(bp) => {
                 if let Err(e) = resolve_app(app, &bp) {
@@ -202,7 +202,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let catalog = super::catalog();
     let checked = match photon_config::parse_yaml(&text) {
         Ok(parsed) => {
-            catalog.prepare(&parsed.config).await;
+            catalog.observe(&parsed.config);
+            for app in &parsed.config.applications {
+                catalog.learn(app).await;
+            }
             check_against_code(&parsed.config, catalog.as_ref()).map(|()| parsed)
         }
         Err(e) => Err(e),

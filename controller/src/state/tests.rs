@@ -1,13 +1,13 @@
 //! Reconcile tests on the plain state, with a catalog written inline.
 
 use super::*;
-use photon_config::{AppBlueprint, DeploymentOverride};
+use photon_config::DeploymentOverride;
 
 struct Catalog;
 
 impl AppCatalog for Catalog {
-    fn blueprint(&self, app: &ApplicationConfig) -> Result<AppBlueprint, String> {
-        match app.import_path.as_str() {
+    fn blueprint(&self, app: &ApplicationConfig) -> Option<Result<AppBlueprint, String>> {
+        Some(match app.import_path.as_str() {
             "two.app" => Ok(AppBlueprint {
                 ingress: "Front".into(),
                 deployments: vec![
@@ -17,7 +17,7 @@ impl AppCatalog for Catalog {
                 ..Default::default()
             }),
             other => Err(format!("unknown import path {other:?}")),
-        }
+        })
     }
 }
 
