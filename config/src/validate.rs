@@ -206,10 +206,13 @@ fn describe(v: &Value) -> String {
 /// become a timer (`1e20` panicked the controller).
 const MAX_SECONDS: f64 = 1e9;
 fn positive_seconds(x: f64) -> Option<&'static str> {
-    positive(x).or_else(|| (!(x <= MAX_SECONDS)).then_some("must be a finite number of seconds up to 1e9"))
+    positive(x).or_else(|| at_most_max_seconds(x))
 }
 fn non_negative_seconds(x: f64) -> Option<&'static str> {
-    non_negative(x).or_else(|| (!(x <= MAX_SECONDS)).then_some("must be a finite number of seconds up to 1e9"))
+    non_negative(x).or_else(|| at_most_max_seconds(x))
+}
+fn at_most_max_seconds(x: f64) -> Option<&'static str> {
+    (!x.is_finite() || x > MAX_SECONDS).then_some("must be a finite number of seconds up to 1e9")
 }
 fn positive(x: f64) -> Option<&'static str> {
     (x <= 0.0).then_some("must be > 0")
