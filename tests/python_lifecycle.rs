@@ -308,3 +308,15 @@ async fn a_deploy_returns_while_the_code_is_imported() {
     photon.wait_running_for(&["slow"], Duration::from_secs(60)).await;
     assert_eq!(get(&photon.http, "/slow").await.text(), "imported at last");
 }
+
+/// Without Ray installed, a remote function runs in a process of its own (a pool of them), and
+/// an actor is an object of the replica's worker.
+#[tokio::test(flavor = "multi_thread")]
+async fn ray_tasks_run_in_other_processes() {
+    let photon = serve_one("tasks", "/tasks", "ray_tasks:app").await;
+    let r = get(&photon.http, "/tasks").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_ne!(v["task"], v["worker"], "{v}");
+    assert_eq!(v["actor"], v["worker"], "{v}");
+}

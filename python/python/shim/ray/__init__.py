@@ -1,22 +1,41 @@
 """Photon's minimal `ray`, used only where Ray itself is not installed: `ray.serve` and a local
 stand-in for the Ray Core calls Serve applications make (`@ray.remote`, `ray.get`, `ray.put`,
-`ray.wait`). Tasks run in a thread pool of this process, actors are local objects whose method
+`ray.wait`). Remote functions run in a pool of processes on this machine (those that cannot be
+imported by name, such as nested ones, on a thread pool); actors are local objects whose method
 calls run one at a time on a thread of their own."""
 
 import asyncio
 import concurrent.futures
 import functools
 import inspect
+import multiprocessing
 import os
-import threading
+import sys
 import time
 
 __version__ = "2.60.0"
 
 from ray import exceptions  # noqa: E402
 
+# Resolves a task's arguments and waits for its process; runs tasks that have no importable name.
 _tasks = concurrent.futures.ThreadPoolExecutor(max_workers=max(4, os.cpu_count() or 1), thread_name_prefix="ray-task")
+_processes = None
 _initialized = False
+
+
+def _process_pool():
+    global _processes
+    if _processes is None:
+        from photon_worker import tasks
+
+        _processes = concurrent.futures.ProcessPoolExecutor(
+            max_workers=max(2, os.cpu_count() or 1),
+            # A fresh interpreter, not a fork of this multi-threaded one.
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=tasks.start_process,
+            initargs=(list(sys.path),),
+        )
+    return _processes
 
 
 def init(*_args, **_kwargs):
@@ -116,7 +135,16 @@ class RemoteFunction:
         functools.update_wrapper(self, func)
 
     def remote(self, *args, **kwargs):
-        return _submit(_tasks, self._func, args, kwargs)
+        module, qualname = self._func.__module__, self._func.__qualname__
+        if module == "__main__" or "<locals>" in qualname:
+            return _submit(_tasks, self._func, args, kwargs)
+
+        def in_a_process(*resolved, **resolved_kwargs):
+            from photon_worker import tasks
+
+            return _process_pool().submit(tasks.run_by_name, module, qualname, resolved, resolved_kwargs).result()
+
+        return _submit(_tasks, in_a_process, args, kwargs)
 
     def options(self, **options):
         return RemoteFunction(self._func, {**self._options, **options})
