@@ -267,7 +267,11 @@ async fn python_websockets_carry_messages_both_ways() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
-    let photon = serve_one("ws", "/chat", "websocket_app:app").await;
+    let photon = start_head();
+    let config = json!({"applications": [{"name": "ws", "route_prefix": "/chat", "import_path": "websocket_app:app",
+        "deployments": [{"name": "Echo", "max_ongoing_requests": 1}]}]});
+    deploy(&photon, config).await;
+    photon.wait_running_for(&["ws"], Duration::from_secs(60)).await;
     assert_eq!(get(&photon.http, "/chat/").await.text(), r#""plain HTTP too""#);
 
     let stream = tokio::net::TcpStream::connect(&photon.http).await.unwrap();
@@ -278,11 +282,18 @@ async fn python_websockets_carry_messages_both_ways() {
     assert_eq!(socket.next().await.unwrap().unwrap(), Message::text("echo: hello"));
     socket.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     assert_eq!(socket.next().await.unwrap().unwrap(), Message::binary(vec![3u8, 2, 1]));
+    // The open WebSocket holds the replica's only request slot (max_ongoing_requests: 1).
+    let busy = get(&photon.http, "/chat/").await;
+    assert_eq!(busy.status, 503, "{}", busy.text());
     socket.send(Message::text("bye")).await.unwrap();
     match socket.next().await.unwrap().unwrap() {
         Message::Close(Some(frame)) => assert_eq!((u16::from(frame.code), frame.reason.as_str()), (4000, "done")),
         other => panic!("expected the app's close, got {other:?}"),
     }
+    eventually(Duration::from_secs(10), "the slot to come back", || async {
+        get(&photon.http, "/chat/").await.status == 200
+    })
+    .await;
 }
 
 /// A module written as Ray's examples are, calling `serve.run` at its top level, imports and

@@ -12,9 +12,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use photon_replica::{BuildContext, ChunkStream, Deployment, DeploymentError, Protocol, Reply, ReplyBody, Request};
+use photon_replica::{
+    BuildContext, ChunkStream, Deployment, DeploymentError, Protocol, Reply, ReplyBody, Request, Upgrade,
+};
 use photon_router::wire::{self, Call};
 use photon_router::Router;
 use serde_json::{json, Value};
@@ -418,12 +419,13 @@ impl tokio_stream::Stream for ReplyChunks {
 
 /// One accepted WebSocket: client messages go to the worker as WS_RECEIVE frames, the
 /// app's messages and close come back through `rx`, until either side closes.
-async fn websocket_session(upgraded: OnUpgrade, mut rx: mpsc::UnboundedReceiver<Inbound>, mut guard: CallGuard) {
+async fn websocket_session(upgraded: Upgrade, mut rx: mpsc::UnboundedReceiver<Inbound>, mut guard: CallGuard) {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role};
     use tokio_tungstenite::tungstenite::Message;
 
-    let Ok(io) = upgraded.await else { return };
+    // The request's slot is held for as long as the WebSocket is open.
+    let Ok((io, _slot)) = upgraded.connect().await else { return };
     let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, None).await;
     let (mut sink, mut stream) = socket.split();
     let (shared, id) = (guard.shared.clone(), guard.id);
@@ -566,7 +568,7 @@ impl Deployment for PythonDeployment {
         }
     }
 
-    async fn websocket(&self, request: Request, upgraded: OnUpgrade) -> Result<Reply, DeploymentError> {
+    async fn websocket(&self, request: Request, upgraded: Upgrade) -> Result<Reply, DeploymentError> {
         self.shared.ready().await?;
         let key = request.headers.get(http::header::SEC_WEBSOCKET_KEY).cloned();
         let mut meta = request_meta(&request);

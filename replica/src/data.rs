@@ -55,7 +55,7 @@ fn header_string(headers: &mut http::HeaderMap, name: &http::HeaderName) -> Opti
 }
 
 async fn handle(state: &Arc<ReplicaState>, mut req: Request<Incoming>) -> Response<Body> {
-    let Some(_admission) = state.admit() else {
+    let Some(admission) = state.admit() else {
         return outcome(
             StatusCode::SERVICE_UNAVAILABLE,
             wire::OUTCOME_REJECTED,
@@ -92,9 +92,12 @@ async fn handle(state: &Arc<ReplicaState>, mut req: Request<Incoming>) -> Respon
     };
     let request_id = request.request_id.clone();
     let (log_method, log_path) = (request.method.clone(), request.path.clone());
-    let result = match upgrade {
-        Some(upgrade) => state.deployment().websocket(request, upgrade).await,
-        None => state.deployment().call(request).await,
+    let (result, admission) = match upgrade {
+        // An open WebSocket keeps its request slot, as Ray counts it an ongoing request.
+        Some(on_upgrade) => {
+            (state.deployment().websocket(request, deployment::Upgrade::new(on_upgrade, admission)).await, None)
+        }
+        None => (state.deployment().call(request).await, Some(admission)),
     };
     state.metrics().record(&route, started.elapsed(), result.as_ref().err().map(|e| e.0.as_str()));
     if state.access_log() {
@@ -118,7 +121,7 @@ async fn handle(state: &Arc<ReplicaState>, mut req: Request<Incoming>) -> Respon
                     let frames = chunks
                         .map(move |chunk| chunk.map(|c| Frame::data(if grpc { grpc_frame::encode(&c) } else { c })));
                     // The admission slot lives as long as the stream.
-                    let slot = _admission;
+                    let slot = admission;
                     let frames = frames.map(move |f| {
                         let _ = &slot;
                         f

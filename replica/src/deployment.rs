@@ -148,6 +148,25 @@ impl Reply {
     }
 }
 
+/// The connection of a WebSocket handshake the deployment answers with 101, and the request's
+/// slot among `max_ongoing_requests`, which the WebSocket holds until it ends.
+pub struct Upgrade {
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    slot: crate::server::Admission,
+}
+
+impl Upgrade {
+    pub(crate) fn new(on_upgrade: hyper::upgrade::OnUpgrade, slot: crate::server::Admission) -> Self {
+        Upgrade { on_upgrade, slot }
+    }
+
+    /// The upgraded connection (once the 101 has gone out), with the slot to keep while it is
+    /// open.
+    pub async fn connect(self) -> Result<(hyper::upgrade::Upgraded, crate::server::Admission), hyper::Error> {
+        Ok((self.on_upgrade.await?, self.slot))
+    }
+}
+
 /// What a deployment's constructor gets: where it runs and handles to its siblings.
 #[derive(Clone)]
 pub struct BuildContext {
@@ -204,7 +223,7 @@ pub trait Deployment: Send + Sync + 'static {
     /// A WebSocket handshake (an HTTP upgrade request): the reply answers it (101 accepts it,
     /// and the deployment then owns the connection `upgraded` yields). By default a deployment
     /// takes no WebSockets.
-    async fn websocket(&self, request: Request, upgraded: hyper::upgrade::OnUpgrade) -> Result<Reply, DeploymentError> {
+    async fn websocket(&self, request: Request, upgraded: Upgrade) -> Result<Reply, DeploymentError> {
         drop(upgraded);
         let mut reply = Reply::text(format!("{} does not accept WebSocket connections", request.path));
         reply.status = 400;

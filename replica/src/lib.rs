@@ -25,10 +25,10 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 pub use deployment::{
-    call_handle, BuildContext, ChunkStream, Deployment, DeploymentError, Protocol, Reply, ReplyBody, Request,
+    call_handle, BuildContext, ChunkStream, Deployment, DeploymentError, Protocol, Reply, ReplyBody, Request, Upgrade,
 };
 pub use registry::{AppDef, Constructor, DeploymentDef, FallbackBuilder, Registry};
-pub use server::{user_config_json, ReplicaServer, ReplicaState};
+pub use server::{user_config_json, Admission, ReplicaServer, ReplicaState};
 
 /// Why a replica could not start or serve.
 #[derive(Debug, thiserror::Error)]
