@@ -16,7 +16,8 @@ pub const RECONFIGURE: u8 = 3;
 pub const HEALTH: u8 = 4;
 /// Replica -> worker: run `__del__` and exit.
 pub const SHUTDOWN: u8 = 5;
-/// Replica -> worker: the head of the answer to handle call `id` (meta `{"status", "headers"}`).
+/// Replica -> worker: the head of the answer to handle call `id` (meta `{"status", "headers"}`,
+/// and `"end": true` when the body is all there).
 pub const HANDLE_START: u8 = 6;
 /// Replica -> worker: answer bytes of handle call `id`.
 pub const HANDLE_CHUNK: u8 = 7;

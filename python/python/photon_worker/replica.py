@@ -106,6 +106,9 @@ class Runtime:
                     yield (meta["status"], content_type)
                     if body:
                         yield body
+                    if meta.get("end"):
+                        finished = True
+                        return
                 elif kind == protocol.HANDLE_CHUNK:
                     yield body
                 else:
