@@ -331,3 +331,45 @@ async fn ray_tasks_run_in_other_processes() {
     assert_ne!(v["task"], v["worker"], "{v}");
     assert_eq!(v["actor"], v["worker"], "{v}");
 }
+
+/// `runtime_env.pip`: the packages are installed once into an environment of their own that
+/// still sees the base interpreter's packages; a second deploy of the same list installs
+/// nothing; a package that does not exist fails the application with pip's own words, and the
+/// others keep serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn runtime_env_pip_installs_once_and_names_what_failed() {
+    let cache = std::env::temp_dir().join(format!("photon-pip-cache-{}", std::process::id()));
+    let args: Vec<std::ffi::OsString> =
+        ["start", "--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"].map(Into::into).to_vec();
+    let mut env = python::env();
+    env.push(("PHOTON_CACHE_DIR".to_string(), cache.to_string_lossy().into_owned()));
+    let photon = Photon::spawn_in(Some(&lifecycle_dir()), &args, &env, true, true);
+    let six = json!({"name": "six", "route_prefix": "/six", "import_path": "uses_six:app",
+                     "runtime_env": {"pip": ["six==1.17.0"]}});
+    deploy(&photon, json!({"applications": [six.clone()]})).await;
+    photon.wait_running_for(&["six"], Duration::from_secs(180)).await;
+    let r = get(&photon.http, "/six").await;
+    assert_eq!(r.text(), r#"{"six":"1.17.0","fastapi_from_base":"fastapi"}"#);
+    let envs: Vec<_> = std::fs::read_dir(cache.join("envs")).unwrap().flatten().filter(|e| e.path().is_dir()).collect();
+    assert_eq!(envs.len(), 1, "one environment for one requirement list");
+    let ready = envs[0].path().join(".ready");
+    let made = std::fs::metadata(&ready).unwrap().modified().unwrap();
+
+    let broken = json!({"name": "broken", "route_prefix": "/broken", "import_path": "uses_six:app",
+                        "runtime_env": {"pip": ["photon-no-such-package-xyz==1.0"]}});
+    let renamed = json!({"name": "six2", "route_prefix": "/six2", "import_path": "uses_six:app",
+                         "runtime_env": {"pip": ["six==1.17.0"]}});
+    deploy(&photon, json!({"applications": [six, renamed, broken]})).await;
+    photon.wait_running_for(&["six2"], Duration::from_secs(60)).await;
+    assert_eq!(std::fs::metadata(&ready).unwrap().modified().unwrap(), made, "the environment was made again");
+    eventually(Duration::from_secs(180), "the broken app to fail", || async {
+        app_status(&photon, "broken").await.0 == "DEPLOY_FAILED"
+    })
+    .await;
+    let (_, message) = app_status(&photon, "broken").await;
+    assert!(message.contains("runtime_env.pip: installing photon-no-such-package-xyz==1.0 failed"), "{message}");
+    assert!(message.contains("No matching distribution found"), "{message}");
+    assert_eq!(get(&photon.http, "/six").await.status, 200);
+    drop(photon);
+    let _ = std::fs::remove_dir_all(&cache);
+}

@@ -33,6 +33,10 @@ pub struct CodeSpec {
     pub working_dir: Option<String>,
     /// `runtime_env.py_modules`, absolute.
     pub py_modules: Vec<String>,
+    /// `runtime_env.pip`.
+    pub pip: Option<crate::env::PipSpec>,
+    /// The interpreter of the application's environment (`pip`'s), once made; else the default.
+    pub python: Option<String>,
 }
 
 impl CodeSpec {
@@ -67,7 +71,18 @@ impl CodeSpec {
                 .collect::<Result<_, _>>()?,
             Some(other) => return Err(format!("runtime_env.py_modules: must be a list, got {other}")),
         };
-        Ok(CodeSpec { import_path: app.import_path.clone(), args: app.args.clone(), working_dir, py_modules })
+        let pip = match app.runtime_env.get("pip") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(crate::env::PipSpec::of(v, base)?),
+        };
+        Ok(CodeSpec {
+            import_path: app.import_path.clone(),
+            args: app.args.clone(),
+            working_dir,
+            py_modules,
+            pip,
+            python: None,
+        })
     }
 
     /// As JSON, for the worker.
@@ -77,6 +92,7 @@ impl CodeSpec {
             "args": self.args,
             "working_dir": self.working_dir,
             "py_modules": self.py_modules,
+            "python": self.python,
         })
     }
 
@@ -89,6 +105,9 @@ impl CodeSpec {
         if !self.py_modules.is_empty() {
             keys.push("py_modules".to_string());
         }
+        if self.pip.is_some() {
+            keys.push("pip".to_string());
+        }
         keys
     }
 }
@@ -96,7 +115,7 @@ impl CodeSpec {
 /// Runs discovery for `spec` and turns its answer into a blueprint.
 pub async fn discover(app_name: &str, spec: &CodeSpec) -> Result<AppBlueprint, String> {
     let root = embedded::install().map_err(|e| format!("cannot write Photon's Python package: {e}"))?;
-    let output = embedded::worker_command(&root)
+    let output = embedded::worker_command(&root, spec.python.as_deref())
         .arg("discover")
         .env(CODE_ENV, spec.to_json().to_string())
         .stdin(std::process::Stdio::null())
@@ -184,7 +203,13 @@ impl PythonCatalog {
     }
 
     async fn look(&self, app: &ApplicationConfig) -> Result<AppBlueprint, String> {
-        let spec = CodeSpec::of(app, &self.base).map_err(|e| format!("Deploying app '{}' failed: {e}", app.name))?;
+        let failed = |e: String| format!("Deploying app '{}' failed: {e}", app.name);
+        let mut spec = CodeSpec::of(app, &self.base).map_err(failed)?;
+        if let Some(pip) = &spec.pip {
+            tracing::info!(application = %app.name, packages = %pip.packages.join(" "), "preparing runtime_env.pip");
+            let python = crate::env::ensure(&embedded::python(), pip).await.map_err(failed)?;
+            spec.python = Some(python.to_string_lossy().into_owned());
+        }
         discover(&app.name, &spec).await
     }
 }
@@ -234,7 +259,14 @@ mod tests {
     use super::*;
 
     fn spec() -> CodeSpec {
-        CodeSpec { import_path: "app:app".into(), args: Map::new(), working_dir: None, py_modules: Vec::new() }
+        CodeSpec {
+            import_path: "app:app".into(),
+            args: Map::new(),
+            working_dir: None,
+            py_modules: Vec::new(),
+            pip: None,
+            python: None,
+        }
     }
 
     #[test]

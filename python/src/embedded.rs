@@ -63,9 +63,10 @@ pub fn python() -> String {
     std::env::var("PHOTON_PYTHON").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "python3".to_string())
 }
 
-/// A `python -m photon_worker ...` command with the package on its import path.
-pub fn worker_command(root: &std::path::Path) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(python());
+/// A `python -m photon_worker ...` command with the package on its import path, run by
+/// `interpreter` (an application's environment) or else the default one.
+pub fn worker_command(root: &std::path::Path, interpreter: Option<&str>) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(interpreter.map_or_else(python, str::to_string));
     let mut path = std::ffi::OsString::from(root);
     if let Some(existing) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
         path.push(":");

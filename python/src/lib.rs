@@ -2,6 +2,7 @@
 //!
 //! - [`embedded`]: Photon's Python package (the `ray.serve` API users import, and
 //!   `photon_worker`), compiled into the binary and written out at run time.
+//! - [`env`]: `runtime_env.pip` environments, made once per requirement list in the cache.
 //! - [`discover`]: the controller's view of an application's code (its deployments, their code
 //!   options, the ingress), learned from a short-lived Python import; [`PythonCatalog`].
 //! - [`worker`]: the replica side: a [`PythonDeployment`] runs the user's code in one Python
@@ -11,6 +12,7 @@
 
 pub mod discover;
 pub mod embedded;
+pub mod env;
 pub mod frame;
 pub mod worker;
 

@@ -141,7 +141,8 @@ impl PythonDeployment {
         let _ = std::fs::remove_file(&socket);
         let listener = UnixListener::bind(&socket)
             .map_err(|e| DeploymentError(format!("cannot listen on {}: {e}", socket.display())))?;
-        let child = crate::embedded::worker_command(&root)
+        let interpreter = spec.code.get("python").and_then(Value::as_str).map(str::to_string);
+        let child = crate::embedded::worker_command(&root, interpreter.as_deref())
             .arg("serve")
             .arg(&socket)
             .env(crate::CODE_ENV, spec.to_json().to_string())

@@ -136,7 +136,10 @@ pub async fn run(
     {
         tracing::warn!(replica = %opts.replica_id, ongoing = state.ongoing(), "graceful shutdown timed out");
     }
-    state.deployment().shutdown().await;
+    // Ray's `__del__` may not hold the replica up past its graceful-shutdown budget either.
+    if tokio::time::timeout(opts.graceful_shutdown_timeout, state.deployment().shutdown()).await.is_err() {
+        tracing::warn!(replica = %opts.replica_id, "the deployment's shutdown did not finish in time");
+    }
     let _ = stop_tx.send(());
     follow.abort();
     if let Some(task) = models {
