@@ -95,6 +95,7 @@ async fn failing_python_apps_leave_the_others_serving_and_updates_reconfigure_in
         good,
         {"name": "syntax", "route_prefix": "/syntax", "import_path": "broken_syntax:app"},
         {"name": "raising", "route_prefix": "/raising", "import_path": "raising_init:app"},
+        {"name": "conda", "route_prefix": "/conda", "import_path": "lifecycle:app", "runtime_env": {"conda": "env.yaml"}},
     ]});
     deploy(&photon, config).await;
     eventually(Duration::from_secs(60), "both broken apps DEPLOY_FAILED", || async {
@@ -102,6 +103,12 @@ async fn failing_python_apps_leave_the_others_serving_and_updates_reconfigure_in
             && app_status(&photon, "raising").await.0 == "DEPLOY_FAILED"
     })
     .await;
+    eventually(Duration::from_secs(30), "the conda app to fail", || async {
+        app_status(&photon, "conda").await.0 == "DEPLOY_FAILED"
+    })
+    .await;
+    let (_, message) = app_status(&photon, "conda").await;
+    assert!(message.contains("runtime_env.conda: conda environments are not supported"), "{message}");
     let (_, message) = app_status(&photon, "syntax").await;
     assert!(message.contains("Traceback (most recent call last)") && message.contains("SyntaxError"), "{message}");
     let details = photon.details().await;
@@ -121,7 +128,7 @@ async fn failing_python_apps_leave_the_others_serving_and_updates_reconfigure_in
     assert_eq!(pid_of(&photon, "/life").await, Some(pid), "reconfigure restarted the replica");
     eventually(Duration::from_secs(30), "the broken apps are deleted", || async {
         let d = photon.details().await;
-        d["applications"].get("syntax").is_none() && d["applications"].get("raising").is_none()
+        ["syntax", "raising", "conda"].iter().all(|a| d["applications"].get(*a).is_none())
     })
     .await;
 }

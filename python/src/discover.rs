@@ -22,6 +22,15 @@ pub const CODE_ENV: &str = "PHOTON_PYTHON_APP";
 /// to Python replicas, which take the gRPC message types from them.
 pub const GRPC_SERVICERS_ENV: &str = "PHOTON_GRPC_SERVICER_FUNCTIONS";
 
+/// `runtime_env` keys a Python application cannot have here, with the reason.
+const UNSUPPORTED_RUNTIME_ENV: &[(&str, &str)] = &[
+    ("conda", "conda environments are not supported; name the packages in runtime_env.pip"),
+    ("container", "containers are not supported; on Kubernetes, use the worker group's image"),
+    ("image_uri", "images are not supported; on Kubernetes, use the worker group's image"),
+    ("java_jars", "Java deployments are not supported"),
+    ("uv", "uv environments are not supported yet; name the packages in runtime_env.pip"),
+];
+
 /// Where an application's Python code is and how to build it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CodeSpec {
@@ -71,6 +80,11 @@ impl CodeSpec {
                 .collect::<Result<_, _>>()?,
             Some(other) => return Err(format!("runtime_env.py_modules: must be a list, got {other}")),
         };
+        for (key, why) in UNSUPPORTED_RUNTIME_ENV {
+            if app.runtime_env.get(*key).is_some_and(|v| !v.is_null()) {
+                return Err(format!("runtime_env.{key}: {why}"));
+            }
+        }
         let pip = match app.runtime_env.get("pip") {
             None | Some(Value::Null) => None,
             Some(v) => Some(crate::env::PipSpec::of(v, base)?),
@@ -110,6 +124,20 @@ impl CodeSpec {
         }
         keys
     }
+}
+
+/// Ray's `runtime_env.config.setup_timeout_seconds` (default 600).
+fn setup_timeout(app: &ApplicationConfig) -> std::time::Duration {
+    let seconds = app
+        .runtime_env
+        .get("config")
+        .and_then(|c| c.get("setup_timeout_seconds"))
+        .and_then(Value::as_f64)
+        // -1 turns the limit off, as in Ray.
+        .map(|s| if s == -1.0 { 1e6 } else { s })
+        .filter(|s| *s > 0.0 && *s <= 1e6)
+        .unwrap_or(600.0);
+    std::time::Duration::from_secs_f64(seconds)
 }
 
 /// Runs discovery for `spec` and turns its answer into a blueprint.
@@ -207,7 +235,16 @@ impl PythonCatalog {
         let mut spec = CodeSpec::of(app, &self.base).map_err(failed)?;
         if let Some(pip) = &spec.pip {
             tracing::info!(application = %app.name, packages = %pip.packages.join(" "), "preparing runtime_env.pip");
-            let python = crate::env::ensure(&embedded::python(), pip).await.map_err(failed)?;
+            let timeout = setup_timeout(app);
+            let python = tokio::time::timeout(timeout, crate::env::ensure(&embedded::python(), pip))
+                .await
+                .map_err(|_| {
+                    failed(format!(
+                        "runtime_env setup timed out after {}s (runtime_env.config.setup_timeout_seconds)",
+                        timeout.as_secs()
+                    ))
+                })?
+                .map_err(failed)?;
             spec.python = Some(python.to_string_lossy().into_owned());
         }
         discover(&app.name, &spec).await
