@@ -380,3 +380,22 @@ async fn runtime_env_pip_installs_once_and_names_what_failed() {
     drop(photon);
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+/// `runtime_env.uv`: the same environment, installed by uv (from `PATH`, else installed once
+/// into the cache from PyPI).
+#[tokio::test(flavor = "multi_thread")]
+async fn runtime_env_uv_installs_with_uv() {
+    let cache = std::env::temp_dir().join(format!("photon-uv-cache-{}", std::process::id()));
+    let args: Vec<std::ffi::OsString> =
+        ["start", "--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"].map(Into::into).to_vec();
+    let mut env = python::env();
+    env.push(("PHOTON_CACHE_DIR".to_string(), cache.to_string_lossy().into_owned()));
+    let photon = Photon::spawn_in(Some(&lifecycle_dir()), &args, &env, true, true);
+    let app = json!({"name": "six", "route_prefix": "/six", "import_path": "uses_six:app",
+                     "runtime_env": {"uv": {"packages": ["six==1.17.0"], "uv_check": true}}});
+    deploy(&photon, json!({"applications": [app]})).await;
+    photon.wait_running_for(&["six"], Duration::from_secs(180)).await;
+    assert_eq!(get(&photon.http, "/six").await.text(), r#"{"six":"1.17.0","fastapi_from_base":"fastapi"}"#);
+    drop(photon);
+    let _ = std::fs::remove_dir_all(&cache);
+}

@@ -28,7 +28,6 @@ const UNSUPPORTED_RUNTIME_ENV: &[(&str, &str)] = &[
     ("container", "containers are not supported; on Kubernetes, use the worker group's image"),
     ("image_uri", "images are not supported; on Kubernetes, use the worker group's image"),
     ("java_jars", "Java deployments are not supported"),
-    ("uv", "uv environments are not supported yet; name the packages in runtime_env.pip"),
 ];
 
 /// Where an application's Python code is and how to build it.
@@ -42,9 +41,9 @@ pub struct CodeSpec {
     pub working_dir: Option<String>,
     /// `runtime_env.py_modules`, absolute.
     pub py_modules: Vec<String>,
-    /// `runtime_env.pip`.
-    pub pip: Option<crate::env::PipSpec>,
-    /// The interpreter of the application's environment (`pip`'s), once made; else the default.
+    /// `runtime_env.pip` or `runtime_env.uv`.
+    pub packages: Option<crate::env::EnvSpec>,
+    /// The interpreter of the application's environment (`pip`'s or `uv`'s), once made; else the default.
     pub python: Option<String>,
 }
 
@@ -85,16 +84,19 @@ impl CodeSpec {
                 return Err(format!("runtime_env.{key}: {why}"));
             }
         }
-        let pip = match app.runtime_env.get("pip") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(crate::env::PipSpec::of(v, base)?),
+        let given = |key: &str| app.runtime_env.get(key).filter(|v| !v.is_null());
+        let packages = match (given("pip"), given("uv")) {
+            (Some(_), Some(_)) => return Err("runtime_env: pip and uv cannot both be given".into()),
+            (Some(pip), None) => Some(crate::env::EnvSpec::pip(pip, base)?),
+            (None, Some(uv)) => Some(crate::env::EnvSpec::uv(uv, base)?),
+            (None, None) => None,
         };
         Ok(CodeSpec {
             import_path: app.import_path.clone(),
             args: app.args.clone(),
             working_dir,
             py_modules,
-            pip,
+            packages,
             python: None,
         })
     }
@@ -119,8 +121,10 @@ impl CodeSpec {
         if !self.py_modules.is_empty() {
             keys.push("py_modules".to_string());
         }
-        if self.pip.is_some() {
-            keys.push("pip".to_string());
+        match self.packages.as_ref().map(|p| &p.installer) {
+            Some(crate::env::Installer::Pip) => keys.push("pip".to_string()),
+            Some(crate::env::Installer::Uv { .. }) => keys.push("uv".to_string()),
+            None => {}
         }
         keys
     }
@@ -233,10 +237,10 @@ impl PythonCatalog {
     async fn look(&self, app: &ApplicationConfig) -> Result<AppBlueprint, String> {
         let failed = |e: String| format!("Deploying app '{}' failed: {e}", app.name);
         let mut spec = CodeSpec::of(app, &self.base).map_err(failed)?;
-        if let Some(pip) = &spec.pip {
-            tracing::info!(application = %app.name, packages = %pip.packages.join(" "), "preparing runtime_env.pip");
+        if let Some(packages) = &spec.packages {
+            tracing::info!(application = %app.name, packages = %packages.packages.join(" "), "preparing runtime_env packages");
             let timeout = setup_timeout(app);
-            let python = tokio::time::timeout(timeout, crate::env::ensure(&embedded::python(), pip))
+            let python = tokio::time::timeout(timeout, crate::env::ensure(&embedded::python(), packages))
                 .await
                 .map_err(|_| {
                     failed(format!(
@@ -301,7 +305,7 @@ mod tests {
             args: Map::new(),
             working_dir: None,
             py_modules: Vec::new(),
-            pip: None,
+            packages: None,
             python: None,
         }
     }

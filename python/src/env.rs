@@ -1,5 +1,5 @@
-//! `runtime_env.pip`: one virtual environment per distinct requirement list and base
-//! interpreter, made once in the cache (under a file lock, so replicas and deploys that need
+//! `runtime_env.pip` and `runtime_env.uv`: one virtual environment per distinct requirement
+//! list, installer and base interpreter, made once in the cache (under a file lock, so replicas and deploys that need
 //! it at the same time build it once), inheriting every package the base interpreter sees, as
 //! Ray's environments do: a requirement the base already satisfies is not downloaded again.
 
@@ -8,55 +8,89 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// What `runtime_env.pip` asks for.
+/// Which installer builds an environment.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PipSpec {
-    /// Requirement specifiers, in order.
-    pub packages: Vec<String>,
-    /// Run `pip check` after installing.
-    pub pip_check: bool,
+pub enum Installer {
+    /// `runtime_env.pip`: the environment's own pip.
+    Pip,
+    /// `runtime_env.uv`: uv (from `PATH`, else installed once into the cache from PyPI).
+    Uv {
+        /// `uv_version`, e.g. `==0.9.0`.
+        version: Option<String>,
+        /// `uv_pip_install_options`.
+        options: Vec<String>,
+    },
 }
 
-impl PipSpec {
+/// What `runtime_env.pip` or `runtime_env.uv` asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvSpec {
+    /// Who installs.
+    pub installer: Installer,
+    /// Requirement specifiers, in order.
+    pub packages: Vec<String>,
+    /// Check the environment's consistency after installing (`pip_check`, `uv_check`).
+    pub check: bool,
+}
+
+/// A list of requirements, or a requirements file (relative to `base`).
+fn requirements(field: &str, v: &Value, base: &Path) -> Result<Vec<String>, String> {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.as_str().map(str::to_string).ok_or(format!("runtime_env.{field}[{i}]: must be a string")))
+            .collect(),
+        Value::String(file) => {
+            let text = std::fs::read_to_string(base.join(file))
+                .map_err(|e| format!("runtime_env.{field}: cannot read the requirements file {file:?}: {e}"))?;
+            Ok(text
+                .lines()
+                .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect())
+        }
+        other => {
+            Err(format!("runtime_env.{field}: must be a list of requirements or a requirements file, got {other}"))
+        }
+    }
+}
+
+impl EnvSpec {
     /// `runtime_env.pip` as Ray reads it: a list of requirements, a requirements file (relative
     /// to `base`), or `{packages, pip_check, pip_version}`.
-    pub fn of(value: &Value, base: &Path) -> Result<PipSpec, String> {
-        let packages = |v: &Value| -> Result<Vec<String>, String> {
-            match v {
-                Value::Array(items) => items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| {
-                        p.as_str().map(str::to_string).ok_or(format!("runtime_env.pip[{i}]: must be a string"))
-                    })
-                    .collect(),
-                Value::String(file) => {
-                    let text = std::fs::read_to_string(base.join(file))
-                        .map_err(|e| format!("runtime_env.pip: cannot read the requirements file {file:?}: {e}"))?;
-                    Ok(text
-                        .lines()
-                        .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
-                        .filter(|l| !l.is_empty())
-                        .collect())
-                }
-                other => {
-                    Err(format!("runtime_env.pip: must be a list of requirements or a requirements file, got {other}"))
-                }
-            }
+    pub fn pip(value: &Value, base: &Path) -> Result<EnvSpec, String> {
+        let Value::Object(o) = value else {
+            return Ok(EnvSpec {
+                installer: Installer::Pip,
+                packages: requirements("pip", value, base)?,
+                check: false,
+            });
         };
-        match value {
-            Value::Object(o) => {
-                let list = packages(o.get("packages").unwrap_or(&Value::Null))?;
-                let pip_check = o.get("pip_check").and_then(Value::as_bool).unwrap_or(false);
-                let mut spec = PipSpec { packages: list, pip_check };
-                if let Some(version) = o.get("pip_version").and_then(Value::as_str) {
-                    // `pip_version: "==23.3"`: installed first, as Ray does.
-                    spec.packages.insert(0, format!("pip{version}"));
-                }
-                Ok(spec)
-            }
-            other => Ok(PipSpec { packages: packages(other)?, pip_check: false }),
+        let mut packages = requirements("pip", o.get("packages").unwrap_or(&Value::Null), base)?;
+        if let Some(version) = o.get("pip_version").and_then(Value::as_str) {
+            // `pip_version: "==23.3"`: installed first, as Ray does.
+            packages.insert(0, format!("pip{version}"));
         }
+        let check = o.get("pip_check").and_then(Value::as_bool).unwrap_or(false);
+        Ok(EnvSpec { installer: Installer::Pip, packages, check })
+    }
+
+    /// `runtime_env.uv` as Ray reads it: a list of requirements, a requirements file, or
+    /// `{packages, uv_version, uv_check, uv_pip_install_options}`.
+    pub fn uv(value: &Value, base: &Path) -> Result<EnvSpec, String> {
+        let Value::Object(o) = value else {
+            let installer = Installer::Uv { version: None, options: Vec::new() };
+            return Ok(EnvSpec { installer, packages: requirements("uv", value, base)?, check: false });
+        };
+        let packages = requirements("uv", o.get("packages").unwrap_or(&Value::Null), base)?;
+        let options = match o.get("uv_pip_install_options") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(v) => requirements("uv.uv_pip_install_options", v, base)?,
+        };
+        let version = o.get("uv_version").and_then(Value::as_str).map(str::to_string);
+        let check = o.get("uv_check").and_then(Value::as_bool).unwrap_or(false);
+        Ok(EnvSpec { installer: Installer::Uv { version, options }, packages, check })
     }
 }
 
@@ -82,25 +116,16 @@ async fn run(program: &Path, args: &[&str]) -> Result<(), String> {
     Err(lines[lines.len().saturating_sub(15)..].join("\n"))
 }
 
-/// The interpreter of the environment for `spec` on top of `base_python`, made if needed.
-pub async fn ensure(base_python: &str, spec: &PipSpec) -> Result<PathBuf, String> {
-    let mut hash = Sha256::new();
-    hash.update(base_python.as_bytes());
-    for p in &spec.packages {
-        hash.update([0]);
-        hash.update(p.as_bytes());
-    }
-    hash.update([u8::from(spec.pip_check)]);
-    let key: String = hash.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let root = envs_root();
-    let dir = root.join(&key);
-    let python = dir.join("bin").join("python");
+/// Runs `make` into directory `dir` of the cache once: under a file lock, skipped when a
+/// previous run finished (`.ready`), removed when it fails.
+async fn once<F: std::future::Future<Output = Result<(), String>>>(dir: &Path, make: F) -> Result<(), String> {
     let ready = dir.join(".ready");
     if ready.exists() {
-        return Ok(python);
+        return Ok(());
     }
-    std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
-    let lock_path = root.join(format!("{key}.lock"));
+    let parent = dir.parent().unwrap_or(dir).to_path_buf();
+    std::fs::create_dir_all(&parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    let lock_path = dir.with_extension("lock");
     let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
         let file = std::fs::File::create(lock_path)?;
         file.lock()?;
@@ -108,29 +133,97 @@ pub async fn ensure(base_python: &str, spec: &PipSpec) -> Result<PathBuf, String
     })
     .await
     .map_err(|e| e.to_string())?
-    .map_err(|e| format!("cannot lock the environment {key}: {e}"))?;
-    let built = async {
+    .map_err(|e| format!("cannot lock {}: {e}", dir.display()))?;
+    let made = async {
         if ready.exists() {
             return Ok(());
         }
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
+        make.await?;
+        std::fs::write(&ready, b"").map_err(|e| e.to_string())
+    }
+    .await;
+    if made.is_err() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    drop(lock);
+    made
+}
+
+fn key(parts: &[&str]) -> String {
+    let mut hash = Sha256::new();
+    for p in parts {
+        hash.update(p.as_bytes());
+        hash.update([0]);
+    }
+    hash.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The interpreter of the environment for `spec` on top of `base_python`, made if needed.
+pub async fn ensure(base_python: &str, spec: &EnvSpec) -> Result<PathBuf, String> {
+    let check = spec.check.to_string();
+    let (field, options) = match &spec.installer {
+        Installer::Pip => ("pip", Vec::new()),
+        Installer::Uv { options, .. } => ("uv", options.clone()),
+    };
+    let mut parts = vec![base_python, field, check.as_str()];
+    parts.extend(options.iter().map(String::as_str));
+    parts.push("--");
+    parts.extend(spec.packages.iter().map(String::as_str));
+    let dir = envs_root().join(key(&parts));
+    let python = dir.join("bin").join("python");
+    let made = once(&dir, async {
         let dir_text = dir.to_string_lossy().into_owned();
         run(Path::new(base_python), &["-m", "venv", &dir_text]).await?;
         inherit(base_python, &dir).await?;
-        let mut args = vec!["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q"];
-        args.extend(spec.packages.iter().map(String::as_str));
-        run(&python, &args).await?;
-        if spec.pip_check {
-            run(&python, &["-m", "pip", "check", "--disable-pip-version-check"]).await?;
+        match &spec.installer {
+            Installer::Pip => {
+                let mut args = vec!["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q"];
+                args.extend(spec.packages.iter().map(String::as_str));
+                run(&python, &args).await?;
+                if spec.check {
+                    run(&python, &["-m", "pip", "check", "--disable-pip-version-check"]).await?;
+                }
+            }
+            Installer::Uv { version, options } => {
+                let uv = uv_binary(base_python, version.as_deref()).await?;
+                let target = python.to_string_lossy().into_owned();
+                let mut args = vec!["pip", "install", "--python", target.as_str()];
+                args.extend(options.iter().map(String::as_str));
+                args.extend(spec.packages.iter().map(String::as_str));
+                run(&uv, &args).await?;
+                if spec.check {
+                    run(&uv, &["pip", "check", "--python", target.as_str()]).await?;
+                }
+            }
         }
-        std::fs::write(&ready, spec.packages.join("\n")).map_err(|e| e.to_string())
-    }
+        Ok(())
+    })
     .await;
-    if built.is_err() {
-        let _ = std::fs::remove_dir_all(&dir);
+    made.map(|()| python)
+        .map_err(|e| format!("runtime_env.{field}: installing {} failed:\n{e}", spec.packages.join(" ")))
+}
+
+/// uv itself: from `PATH` when no version is asked for, else installed once from PyPI into a
+/// virtual environment of the cache.
+async fn uv_binary(base_python: &str, version: Option<&str>) -> Result<PathBuf, String> {
+    if version.is_none() {
+        let on_path = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join("uv")).find(|f| f.is_file()))
+            .unwrap_or_default();
+        if let Some(uv) = on_path {
+            return Ok(uv);
+        }
     }
-    drop(lock);
-    built.map(|()| python).map_err(|e| format!("runtime_env.pip: installing {} failed:\n{e}", spec.packages.join(" ")))
+    let requirement = format!("uv{}", version.unwrap_or(""));
+    let dir = crate::embedded::cache_root().join("tools").join(key(&[base_python, &requirement]));
+    let python = dir.join("bin").join("python");
+    once(&dir, async {
+        run(Path::new(base_python), &["-m", "venv", &dir.to_string_lossy()]).await?;
+        run(&python, &["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q", &requirement]).await
+    })
+    .await?;
+    Ok(dir.join("bin").join("uv"))
 }
 
 /// Makes the base interpreter's packages visible in the environment (after its own), also when
@@ -158,19 +251,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pip_is_read_as_ray_reads_it() {
+    fn pip_and_uv_are_read_as_ray_reads_them() {
         let base = std::env::temp_dir();
-        let list = PipSpec::of(&serde_json::json!(["six==1.17.0", "tomli"]), &base).unwrap();
-        assert_eq!(list, PipSpec { packages: vec!["six==1.17.0".into(), "tomli".into()], pip_check: false });
+        let list = EnvSpec::pip(&serde_json::json!(["six==1.17.0", "tomli"]), &base).unwrap();
+        assert_eq!(list.packages, ["six==1.17.0", "tomli"]);
+        assert_eq!((list.installer, list.check), (Installer::Pip, false));
         let dict =
-            PipSpec::of(&serde_json::json!({"packages": ["six"], "pip_check": true, "pip_version": "==24.0"}), &base)
+            EnvSpec::pip(&serde_json::json!({"packages": ["six"], "pip_check": true, "pip_version": "==24.0"}), &base)
                 .unwrap();
-        assert_eq!(dict, PipSpec { packages: vec!["pip==24.0".into(), "six".into()], pip_check: true });
+        assert_eq!((dict.packages, dict.check), (vec!["pip==24.0".to_string(), "six".into()], true));
+        let uv = EnvSpec::uv(
+            &serde_json::json!({"packages": ["six"], "uv_version": "==0.9.0", "uv_pip_install_options": ["--no-cache"]}),
+            &base,
+        )
+        .unwrap();
+        assert_eq!(uv.installer, Installer::Uv { version: Some("==0.9.0".into()), options: vec!["--no-cache".into()] });
         let file = base.join(format!("photon-reqs-{}.txt", std::process::id()));
         std::fs::write(&file, "# comment\nsix==1.17.0  # pinned\n\ntomli\n").unwrap();
-        let from_file = PipSpec::of(&serde_json::json!(file.to_string_lossy()), &base).unwrap();
+        let from_file = EnvSpec::pip(&serde_json::json!(file.to_string_lossy()), &base).unwrap();
         assert_eq!(from_file.packages, ["six==1.17.0", "tomli"]);
         let _ = std::fs::remove_file(file);
-        assert!(PipSpec::of(&serde_json::json!(5), &base).unwrap_err().contains("runtime_env.pip"));
+        assert!(EnvSpec::pip(&serde_json::json!(5), &base).unwrap_err().contains("runtime_env.pip"));
     }
 }
