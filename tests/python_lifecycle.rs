@@ -14,10 +14,15 @@ fn lifecycle_dir() -> std::path::PathBuf {
     python::apps_dir().join("lifecycle")
 }
 
-fn start_head() -> Photon {
+/// `photon start` from the lifecycle apps' directory, with `env`.
+fn head_with(env: &[(String, String)]) -> Photon {
     let args: Vec<std::ffi::OsString> =
         ["start", "--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"].map(Into::into).to_vec();
-    Photon::spawn_in(Some(&lifecycle_dir()), &args, &python::env(), true, true)
+    Photon::spawn_in(Some(&lifecycle_dir()), &args, env, true, true)
+}
+
+fn start_head() -> Photon {
+    head_with(&python::env())
 }
 
 async fn deploy(photon: &Photon, config: Value) {
@@ -31,6 +36,13 @@ async fn deploy(photon: &Photon, config: Value) {
     )
     .await;
     assert_eq!(r.status, 200, "deploy refused: {}", r.text());
+}
+
+/// A head like [`start_head`]'s whose cache (environments, Photon's Python package) is `cache`.
+fn start_head_with_cache(cache: &std::path::Path) -> Photon {
+    let mut env = python::env();
+    env.push(("PHOTON_CACHE_DIR".to_string(), cache.to_string_lossy().into_owned()));
+    head_with(&env)
 }
 
 /// A head started from the lifecycle apps' directory, serving one application.
@@ -187,10 +199,7 @@ async fn with_ray_installed_ray_serve_is_photons_and_the_rest_is_rays() {
         eprintln!("SKIPPED: no target/ray-venv (scripts/ray-venv.sh makes it)");
         return;
     }
-    let args: Vec<std::ffi::OsString> =
-        ["start", "--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"].map(Into::into).to_vec();
-    let env = [("PHOTON_PYTHON".to_string(), ray_python.to_string_lossy().into_owned())];
-    let photon = Photon::spawn_in(Some(&lifecycle_dir()), &args, &env, true, true);
+    let photon = head_with(&[("PHOTON_PYTHON".to_string(), ray_python.to_string_lossy().into_owned())]);
     deploy(
         &photon,
         json!({"applications": [{"name": "which", "route_prefix": "/which", "import_path": "uses_real_ray:app"}]}),
@@ -346,11 +355,7 @@ async fn ray_tasks_run_in_other_processes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn runtime_env_pip_installs_once_and_names_what_failed() {
     let cache = std::env::temp_dir().join(format!("photon-pip-cache-{}", std::process::id()));
-    let args: Vec<std::ffi::OsString> =
-        ["start", "--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"].map(Into::into).to_vec();
-    let mut env = python::env();
-    env.push(("PHOTON_CACHE_DIR".to_string(), cache.to_string_lossy().into_owned()));
-    let photon = Photon::spawn_in(Some(&lifecycle_dir()), &args, &env, true, true);
+    let photon = start_head_with_cache(&cache);
     let six = json!({"name": "six", "route_prefix": "/six", "import_path": "uses_six:app",
                      "runtime_env": {"pip": ["six==1.17.0"]}});
     deploy(&photon, json!({"applications": [six.clone()]})).await;
@@ -386,11 +391,7 @@ async fn runtime_env_pip_installs_once_and_names_what_failed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn runtime_env_uv_installs_with_uv() {
     let cache = std::env::temp_dir().join(format!("photon-uv-cache-{}", std::process::id()));
-    let args: Vec<std::ffi::OsString> =
-        ["start", "--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"].map(Into::into).to_vec();
-    let mut env = python::env();
-    env.push(("PHOTON_CACHE_DIR".to_string(), cache.to_string_lossy().into_owned()));
-    let photon = Photon::spawn_in(Some(&lifecycle_dir()), &args, &env, true, true);
+    let photon = start_head_with_cache(&cache);
     let app = json!({"name": "six", "route_prefix": "/six", "import_path": "uses_six:app",
                      "runtime_env": {"uv": {"packages": ["six==1.17.0"], "uv_check": true}}});
     deploy(&photon, json!({"applications": [app]})).await;
