@@ -172,6 +172,7 @@ pub async fn ensure(base_python: &str, spec: &EnvSpec) -> Result<PathBuf, String
     parts.extend(spec.packages.iter().map(String::as_str));
     let dir = envs_root().join(key(&parts));
     let python = dir.join("bin").join("python");
+    mark_used(&python);
     let made = once(&dir, async {
         let dir_text = dir.to_string_lossy().into_owned();
         run(Path::new(base_python), &["-m", "venv", &dir_text]).await?;
@@ -200,8 +201,69 @@ pub async fn ensure(base_python: &str, spec: &EnvSpec) -> Result<PathBuf, String
         Ok(())
     })
     .await;
-    made.map(|()| python)
-        .map_err(|e| format!("runtime_env.{field}: installing {} failed:\n{e}", spec.packages.join(" ")))
+    made.map_err(|e| format!("runtime_env.{field}: installing {} failed:\n{e}", spec.packages.join(" ")))?;
+    evict(&envs_root(), cache_bound(), &dir);
+    Ok(python)
+}
+
+/// The environments' bound in bytes: `PHOTON_ENV_CACHE_BYTES`, default 10 GiB.
+pub fn cache_bound() -> u64 {
+    std::env::var("PHOTON_ENV_CACHE_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(10 << 30)
+}
+
+/// Records that the environment of interpreter `python` is in use (its `.ready` file's time is
+/// the environment's last use); replicas call it when they start.
+pub fn mark_used(python: &Path) {
+    if let Some(ready) = python.parent().and_then(Path::parent).map(|env| env.join(".ready")) {
+        if ready.exists() {
+            let touched = std::fs::File::options().append(true).open(&ready);
+            let _ = touched.and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        }
+    }
+}
+
+/// Environments not used for this long may be removed when the cache is over its bound.
+const EVICTABLE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the least recently used environments until the cache fits in `bound` bytes, never
+/// `keep` nor one used within the last hour (a replica may still start from it).
+fn evict(root: &Path, bound: u64, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    let mut envs: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .filter_map(|p| {
+            let used = std::fs::metadata(p.join(".ready")).and_then(|m| m.modified()).ok()?;
+            Some((used, dir_size(&p), p))
+        })
+        .collect();
+    let mut total: u64 = envs.iter().map(|e| e.1).sum();
+    envs.sort_by_key(|e| e.0);
+    for (used, size, path) in envs {
+        if total <= bound {
+            break;
+        }
+        if path == keep || used.elapsed().unwrap_or_default() < EVICTABLE_AFTER {
+            continue;
+        }
+        tracing::info!(environment = %path.display(), bytes = size, "removing the least recently used environment");
+        if std::fs::remove_dir_all(&path).is_ok() {
+            total = total.saturating_sub(size);
+        }
+    }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// uv itself: from `PATH` when no version is asked for, else installed once from PyPI into a
@@ -272,5 +334,28 @@ mod tests {
         assert_eq!(from_file.packages, ["six==1.17.0", "tomli"]);
         let _ = std::fs::remove_file(file);
         assert!(EnvSpec::pip(&serde_json::json!(5), &base).unwrap_err().contains("runtime_env.pip"));
+    }
+
+    #[test]
+    fn the_least_recently_used_environments_go_first() {
+        let root = std::env::temp_dir().join(format!("photon-evict-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+        let make = |name: &str, used: std::time::SystemTime| {
+            let dir = root.join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("payload"), vec![0u8; 1000]).unwrap();
+            std::fs::write(dir.join(".ready"), b"").unwrap();
+            std::fs::File::options().append(true).open(dir.join(".ready")).unwrap().set_modified(used).unwrap();
+            dir
+        };
+        let oldest = make("oldest", day_ago - std::time::Duration::from_secs(60));
+        let old = make("old", day_ago);
+        let recent = make("recent", std::time::SystemTime::now());
+        let kept = make("kept", day_ago - std::time::Duration::from_secs(120));
+        evict(&root, 2500, &kept);
+        assert!(!oldest.exists() && !old.exists(), "the least recently used go");
+        assert!(recent.exists() && kept.exists(), "recent and kept stay");
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

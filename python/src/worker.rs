@@ -142,6 +142,9 @@ impl PythonDeployment {
         let listener = UnixListener::bind(&socket)
             .map_err(|e| DeploymentError(format!("cannot listen on {}: {e}", socket.display())))?;
         let interpreter = spec.code.get("python").and_then(Value::as_str).map(str::to_string);
+        if let Some(python) = &interpreter {
+            crate::env::mark_used(std::path::Path::new(python));
+        }
         let child = crate::embedded::worker_command(&root, interpreter.as_deref())
             .arg("serve")
             .arg(&socket)
