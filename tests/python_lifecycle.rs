@@ -400,3 +400,24 @@ async fn runtime_env_uv_installs_with_uv() {
     drop(photon);
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+/// Two applications that need the same packages at once get one environment, built once (the
+/// environment's lock), and say what they are doing while it is built.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_environment_is_built_once_for_concurrent_deploys() {
+    let cache = std::env::temp_dir().join(format!("photon-lock-cache-{}", std::process::id()));
+    let photon = start_head_with_cache(&cache);
+    let app = |name: &str| {
+        json!({"name": name, "route_prefix": format!("/{name}"), "import_path": "uses_six:app",
+               "runtime_env": {"pip": ["six==1.17.0"]}})
+    };
+    deploy(&photon, json!({"applications": [app("first"), app("second")]})).await;
+    let (status, message) = app_status(&photon, "first").await;
+    assert_eq!(status, "DEPLOYING");
+    assert!(message.starts_with("Installing its runtime_env.pip packages and importing its code ("), "{message}");
+    photon.wait_running_for(&["first", "second"], Duration::from_secs(180)).await;
+    let envs = std::fs::read_dir(cache.join("envs")).unwrap().flatten().filter(|e| e.path().is_dir()).count();
+    assert_eq!(envs, 1, "the same packages built twice");
+    drop(photon);
+    let _ = std::fs::remove_dir_all(&cache);
+}

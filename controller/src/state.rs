@@ -131,6 +131,8 @@ struct App {
     deleting: bool,
     /// Its code is being imported: DEPLOYING until the catalog knows it.
     importing: bool,
+    /// Since when (for the progress in its status message).
+    importing_since: Instant,
 }
 
 /// Where replicas run, as far as scheduling is concerned.
@@ -291,7 +293,7 @@ impl State {
             match catalog.blueprint(cfg) {
                 Some(blueprint) => self.apply_app(cfg, blueprint, now),
                 None => {
-                    self.mark_importing(cfg);
+                    self.mark_importing(cfg, now);
                     importing.push(cfg.clone());
                 }
             }
@@ -314,11 +316,12 @@ impl State {
 
     /// An application waiting for its code: DEPLOYING with the new config, its previous
     /// deployments (if any) untouched.
-    fn mark_importing(&mut self, cfg: &ApplicationConfig) {
+    fn mark_importing(&mut self, cfg: &ApplicationConfig, now: Instant) {
         match self.apps.iter_mut().find(|a| a.config.name == cfg.name) {
             Some(app) => {
                 app.config = cfg.clone();
                 app.importing = true;
+                app.importing_since = now;
                 app.deploy_error = None;
                 app.deleting = false;
                 app.last_deployed_time_s = unix_now();
@@ -333,6 +336,7 @@ impl State {
                 last_deployed_time_s: unix_now(),
                 deleting: false,
                 importing: true,
+                importing_since: now,
             }),
         }
     }
@@ -358,6 +362,7 @@ impl State {
                 last_deployed_time_s: unix_now(),
                 deleting: false,
                 importing: false,
+                importing_since: now,
             };
             match resolved {
                 Err(e) => app.deploy_error = Some(e),
@@ -1137,7 +1142,16 @@ fn app_status(app: &App, deployments: &[DeploymentStatusInfo]) -> (ApplicationSt
         return (ApplicationStatus::DEPLOY_FAILED, e.clone());
     }
     if app.importing {
-        return (ApplicationStatus::DEPLOYING, String::new());
+        // Progress: an import can take minutes when runtime_env packages are installed first.
+        let packages = ["pip", "uv"].into_iter().find(|k| app.config.runtime_env.get(*k).is_some_and(|v| !v.is_null()));
+        let step = match packages {
+            Some(installer) => format!("Installing its runtime_env.{installer} packages and importing its code"),
+            None => "Importing its code".to_string(),
+        };
+        return (
+            ApplicationStatus::DEPLOYING,
+            format!("{step} ({} s so far).", app.importing_since.elapsed().as_secs()),
+        );
     }
     let names = |s: DeploymentStatus| -> Vec<String> {
         deployments.iter().filter(|d| d.status == s).map(|d| format!("'{}'", d.name)).collect()

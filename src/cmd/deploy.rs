@@ -83,7 +83,21 @@ async fn follow(client: &RestClient, names: &[String], timeout: Duration) -> any
                 )
             })
             .collect();
-        let line = states.iter().map(|(n, s, _)| format!("{n}: {s}")).collect::<Vec<_>>().join(", ");
+        // A DEPLOYING app's message says what it is doing (an import, a package install) and
+        // for how long.
+        let line = states
+            .iter()
+            .map(
+                |(n, s, m)| {
+                    if s == "DEPLOYING" && !m.is_empty() {
+                        format!("{n}: {s} ({m})")
+                    } else {
+                        format!("{n}: {s}")
+                    }
+                },
+            )
+            .collect::<Vec<_>>()
+            .join(", ");
         if tty {
             print!("\r{} {line}\x1b[K", spinner[tick % spinner.len()]);
             use std::io::Write;

@@ -204,6 +204,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(parsed) => {
             catalog.observe(&parsed.config);
             for app in &parsed.config.applications {
+                if ["pip", "uv"].iter().any(|k| app.runtime_env.get(*k).is_some_and(|v| !v.is_null())) {
+                    eprintln!(
+                        "photon: {}: installing the runtime_env packages of application {}",
+                        args.config.display(),
+                        app.name
+                    );
+                }
                 catalog.learn(app).await;
             }
             check_against_code(&parsed.config, catalog.as_ref()).map(|()| parsed)
