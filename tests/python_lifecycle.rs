@@ -364,8 +364,9 @@ async fn runtime_env_pip_installs_once_and_names_what_failed() {
     assert_eq!(r.text(), r#"{"six":"1.17.0","fastapi_from_base":"fastapi"}"#);
     let envs: Vec<_> = std::fs::read_dir(cache.join("envs")).unwrap().flatten().filter(|e| e.path().is_dir()).collect();
     assert_eq!(envs.len(), 1, "one environment for one requirement list");
-    let ready = envs[0].path().join(".ready");
-    let made = std::fs::metadata(&ready).unwrap().modified().unwrap();
+    // Written when the environment is made, and only then (its `.ready` records each use).
+    let created = envs[0].path().join("pyvenv.cfg");
+    let made = std::fs::metadata(&created).unwrap().modified().unwrap();
 
     let broken = json!({"name": "broken", "route_prefix": "/broken", "import_path": "uses_six:app",
                         "runtime_env": {"pip": ["photon-no-such-package-xyz==1.0"]}});
@@ -373,7 +374,7 @@ async fn runtime_env_pip_installs_once_and_names_what_failed() {
                          "runtime_env": {"pip": ["six==1.17.0"]}});
     deploy(&photon, json!({"applications": [six, renamed, broken]})).await;
     photon.wait_running_for(&["six2"], Duration::from_secs(60)).await;
-    assert_eq!(std::fs::metadata(&ready).unwrap().modified().unwrap(), made, "the environment was made again");
+    assert_eq!(std::fs::metadata(&created).unwrap().modified().unwrap(), made, "the environment was made again");
     eventually(Duration::from_secs(180), "the broken app to fail", || async {
         app_status(&photon, "broken").await.0 == "DEPLOY_FAILED"
     })
