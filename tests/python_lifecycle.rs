@@ -422,3 +422,31 @@ async fn one_environment_is_built_once_for_concurrent_deploys() {
     drop(photon);
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+/// `working_dir` and `py_modules` as `.zip` archives by URL (here `file://`): fetched once,
+/// unpacked (a single top-level directory is the one used, as in Ray), and imported from.
+#[tokio::test(flavor = "multi_thread")]
+async fn zip_archives_by_url_are_working_dir_and_py_modules() {
+    let dir = std::env::temp_dir().join(format!("photon-zips-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let make_zips = format!(
+        "import zipfile\n\
+         with zipfile.ZipFile('{d}/bundle.zip', 'w') as z:\n\
+         \x20   z.writestr('bundle/zipped.py', 'from ray import serve\\nimport helper_mod\\n\\n@serve.deployment\\ndef zipped(request):\\n    return helper_mod.GREETING + \" from a zip\"\\n\\napp = zipped.bind()\\n')\n\
+         with zipfile.ZipFile('{d}/mods.zip', 'w') as z:\n\
+         \x20   z.writestr('helper_mod/__init__.py', 'GREETING = \"hi\"\\n')\n",
+        d = dir.display()
+    );
+    let made = std::process::Command::new(python::interpreter()).args(["-c", &make_zips]).status().unwrap();
+    assert!(made.success());
+    let photon = start_head_with_cache(&dir.join("cache"));
+    let app = json!({"name": "zipped", "route_prefix": "/zipped", "import_path": "zipped:app", "runtime_env": {
+        "working_dir": format!("file://{}/bundle.zip", dir.display()),
+        "py_modules": [format!("file://{}/mods.zip", dir.display())],
+    }});
+    deploy(&photon, json!({"applications": [app]})).await;
+    photon.wait_running_for(&["zipped"], Duration::from_secs(60)).await;
+    assert_eq!(get(&photon.http, "/zipped").await.text(), "hi from a zip");
+    drop(photon);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -37,9 +37,9 @@ pub struct CodeSpec {
     pub import_path: String,
     /// The config's `args`, for an application builder.
     pub args: Map<String, Value>,
-    /// `runtime_env.working_dir`, absolute.
+    /// `runtime_env.working_dir`: an absolute directory (a `.zip` URL until it is fetched).
     pub working_dir: Option<String>,
-    /// `runtime_env.py_modules`, absolute.
+    /// `runtime_env.py_modules`: absolute directories (`.zip` URLs until they are fetched).
     pub py_modules: Vec<String>,
     /// `runtime_env.pip` or `runtime_env.uv`.
     pub packages: Option<crate::env::EnvSpec>,
@@ -56,9 +56,15 @@ impl CodeSpec {
                 return Err(format!("runtime_env.{field}: must be a string, got {value}"));
             };
             // Ray's `local://` names a directory already on the machine (validation has made
-            // sure there is a scheme); other schemes are archives to fetch.
+            // sure there is a scheme); a `.zip` by URL is fetched before the import (`look`).
             let Some(local) = text.strip_prefix("local://") else {
-                return Err(format!("runtime_env.{field}: {text:?}: only local:// directories are supported yet"));
+                let remote = ["https://", "http://", "file://"].iter().any(|s| text.starts_with(s));
+                if remote && text.ends_with(".zip") {
+                    return Ok(text.to_string());
+                }
+                return Err(format!(
+                    "runtime_env.{field}: {text:?}: only local:// directories and .zip archives by https://, http:// or file:// are supported"
+                ));
             };
             let path = base.join(local);
             if !path.is_dir() {
@@ -237,6 +243,12 @@ impl PythonCatalog {
     async fn look(&self, app: &ApplicationConfig) -> Result<AppBlueprint, String> {
         let failed = |e: String| format!("Deploying app '{}' failed: {e}", app.name);
         let mut spec = CodeSpec::of(app, &self.base).map_err(failed)?;
+        let python = embedded::python();
+        for dir in spec.working_dir.iter_mut().chain(spec.py_modules.iter_mut()) {
+            if dir.contains("://") {
+                *dir = crate::env::fetch_archive(&python, dir).await.map_err(failed)?.to_string_lossy().into_owned();
+            }
+        }
         if let Some(packages) = &spec.packages {
             tracing::info!(application = %app.name, packages = %packages.packages.join(" "), "preparing runtime_env packages");
             let timeout = setup_timeout(app);

@@ -266,6 +266,35 @@ fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
+/// The largest archive a remote `working_dir` or `py_modules` may be (Ray's package limit).
+pub const MAX_ARCHIVE_BYTES: u64 = 512 << 20;
+
+/// A remote `.zip` archive (`https://`, `http://`, `file://`) unpacked once into the cache;
+/// the directory to use (its single top-level directory if it has one, as Ray does).
+pub async fn fetch_archive(base_python: &str, url: &str) -> Result<PathBuf, String> {
+    let dir = crate::embedded::cache_root().join("archives").join(key(&[url]));
+    let root_file = dir.join(".root");
+    once(&dir, async {
+        let root = crate::embedded::install().map_err(|e| format!("cannot write Photon's Python package: {e}"))?;
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let out = crate::embedded::worker_command(&root, Some(base_python))
+            .args(["fetch", url, &dir.to_string_lossy(), &MAX_ARCHIVE_BYTES.to_string()])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| format!("cannot run {base_python}: {e}"))?;
+        if !out.status.success() {
+            let text = String::from_utf8_lossy(&out.stderr);
+            return Err(text.lines().last().unwrap_or("").to_string());
+        }
+        std::fs::write(&root_file, String::from_utf8_lossy(&out.stdout).trim()).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+    std::fs::read_to_string(&root_file).map(PathBuf::from).map_err(|e| format!("{}: {e}", root_file.display()))
+}
+
 /// uv itself: from `PATH` when no version is asked for, else installed once from PyPI into a
 /// virtual environment of the cache.
 async fn uv_binary(base_python: &str, version: Option<&str>) -> Result<PathBuf, String> {

@@ -1,0 +1,47 @@
+"""`python -m photon_worker.fetch URL DEST LIMIT`: downloads a `.zip` archive (`https://`,
+`http://`, `file://`, as Ray's remote `working_dir` and `py_modules`), refusing one larger than
+LIMIT bytes or with a member outside DEST, unpacks it into DEST and prints the directory to
+use: the archive's single top-level directory if it has one (as Ray does), else DEST."""
+
+import os
+import shutil
+import sys
+import urllib.request
+import zipfile
+
+MACOS = "__MACOSX"
+
+
+def main(url, dest, limit):
+    archive = dest + ".zip"
+    with urllib.request.urlopen(url) as response, open(archive, "wb") as out:
+        size = 0
+        while True:
+            chunk = response.read(1 << 20)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                sys.exit(f"{url} is larger than the limit of {limit // (1 << 20)} MiB")
+            out.write(chunk)
+    try:
+        with zipfile.ZipFile(archive) as z:
+            names = [n for n in z.namelist() if n.split("/")[0] != MACOS]
+            root = os.path.realpath(dest)
+            for name in names:
+                target = os.path.realpath(os.path.join(dest, name))
+                if target != root and not target.startswith(root + os.sep):
+                    sys.exit(f"{url}: the member {name!r} would land outside the directory")
+            z.extractall(dest, members=names)
+    except zipfile.BadZipFile as e:
+        sys.exit(f"{url} is not a zip archive: {e}")
+    finally:
+        os.remove(archive)
+    shutil.rmtree(os.path.join(dest, MACOS), ignore_errors=True)
+    tops = {n.split("/")[0] for n in names}
+    single = len(tops) == 1 and all("/" in n for n in names)
+    print(os.path.join(dest, tops.pop()) if single else dest)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
