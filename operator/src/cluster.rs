@@ -427,6 +427,9 @@ pub fn head_pod(svc: &PhotonService, cluster: &str, settings: &OperatorSettings)
     if container.liveness_probe.is_none() {
         container.liveness_probe = Some(http_probe("/api/gcs_healthz", ports.dashboard(), 30, 5, 120));
     }
+    if let Some(spec) = template.spec.as_mut() {
+        photon_orchestrator::kubernetes::restrict(spec);
+    }
     Pod { metadata: meta, spec: template.spec, status: None }
 }
 
@@ -496,6 +499,9 @@ pub fn worker_pods(svc: &PhotonService, cluster: &str, settings: &OperatorSettin
             // (KubeRay's RayService worker probe, failureThreshold 1).
             if container.readiness_probe.is_none() {
                 container.readiness_probe = Some(http_probe("/-/healthz", ports.serve(), 1, 2, 1));
+            }
+            if let Some(spec) = template.spec.as_mut() {
+                photon_orchestrator::kubernetes::restrict(spec);
             }
             pods.push(Pod { metadata: meta, spec: template.spec, status: None });
         }

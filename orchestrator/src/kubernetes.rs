@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodSpec, PodTemplateSpec, ResourceRequirements,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodSecurityContext,
+    PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -241,7 +242,64 @@ pub fn replica_pod(settings: &KubernetesSettings, spec: &ReplicaSpec) -> Pod {
         resources.limits = None;
     }
     container.resources = Some(ResourceRequirements { ..resources });
+    restrict(&mut pod_spec);
     Pod { metadata: ObjectMeta { ..meta }, spec: Some(PodSpec { ..pod_spec }), status: None }
+}
+
+/// The writable scratch directory of a pod with a read-only root filesystem.
+const SCRATCH: &str = "/tmp";
+
+/// Kubernetes' restricted security profile for a pod Photon makes, where its template sets no
+/// security context of its own: not root, no privilege escalation, no capabilities, the
+/// runtime's seccomp profile, a read-only root filesystem with a scratch `emptyDir` at `/tmp`
+/// (Photon's sockets and its Python cache, `PHOTON_CACHE_DIR`, go there).
+pub fn restrict(pod: &mut PodSpec) {
+    if pod.security_context.is_none() {
+        pod.security_context = Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+            ..Default::default()
+        });
+    }
+    let mut scratch_needed = false;
+    for container in &mut pod.containers {
+        if container.security_context.is_some() {
+            continue;
+        }
+        container.security_context = Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+            read_only_root_filesystem: Some(true),
+            ..Default::default()
+        });
+        let mounts = container.volume_mounts.get_or_insert_with(Vec::new);
+        if !mounts.iter().any(|m| m.mount_path == SCRATCH) {
+            mounts.push(VolumeMount {
+                name: "photon-scratch".into(),
+                mount_path: SCRATCH.into(),
+                ..Default::default()
+            });
+            scratch_needed = true;
+        }
+        let env = container.env.get_or_insert_with(Vec::new);
+        if !env.iter().any(|e| e.name == "PHOTON_CACHE_DIR") {
+            env.push(EnvVar {
+                name: "PHOTON_CACHE_DIR".into(),
+                value: Some(format!("{SCRATCH}/photon-cache")),
+                ..Default::default()
+            });
+        }
+    }
+    if scratch_needed {
+        let volumes = pod.volumes.get_or_insert_with(Vec::new);
+        if !volumes.iter().any(|v| v.name == "photon-scratch") {
+            volumes.push(Volume {
+                name: "photon-scratch".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            });
+        }
+    }
 }
 
 /// How a pod stands, for the watch.
@@ -662,6 +720,32 @@ mod tests {
             resources: ResourceRequest { cpus: 0.1, gpus: 0.5, memory_bytes: 1e9 },
             version: 3,
         }
+    }
+
+    #[test]
+    fn pods_get_the_restricted_profile_unless_their_template_has_its_own() {
+        let mut plain =
+            PodSpec { containers: vec![Container { name: "c".into(), ..Default::default() }], ..Default::default() };
+        restrict(&mut plain);
+        let pod = plain.security_context.as_ref().unwrap();
+        assert_eq!(pod.run_as_non_root, Some(true));
+        assert_eq!(pod.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        let c = plain.containers[0].security_context.as_ref().unwrap();
+        assert_eq!((c.allow_privilege_escalation, c.read_only_root_filesystem), (Some(false), Some(true)));
+        assert_eq!(c.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert!(plain.containers[0].volume_mounts.as_ref().unwrap().iter().any(|m| m.mount_path == "/tmp"));
+        assert!(plain.volumes.as_ref().unwrap().iter().any(|v| v.name == "photon-scratch"));
+
+        let own = SecurityContext { run_as_user: Some(0), ..Default::default() };
+        let mut custom = PodSpec {
+            security_context: Some(PodSecurityContext { run_as_user: Some(0), ..Default::default() }),
+            containers: vec![Container { name: "c".into(), security_context: Some(own.clone()), ..Default::default() }],
+            ..Default::default()
+        };
+        restrict(&mut custom);
+        assert_eq!(custom.security_context.unwrap().run_as_user, Some(0));
+        assert_eq!(custom.containers[0].security_context, Some(own));
+        assert!(custom.volumes.is_none(), "a template with its own context is left as it is");
     }
 
     #[test]
