@@ -37,8 +37,9 @@ pub fn install() -> std::io::Result<PathBuf> {
     if dir.join(".complete").exists() {
         return Ok(dir);
     }
-    // Written beside, then renamed: a concurrent replica never sees half a package.
-    let staging = cache_root().join(format!(".python-{digest}.{}", std::process::id()));
+    // Written beside, then renamed: a concurrent writer (another process, or another import in
+    // this one) never sees half a package, nor shares the staging directory.
+    let staging = cache_root().join(format!(".python-{digest}.{}.{:x}", std::process::id(), fastrand::u64(..)));
     let _ = std::fs::remove_dir_all(&staging);
     for (path, text) in FILES {
         let target = staging.join(path);

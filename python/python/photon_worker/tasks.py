@@ -5,15 +5,26 @@ hook that makes `ray` importable is installed."""
 import asyncio
 import importlib
 import inspect
+import os
 import sys
+import threading
+import time
 
 
-def start_process(path):
-    """A task process imports the user's modules as the replica does (their `ray` is Photon's)."""
+def start_process(path, parent):
+    """A task process imports the user's modules as the replica does (their `ray` is Photon's),
+    and ends when the worker that started it is gone (a killed worker runs no cleanup)."""
     sys.path[:] = path
     from photon_worker import loader
 
     loader.install_import_hook()
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent):
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
 
 
 def run_by_name(module, qualname, args, kwargs):

@@ -33,7 +33,7 @@ def _process_pool():
             # A fresh interpreter, not a fork of this multi-threaded one.
             mp_context=multiprocessing.get_context("spawn"),
             initializer=tasks.start_process,
-            initargs=(list(sys.path),),
+            initargs=(list(sys.path), os.getpid()),
         )
     return _processes
 
