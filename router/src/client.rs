@@ -51,6 +51,9 @@ pub enum ReplicaFailure {
     Unreachable(String),
     /// The connection broke or the replica died after it took the request.
     Failed(String),
+    /// The replica answered that it failed the request outside the deployment's code (the
+    /// `failed` outcome); the replica itself is fine.
+    Reported(String),
     /// The deployment's code raised.
     Deployment(String),
 }
@@ -100,7 +103,7 @@ impl ReplicaClient {
             }
             Some(b) if b == wire::OUTCOME_FAILED.as_bytes() => {
                 let message = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                Err(ReplicaFailure::Failed(String::from_utf8_lossy(&message).into_owned()))
+                Err(ReplicaFailure::Reported(String::from_utf8_lossy(&message).into_owned()))
             }
             _ => {
                 let upgrade = (parts.status == http::StatusCode::SWITCHING_PROTOCOLS)

@@ -297,6 +297,12 @@ impl DeploymentQueue {
                     self.forget(&permit.replica_id);
                 }
                 Err(ReplicaFailure::Failed(reason)) => {
+                    // Its connection broke: most likely it died. Send it nothing more until the
+                    // controller lists it again (the requests still queued go to the others).
+                    self.forget(&permit.replica_id);
+                    return Err(RouterError::ReplicaFailed { replica_id: permit.replica_id.clone(), reason });
+                }
+                Err(ReplicaFailure::Reported(reason)) => {
                     return Err(RouterError::ReplicaFailed { replica_id: permit.replica_id.clone(), reason })
                 }
                 Err(ReplicaFailure::Deployment(message)) => return Err(RouterError::Deployment(message)),
