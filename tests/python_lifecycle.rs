@@ -68,16 +68,29 @@ async fn pid_of(photon: &Photon, path: &str) -> Option<u64> {
     (r.status == 200).then(|| serde_json::from_slice::<Value>(&r.body).ok()?["pid"].as_u64()).flatten()
 }
 
+/// A module with a syntax error, written at run time (a file in the repository would be Python
+/// that does not compile): its directory, for `runtime_env.working_dir`.
+fn broken_syntax_dir() -> common::TempFile {
+    common::TempFile::new("broken_syntax.py", "# Not valid Python.\nfrom ray import serve\n\ndef oops(:\n    pass\n")
+}
+
 #[test]
 fn photon_run_exits_with_the_traceback_of_an_app_that_does_not_import() {
+    let broken = broken_syntax_dir();
+    let working_dir = broken.path.parent().unwrap().display().to_string();
     for (module, expected) in [
         ("broken_syntax:app", "SyntaxError"),
         ("not_bound:app", "Did you forget to call `.bind()`?"),
         ("no_such_module:app", "ModuleNotFoundError: No module named 'no_such_module'"),
         ("not_bound:missing", "AttributeError"),
     ] {
-        let config =
-            common::TempFile::new("config.yaml", &format!("applications:\n  - name: a\n    import_path: {module}\n"));
+        // The other modules come from the directory photon starts from.
+        let config = common::TempFile::new(
+            "config.yaml",
+            &format!(
+                "applications:\n  - name: a\n    import_path: {module}\n    runtime_env: {{working_dir: \"local://{working_dir}\"}}\n"
+            ),
+        );
         let out = std::process::Command::new(common::PHOTON)
             .current_dir(lifecycle_dir())
             .args(["run"])
@@ -96,6 +109,8 @@ fn photon_run_exits_with_the_traceback_of_an_app_that_does_not_import() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_python_apps_leave_the_others_serving_and_updates_reconfigure_in_place() {
+    let broken = broken_syntax_dir();
+    let working_dir = format!("local://{}", broken.path.parent().unwrap().display());
     let photon = start_head();
     let good = json!({"name": "life", "route_prefix": "/life", "import_path": "lifecycle:app",
                       "deployments": [{"name": "Lifecycle", "user_config": {"v": 1}}]});
@@ -105,7 +120,8 @@ async fn failing_python_apps_leave_the_others_serving_and_updates_reconfigure_in
 
     let config = json!({"applications": [
         good,
-        {"name": "syntax", "route_prefix": "/syntax", "import_path": "broken_syntax:app"},
+        {"name": "syntax", "route_prefix": "/syntax", "import_path": "broken_syntax:app",
+         "runtime_env": {"working_dir": working_dir}},
         {"name": "raising", "route_prefix": "/raising", "import_path": "raising_init:app"},
         {"name": "conda", "route_prefix": "/conda", "import_path": "lifecycle:app", "runtime_env": {"conda": "env.yaml"}},
     ]});
