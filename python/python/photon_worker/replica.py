@@ -12,8 +12,6 @@ import concurrent.futures
 import contextvars
 import functools
 import inspect
-import logging
-import os
 import pickle
 import signal
 import sys
@@ -33,16 +31,19 @@ class Connection:
         self.writer = writer
         self.loop = asyncio.get_running_loop()
         self.pending = []
+        self.pending_bytes = 0
 
     def write(self, frame):
         if not self.pending:
             self.loop.call_soon(self._flush)
         self.pending.append(frame)
+        self.pending_bytes += len(frame)
 
     def _flush(self):
         if self.pending:
             data = b"".join(self.pending)
             self.pending.clear()
+            self.pending_bytes = 0
             self.writer.write(data)
 
     async def flush(self):
@@ -52,8 +53,9 @@ class Connection:
 
     async def send(self, kind, call_id, meta=None, body=b""):
         self.write(protocol.encode(kind, call_id, meta, body))
-        if self.writer.transport.get_write_buffer_size() > 1 << 20:
-            await self.writer.drain()
+        # A stream that never yields to the loop must not pile up replies in memory.
+        if self.pending_bytes + self.writer.transport.get_write_buffer_size() > 1 << 20:
+            await self.flush()
 
 
 class Runtime:

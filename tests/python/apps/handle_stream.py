@@ -1,7 +1,6 @@
 # A streaming handle call: handle.options(stream=True) on a generator method.
 from ray import serve
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
 
 
 @serve.deployment
