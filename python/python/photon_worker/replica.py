@@ -23,89 +23,100 @@ PICKLE = "application/x-photon-pickle"
 OUTCOME = "x-photon-outcome"  # photon_router::wire::OUTCOME
 
 
-class Connection:
-    """The worker's end of the socket. Frames written in one turn of the event loop go out in
-    one write (one system call for many replies under load)."""
-
-    def __init__(self, writer):
-        self.writer = writer
-        self.loop = asyncio.get_running_loop()
-        self.pending = []
-        self.pending_bytes = 0
-
-    def write(self, frame):
-        if not self.pending:
-            self.loop.call_soon(self._flush)
-        self.pending.append(frame)
-        self.pending_bytes += len(frame)
-
-    def _flush(self):
-        if self.pending:
-            data = b"".join(self.pending)
-            self.pending.clear()
-            self.pending_bytes = 0
-            self.writer.write(data)
-
-    async def flush(self):
-        """Everything written so far, on the socket."""
-        self._flush()
-        await self.writer.drain()
-
-    async def send(self, kind, call_id, meta=None, body=b""):
-        self.write(protocol.encode(kind, call_id, meta, body))
-        # A stream that never yields to the loop must not pile up replies in memory.
-        if self.pending_bytes + self.writer.transport.get_write_buffer_size() > 1 << 20:
-            await self.flush()
-
-
 class Runtime:
-    """How handle calls leave this process (used by `ray.serve.handle`)."""
+    """How handle calls leave this process (used by `ray.serve.handle`). A unary call is a
+    future the answer frames settle directly; a streaming call is a queue of frames read by an
+    async generator."""
 
     def __init__(self, loop, connection):
         self.loop = loop
         self.connection = connection
-        self.answers = {}
+        self.answers = {}  # call id -> _UnaryAnswer or asyncio.Queue
         self.next_id = 1
 
-    def handle_call(self, app, deployment, method, args, kwargs, request_id, model_id, stream):
-        opened = self._open(app, deployment, method, args, kwargs, request_id, model_id, stream)
-        return self._stream(opened) if stream else self._unary(opened)
+    def unary(self, app, deployment, method, args, kwargs, request_id, model_id):
+        """Starts a call (on the loop) and returns the future of its result."""
+        from ray.serve.handle import has_responses
 
-    async def _open(self, app, deployment, method, args, kwargs, request_id, model_id, stream):
+        future = self.loop.create_future()
+        meta = _call_meta(app, deployment, method, request_id, model_id, False)
+        if has_responses(args, kwargs):
+            self.loop.create_task(self._resolve_then_open(future, meta, args, kwargs))
+        else:
+            self._open_unary(future, meta, args, kwargs)
+        return future
+
+    async def _resolve_then_open(self, future, meta, args, kwargs):
+        from ray.serve.handle import resolve_arguments
+
+        try:
+            args, kwargs = await resolve_arguments(args, kwargs)
+        except BaseException as e:
+            _settle(future, error=e)
+            return
+        if not future.done():
+            self._open_unary(future, meta, args, kwargs)
+
+    def _open_unary(self, future, meta, args, kwargs):
+        try:
+            body = pickle.dumps((tuple(args), kwargs), protocol=5)
+        except BaseException as e:
+            _settle(future, error=e)
+            return
+        call_id = self._send_call(meta, body)
+        self.answers[call_id] = _UnaryAnswer(future)
+        future.add_done_callback(functools.partial(self._unary_done, call_id))
+
+    def _unary_done(self, call_id, future):
+        # Awaited no more (the caller was cancelled) while the call is still out: cancel it.
+        if self.answers.pop(call_id, None) is not None:
+            self.connection.write(protocol.encode(protocol.HANDLE_CANCEL, call_id))
+
+    def _send_call(self, meta, body):
+        call_id = self.next_id
+        self.next_id += 1
+        self.connection.write(protocol.encode(protocol.HANDLE_CALL, call_id, meta, body))
+        return call_id
+
+    def answer(self, kind, call_id, meta, body):
+        waiting = self.answers.get(call_id)
+        if waiting is None:
+            return
+        if isinstance(waiting, asyncio.Queue):
+            waiting.put_nowait((kind, meta, body))
+            return
+        if kind == protocol.HANDLE_START:
+            waiting.head = (meta["status"], _content_type(meta))
+            waiting.body.append(body)
+            if not meta.get("end"):
+                return
+        elif kind == protocol.HANDLE_CHUNK:
+            waiting.body.append(body)
+            return
+        del self.answers[call_id]
+        if kind == protocol.HANDLE_END and meta.get("error"):
+            _settle(waiting.future, error=_router_error(meta["error"]))
+            return
+        try:
+            _settle(waiting.future, value=_result(waiting.head, b"".join(waiting.body)))
+        except BaseException as e:
+            _settle(waiting.future, error=e)
+
+    async def stream(self, app, deployment, method, args, kwargs, request_id, model_id):
+        """A streaming call: (status, content type) first, then the answer's body chunks."""
         from ray.serve.handle import resolve_arguments
 
         args, kwargs = await resolve_arguments(args, kwargs)
         body = pickle.dumps((tuple(args), kwargs), protocol=5)
-        call_id = self.next_id
-        self.next_id += 1
+        call_id = self._send_call(_call_meta(app, deployment, method, request_id, model_id, True), body)
         queue = asyncio.Queue()
         self.answers[call_id] = queue
-        meta = {
-            "app": app,
-            "deployment": deployment,
-            "method": method,
-            "request_id": request_id,
-            "model_id": model_id,
-            "stream": stream,
-        }
-        await self.connection.send(protocol.HANDLE_CALL, call_id, meta, body)
-        return call_id, queue
-
-    def answer(self, kind, call_id, meta, body):
-        queue = self.answers.get(call_id)
-        if queue is not None:
-            queue.put_nowait((kind, meta, body))
-
-    async def _chunks(self, opened):
-        """(status, content type) first, then the answer's body chunks."""
-        call_id, queue = await opened
         finished = False
         try:
             while True:
                 kind, meta, body = await queue.get()
                 if kind == protocol.HANDLE_START:
-                    content_type = dict((k.lower(), v) for k, v in meta.get("headers", [])).get("content-type", "")
-                    yield (meta["status"], content_type)
+                    yield (meta["status"], _content_type(meta))
                     if body:
                         yield body
                     if meta.get("end"):
@@ -123,22 +134,9 @@ class Runtime:
             if not finished:
                 await self.connection.send(protocol.HANDLE_CANCEL, call_id)
 
-    async def _unary(self, opened):
-        chunks = self._chunks(opened)
-        head = None
-        body = []
-        try:
-            async for part in chunks:
-                if head is None:
-                    head = part
-                else:
-                    body.append(part)
-        finally:
-            await chunks.aclose()
-        return _result(head, b"".join(body))
-
-    async def _stream(self, opened):
-        chunks = self._chunks(opened)
+    async def stream_items(self, *call):
+        """The raw chunks of a streaming call's answer; a failed answer raises as `_result`."""
+        chunks = self.stream(*call)
         head = None
         try:
             async for part in chunks:
@@ -153,6 +151,41 @@ class Runtime:
                 _result(head, b"")
         finally:
             await chunks.aclose()
+
+
+class _UnaryAnswer:
+    __slots__ = ("future", "head", "body")
+
+    def __init__(self, future):
+        self.future = future
+        self.head = None
+        self.body = []
+
+
+def _call_meta(app, deployment, method, request_id, model_id, stream):
+    return {
+        "app": app,
+        "deployment": deployment,
+        "method": method,
+        "request_id": request_id,
+        "model_id": model_id,
+        "stream": stream,
+    }
+
+
+def _content_type(meta):
+    return dict((k.lower(), v) for k, v in meta.get("headers", [])).get("content-type", "")
+
+
+def _settle(future, value=None, error=None):
+    if future.done():
+        return
+    if error is None:
+        future.set_result(value)
+    elif isinstance(error, (StopIteration, StopAsyncIteration)):  # futures refuse these
+        future.set_exception(RuntimeError(f"{type(error).__name__}: {error}"))
+    else:
+        future.set_exception(error)
 
 
 def _result(head, body):
@@ -329,6 +362,13 @@ class Worker:
                 socket.put_nowait({"type": "websocket.disconnect", "code": meta.get("code", 1005)})
         elif kind in (protocol.HANDLE_START, protocol.HANDLE_CHUNK, protocol.HANDLE_END):
             self.runtime.answer(kind, call_id, meta, body)
+        elif kind == protocol.SHUTDOWN:
+            self.loop.create_task(self.shutdown_and_close(call_id))
+
+    async def shutdown_and_close(self, call_id):
+        await self.shutdown()
+        await self.connection.send(protocol.CONTROL_DONE, call_id, {})
+        await self.connection.close()
 
     async def control(self, call_id, action, *args):
         try:
@@ -604,8 +644,8 @@ def _pickle_exception(e, text):
 
 
 async def serve(socket_path, spec):
-    reader, writer = await asyncio.open_unix_connection(socket_path, limit=1 << 26)
-    connection = Connection(writer)
+    loop = asyncio.get_running_loop()
+    _, connection = await loop.create_unix_connection(protocol.Connection, socket_path)
     worker = Worker(spec, connection)
     try:
         await worker.build()
@@ -613,20 +653,14 @@ async def serve(socket_path, spec):
         text = traceback.format_exc().rstrip()
         logs.logger.error("%s", text)
         await connection.send(protocol.READY, 0, {"error": text})
-        await connection.flush()
+        await connection.close()
         return 1
     await connection.send(protocol.READY, 0, {})
-    while True:
-        frame = await protocol.read_frame(reader)
-        if frame is None:
-            return 0  # the replica is gone
-        kind, call_id, meta, body = frame
-        if kind == protocol.SHUTDOWN:
-            await worker.shutdown()
-            await connection.send(protocol.CONTROL_DONE, call_id, {})
-            await connection.flush()
-            return 0
-        worker.dispatch(kind, call_id, meta, body)
+    connection.start(worker.dispatch)
+    # Ends when the replica asks for a shutdown (the worker closes the socket after it) or
+    # when the replica is gone.
+    await connection.closed
+    return 0
 
 
 def main(socket_path, spec):

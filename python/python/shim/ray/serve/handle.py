@@ -8,6 +8,7 @@ argument is awaited first and its result passed instead, as in Ray.
 
 import asyncio
 import concurrent.futures
+import functools
 import pickle
 import struct
 
@@ -78,13 +79,10 @@ class DeploymentHandle:
         runtime = _require_runtime()
         app = self.app_name or _context.get_replica_context().app_name
         request = _context._get_request()
-        model_id = self._model_id or ""
-        call = runtime.handle_call(
-            app, self.deployment_name, self._method_name, args, kwargs, request.request_id, model_id, self._stream
-        )
+        call = (app, self.deployment_name, self._method_name, args, kwargs, request.request_id, self._model_id or "")
         if self._stream:
-            return DeploymentResponseGenerator(runtime, call)
-        return DeploymentResponse(runtime, call)
+            return DeploymentResponseGenerator(runtime, runtime.stream_items(*call))
+        return DeploymentResponse(runtime, functools.partial(runtime.unary, *call))
 
 
 def _rebuild_handle(name, app, method, stream, model_id):
@@ -92,14 +90,15 @@ def _rebuild_handle(name, app, method, stream, model_id):
 
 
 class DeploymentResponse:
-    """The future result of a handle call: `await` it, or `.result()` from a thread."""
+    """The future result of a handle call: `await` it, or `.result()` from a thread. The call
+    leaves at once, whether or not anyone waits for it, as in Ray."""
 
-    def __init__(self, runtime, coroutine):
+    def __init__(self, runtime, start):
         self._runtime = runtime
         if _on_loop(runtime.loop):
-            self._future = runtime.loop.create_task(coroutine)
+            self._future = start()
         else:
-            self._future = asyncio.run_coroutine_threadsafe(coroutine, runtime.loop)
+            self._future = asyncio.run_coroutine_threadsafe(_started(start), runtime.loop)
 
     def __await__(self):
         if isinstance(self._future, concurrent.futures.Future):
@@ -128,6 +127,10 @@ class DeploymentResponse:
 
 async def _await_task(task):
     return await task
+
+
+async def _started(start):
+    return await start()
 
 
 class DeploymentResponseGenerator:
@@ -209,6 +212,13 @@ def frame_item(value):
     """One streamed item as the receiving `_ChunkReader` reads it."""
     data = pickle.dumps(value, protocol=5)
     return _LENGTH.pack(len(data)) + data
+
+
+def has_responses(args, kwargs):
+    """Whether a call's arguments hold `DeploymentResponse`s to await first."""
+    return any(isinstance(a, DeploymentResponse) for a in args) or any(
+        isinstance(v, DeploymentResponse) for v in kwargs.values()
+    )
 
 
 async def resolve_arguments(args, kwargs):
