@@ -671,4 +671,18 @@ def main(socket_path, spec):
     loader.install_import_hook()
     loader.add_code_paths(spec)
     logs.setup(spec)
-    sys.exit(asyncio.run(serve(socket_path, spec)))
+    sys.exit(_run(serve(socket_path, spec)))
+
+
+def _run(main):
+    """Runs the worker on uvloop's event loop when the environment has it, as Ray's replicas
+    do (a Ray Serve install brings it), else on asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main)
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return asyncio.run(main)
