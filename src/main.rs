@@ -40,7 +40,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // A Python replica's Rust side only moves bytes between its callers and one single-threaded
+    // Python worker: on one thread, a request, its frames to the worker and its handle calls
+    // never wake another thread (each cross-thread wake-up costs as much as the work).
+    let python_replica = matches!(cli.command, Command::Replica(_)) && std::env::var_os(photon_python::CODE_ENV).is_some();
+    let mut builder = if python_replica {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("photon: cannot start the async runtime: {e}");
