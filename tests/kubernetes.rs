@@ -42,10 +42,23 @@ const FRUIT: &str = r#"{"applications": [{"name": "fruit_app", "import_path": "f
 
 /// A head with `--orchestrator kubernetes` against the fake API server.
 fn kubernetes_head(server: &FakeApiServer, dir: &TempFile, controller_port: u16, owner: &Value) -> Photon {
+    let template = json!({"metadata": {"labels": {"team": "ml"}}, "spec": {"containers": [{"name": "replica", "image": "photon:test"}]}});
+    kubernetes_head_with(server, dir, controller_port, owner, &template, None, &[])
+}
+
+/// A Kubernetes head whose replica pods use `template`, started from `cwd` with `extra_env`.
+fn kubernetes_head_with(
+    server: &FakeApiServer,
+    dir: &TempFile,
+    controller_port: u16,
+    owner: &Value,
+    template: &Value,
+    cwd: Option<&std::path::Path>,
+    extra_env: &[(String, String)],
+) -> Photon {
     let kubeconfig = dir.path.with_file_name("kubeconfig");
     server.write_kubeconfig(&kubeconfig);
-    let template = json!({"metadata": {"labels": {"team": "ml"}}, "spec": {"containers": [{"name": "replica", "image": "photon:test"}]}});
-    let env: Vec<(String, String)> = [
+    let mut env: Vec<(String, String)> = [
         ("KUBECONFIG", kubeconfig.display().to_string()),
         ("PHOTON_KUBERNETES_NAMESPACE", NS.to_string()),
         ("PHOTON_KUBERNETES_CLUSTER", "svc-abcde".to_string()),
@@ -56,6 +69,7 @@ fn kubernetes_head(server: &FakeApiServer, dir: &TempFile, controller_port: u16,
     ]
     .map(|(k, v)| (k.to_string(), v))
     .to_vec();
+    env.extend_from_slice(extra_env);
     let args: Vec<std::ffi::OsString> = [
         "start",
         "--orchestrator",
@@ -73,7 +87,7 @@ fn kubernetes_head(server: &FakeApiServer, dir: &TempFile, controller_port: u16,
     ]
     .map(Into::into)
     .to_vec();
-    Photon::spawn_with_env(&args, &env, true, true)
+    Photon::spawn_in(cwd, &args, &env, true, true)
 }
 
 fn replica_pods(server: &FakeApiServer) -> Vec<Value> {
@@ -184,6 +198,62 @@ async fn replicas_run_as_pods_are_replaced_when_deleted_and_adopted_after_a_head
     drop(head);
     server.delete(&Collection::pods(), NS, "svc-abcde-head").unwrap();
     assert!(replica_pods(&server).is_empty());
+}
+
+/// A Python application on Kubernetes: the head imports it from its image (here, its working
+/// directory), and its replica pods run the worker group's template: an image with Python and
+/// the app's code, whose working directory and `PHOTON_PYTHON` are what such an image sets
+/// (the fake kubelet honours `workingDir`). Handle calls go from pod to pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_applications_run_in_replica_pods_of_the_template_image() {
+    let server = Arc::new(FakeApiServer::start().await);
+    let owner = owner_head_pod(&server);
+    let _kubelet = FakeKubelet::start(server.clone(), |pod| {
+        if pod["metadata"]["labels"]["photon.io/replica"].is_string() {
+            PodOutcome::Process(Box::new(run_container(pod, &photon_programs(), None).expect("replica process starts")))
+        } else {
+            PodOutcome::NoProcess
+        }
+    });
+    let state = TempFile::new("state.json", "");
+    std::fs::remove_file(&state.path).unwrap();
+    let cache = TempFile::new("python-cache", "");
+    std::fs::remove_file(&cache.path).unwrap();
+    let apps = python::apps_dir();
+    let python = python::interpreter();
+    let template = json!({"spec": {"containers": [{
+        "name": "replica",
+        "image": "my-serve-app:1",
+        "workingDir": apps.display().to_string(),
+        "env": [
+            {"name": "PHOTON_PYTHON", "value": python.display().to_string()},
+            {"name": "PHOTON_CACHE_DIR", "value": cache.path.display().to_string()}
+        ]
+    }]}});
+    let head = kubernetes_head_with(&server, &state, free_port(), &owner, &template, Some(&apps), &python::env());
+    let config = json!({"applications": [{"name": "composition", "route_prefix": "/compose",
+        "import_path": "apps.composition:app",
+        "deployments": [{"name": "Ingress", "ray_actor_options": {"num_cpus": 0.1}},
+                        {"name": "Adder", "ray_actor_options": {"num_cpus": 0.1}},
+                        {"name": "Multiplier", "ray_actor_options": {"num_cpus": 0.1}}]}]});
+    put_config(&head.rest, &config.to_string()).await;
+    head.wait_running(&["composition"]).await;
+
+    let pods = replica_pods(&server);
+    assert_eq!(names(&pods).len(), 3, "one pod per deployment");
+    for pod in &pods {
+        let container = &pod["spec"]["containers"][0];
+        assert_eq!(container["image"], "my-serve-app:1", "the template's image");
+        assert_eq!(container["workingDir"], apps.display().to_string());
+        let env = container["env"].as_array().unwrap();
+        let value = |name: &str| env.iter().find(|e| e["name"] == name).map(|e| e["value"].clone());
+        assert_eq!(value("PHOTON_PYTHON"), Some(json!(python.display().to_string())));
+        let code: Value = serde_json::from_str(value(photon_python::CODE_ENV).unwrap().as_str().unwrap()).unwrap();
+        assert_eq!(code["import_path"], "apps.composition:app", "{code}");
+    }
+    // Ray's answer (tests/fixtures/python/ray-2.60.json, case "compose").
+    let reply = get(&head.http, "/compose?x=4").await;
+    assert_eq!((reply.status, reply.text()), (200, r#"{"label":"(x+1)*3","result":15}"#.to_string()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -132,6 +132,10 @@ pub fn run_container(
     env.insert("PHOTON_REPLICA_ERROR_FILE".into(), message_file.display().to_string());
     let mut cmd = Command::new(program);
     cmd.args(args).envs(&env);
+    // The image's working directory, as the container's `workingDir` overrides it.
+    if let Some(dir) = container["workingDir"].as_str() {
+        cmd.current_dir(dir);
+    }
     match log {
         Some(file) => {
             cmd.stderr(file.try_clone()?);
