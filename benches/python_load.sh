@@ -9,8 +9,9 @@
 #   benches/python_load.sh                       # 10 s per run, connections 1 64 256
 #   DURATION=5 CONNECTIONS="1 64" TARGETS=photon benches/python_load.sh
 #
-# Needs wrk (installed from Debian's packages when missing, as root), the test venv with
-# fastapi (target/python-venv, made by the Python tests) and Ray's venv (scripts/ray-venv.sh).
+# Needs wrk (installed from Debian's packages when missing, as root) and Ray's venv
+# (scripts/ray-venv.sh). Photon's apps run in target/python-bench-venv (made here): what the
+# test apps import plus uvloop, which a Ray Serve install brings and which both run on.
 # Everything listens on 127.0.0.1 and is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,11 @@ if ! command -v wrk >/dev/null && [ "$(id -u)" = 0 ]; then
 fi
 [ -n "${PHOTON_BIN:-}" ] || cargo build --release --quiet
 PHOTON=$(realpath "${PHOTON_BIN:-target/release/photon}")
-PY=$PWD/target/python-venv/bin/python  # not resolved: the venv is the link
+PY=$PWD/target/python-bench-venv/bin/python  # not resolved: the venv is the link
+if ! "$PY" -c 'import fastapi, uvloop' 2>/dev/null; then
+  python3 -m venv target/python-bench-venv
+  "$PY" -m pip install -q -r tests/python/requirements.txt "uvloop==$("$(scripts/ray-venv.sh)" -c 'import uvloop; print(uvloop.__version__)')"
+fi
 RAY_PY=$(scripts/ray-venv.sh)
 RAY_BIN=$(dirname "$RAY_PY")
 APPS=$(realpath benches/python)
