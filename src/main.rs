@@ -43,7 +43,8 @@ fn main() -> ExitCode {
     // A Python replica's Rust side only moves bytes between its callers and one single-threaded
     // Python worker: on one thread, a request, its frames to the worker and its handle calls
     // never wake another thread (each cross-thread wake-up costs as much as the work).
-    let python_replica = matches!(cli.command, Command::Replica(_)) && std::env::var_os(photon_python::CODE_ENV).is_some();
+    let python_replica =
+        matches!(cli.command, Command::Replica(_)) && std::env::var_os(photon_python::CODE_ENV).is_some();
     let mut builder = if python_replica {
         tokio::runtime::Builder::new_current_thread()
     } else {
