@@ -40,6 +40,8 @@ pub struct HeadOptions {
     pub node: photon_orchestrator::NodeResources,
     /// Where replicas run.
     pub backend: Backend,
+    /// Who may call the REST API.
+    pub rest_auth: photon_controller::auth::RestAuth,
 }
 
 /// Where replicas run.
@@ -155,7 +157,12 @@ impl Head {
                 tasks.push(tokio::spawn(photon_proxy::serve(listener, router, opts.http_config)));
             }
         }
-        tasks.push(tokio::spawn(photon_controller::rest::serve(dashboard_listener, controller.clone(), info)));
+        tasks.push(tokio::spawn(photon_controller::rest::serve(
+            dashboard_listener,
+            controller.clone(),
+            info,
+            opts.rest_auth.clone(),
+        )));
 
         tracing::info!("controller listening on {controller_addr}");
         tracing::info!("REST API listening on http://{dashboard_addr}");

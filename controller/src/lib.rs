@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 mod actor;
+pub mod auth;
 pub mod autoscale;
 pub mod checkpoint;
 mod grpc;

@@ -1,5 +1,6 @@
 //! The Ray dashboard's serve REST API (spec/ray-serve.md section 4), so Ray's CLI and KubeRay
-//! can drive Photon: `GET/PUT/DELETE /api/serve/applications/` and `GET /api/ray/version`.
+//! can drive Photon: `GET/PUT/DELETE /api/serve/applications/` and `GET /api/ray/version`,
+//! behind Ray's token authentication when it is on (`auth`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 
 use crate::actor::ControllerHandle;
+use crate::auth::RestAuth;
 use crate::status::InstanceStatus;
 
 /// The Ray version Photon answers as (the REST contract it follows).
@@ -36,6 +38,7 @@ pub struct InstanceInfo {
 struct Rest {
     controller: ControllerHandle,
     info: InstanceInfo,
+    auth: RestAuth,
 }
 
 type Body = Full<Bytes>;
@@ -59,9 +62,9 @@ fn json_response(v: &Value) -> Response<Body> {
     respond(StatusCode::OK, "application/json", v.to_string())
 }
 
-/// Serves the REST API on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, controller: ControllerHandle, info: InstanceInfo) {
-    let rest = Arc::new(Rest { controller, info });
+/// Serves the REST API on `listener` until the task is dropped; `auth` says who may call it.
+pub async fn serve(listener: TcpListener, controller: ControllerHandle, info: InstanceInfo, auth: RestAuth) {
+    let rest = Arc::new(Rest { controller, info, auth });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
@@ -80,7 +83,13 @@ pub async fn serve(listener: TcpListener, controller: ControllerHandle, info: In
 impl Rest {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
+        if let Err(refused) = self.auth.check(&path, req.headers()) {
+            return text(StatusCode::from_u16(refused.status).unwrap_or(StatusCode::FORBIDDEN), refused.body);
+        }
         match (req.method().clone(), path.as_str()) {
+            (Method::GET, "/api/authentication_mode") => {
+                json_response(&json!({ "authentication_mode": self.auth.mode_name() }))
+            }
             (Method::GET, "/api/ray/version") => json_response(&json!({
                 "version": "4",
                 "ray_version": RAY_VERSION,

@@ -116,7 +116,48 @@ fn check_against_code(config: &ServeConfig, catalog: &dyn AppCatalog) -> Result<
     }
 }
 
-fn head_options(args: &HeadArgs, config: &ServeConfig) -> anyhow::Result<HeadOptions> {
+/// How the REST API authenticates, decided as Ray decides it: `RAY_AUTH_MODE` when set;
+/// unset, a new local instance (`photon run`, as `ray.init()`) turns token mode on and
+/// generates a token when none exists, and `photon start` (as `ray start --head`) turns it on
+/// only when a token exists. Ray's warnings say which.
+fn rest_auth(new_local_instance: bool) -> anyhow::Result<photon_controller::auth::RestAuth> {
+    use photon_controller::auth::{self, RestAuth};
+    let explicit = auth::mode_from_env().map_err(anyhow::Error::msg)?;
+    let token = auth::load_token().map_err(anyhow::Error::msg)?;
+    let enabled = match explicit {
+        Some(on) => on,
+        None if new_local_instance || token.is_some() => {
+            tracing::warn!(
+                "Token authentication is enabled for this Photon instance's REST API. Set {}=disabled to opt out.",
+                auth::MODE_ENV
+            );
+            true
+        }
+        None => {
+            tracing::warn!(
+                "Token authentication is disabled for this Photon instance: anyone who can reach its REST API \
+                 can deploy applications, that is, run code. To enable it, create a token at {} or set {}=token.",
+                auth::default_token_path().display(),
+                auth::MODE_ENV
+            );
+            false
+        }
+    };
+    if !enabled {
+        return Ok(RestAuth::Disabled);
+    }
+    match token {
+        Some(token) => Ok(RestAuth::Token(token)),
+        None if new_local_instance => {
+            let (token, path) = auth::generate_and_save().map_err(anyhow::Error::msg)?;
+            tracing::info!("Generated new authentication token and saved to {}", path.display());
+            Ok(RestAuth::Token(token))
+        }
+        None => anyhow::bail!(auth::NO_TOKEN),
+    }
+}
+
+fn head_options(args: &HeadArgs, config: &ServeConfig, new_local_instance: bool) -> anyhow::Result<HeadOptions> {
     let host: IpAddr = match args.http_host {
         Some(h) => h,
         None => config
@@ -171,6 +212,7 @@ fn head_options(args: &HeadArgs, config: &ServeConfig) -> anyhow::Result<HeadOpt
         startup_config: config.clone(),
         node: photon_orchestrator::NodeResources::detect(args.num_cpus, args.num_gpus, args.memory),
         backend: backend(args)?,
+        rest_auth: rest_auth(new_local_instance)?,
     })
 }
 
@@ -228,7 +270,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for w in &parsed.warnings {
         tracing::warn!("{}: {w}", args.config.display());
     }
-    let head = Head::start(head_options(&args.head, &parsed.config)?, catalog).await?;
+    let head = Head::start(head_options(&args.head, &parsed.config, true)?, catalog).await?;
     head.controller.apply(parsed.config).await?;
     crate::head::terminate_signal().await;
     head.shutdown().await;
@@ -238,7 +280,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 pub async fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init_from(None);
     let empty = photon_config::from_value(&serde_json::json!({ "applications": [] }))?.config;
-    let head = Head::start(head_options(&args.head, &empty)?, super::catalog()).await?;
+    let head = Head::start(head_options(&args.head, &empty, false)?, super::catalog()).await?;
     crate::head::terminate_signal().await;
     head.shutdown().await;
     Ok(ExitCode::SUCCESS)

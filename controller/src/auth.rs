@@ -1,0 +1,203 @@
+//! Who may call the REST API: Ray 2.60's token authentication, with Ray's variables, sources,
+//! headers and answers, so that Ray's own clients (its CLI, KubeRay) keep working.
+//!
+//! - Mode: `RAY_AUTH_MODE=token|disabled`. Unset, a new local instance (`photon run`, as Ray's
+//!   `ray.init()`) turns it on and generates a token when none exists; `photon start` (as
+//!   `ray start --head`) turns it on only when a token exists, and warns when it runs without.
+//! - Token, first found: `RAY_AUTH_TOKEN`, the file `RAY_AUTH_TOKEN_PATH` names (an error when
+//!   that file is missing or empty), `~/.ray/auth_token`; the first line, trimmed.
+//! - Requests carry `Authorization: Bearer <token>`, else `X-Ray-Authorization` (KubeRay's),
+//!   else the `ray-authentication-token` cookie. None: 401; a wrong one: 403.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use http::HeaderMap;
+
+/// The environment variable that sets the mode.
+pub const MODE_ENV: &str = "RAY_AUTH_MODE";
+/// The environment variable holding the token itself.
+pub const TOKEN_ENV: &str = "RAY_AUTH_TOKEN";
+/// The environment variable naming a file that holds the token.
+pub const TOKEN_PATH_ENV: &str = "RAY_AUTH_TOKEN_PATH";
+/// The cookie a browser session sends the token in.
+pub const COOKIE: &str = "ray-authentication-token";
+
+/// What Ray's loader says when token mode is on and no token is found.
+pub const NO_TOKEN: &str = "Token authentication is enabled but Ray couldn't find an authentication token. \
+Create a token file at ~/.ray/auth_token, or store the token in any file and set RAY_AUTH_TOKEN_PATH to point to it, \
+or set the RAY_AUTH_TOKEN environment variable.";
+
+/// Paths anyone may call, as Ray's dashboard leaves them open (health checks, the mode itself).
+const PUBLIC_PATHS: [&str; 8] = [
+    "/",
+    "/favicon.ico",
+    "/api/authentication_mode",
+    "/api/authenticate",
+    "/api/healthz",
+    "/api/gcs_healthz",
+    "/api/local_raylet_healthz",
+    "/-/healthz",
+];
+
+/// `RAY_AUTH_MODE` as set: `Some(true)` for `token`, `Some(false)` for `disabled`, `None` when
+/// unset; another value is an error naming it.
+pub fn mode_from_env() -> Result<Option<bool>, String> {
+    match std::env::var(MODE_ENV) {
+        Err(_) => Ok(None),
+        Ok(v) if v.is_empty() => Ok(None),
+        Ok(v) if v.eq_ignore_ascii_case("token") => Ok(Some(true)),
+        Ok(v) if v.eq_ignore_ascii_case("disabled") => Ok(Some(false)),
+        Ok(v) => Err(format!("{MODE_ENV}: must be token or disabled, got {v:?}")),
+    }
+}
+
+/// `~/.ray/auth_token`, where a generated token is written and looked for last.
+pub fn default_token_path() -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".ray").join("auth_token")
+}
+
+fn first_line_trimmed(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).ok().and_then(|t| t.lines().next().map(|l| l.trim().to_string())).unwrap_or_default()
+}
+
+/// The token from the first source that has one, in Ray's order; `Ok(None)` when none has.
+pub fn load_token() -> Result<Option<String>, String> {
+    if let Some(token) = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()) {
+        return Ok(Some(token.trim().to_string()).filter(|t| !t.is_empty()));
+    }
+    if let Some(path) = std::env::var_os(TOKEN_PATH_ENV).filter(|p| !p.is_empty()) {
+        let token = first_line_trimmed(std::path::Path::new(&path));
+        if token.is_empty() {
+            return Err(format!(
+                "{TOKEN_PATH_ENV} is set but file cannot be opened or is empty: {}",
+                PathBuf::from(path).display()
+            ));
+        }
+        return Ok(Some(token));
+    }
+    let token = first_line_trimmed(&default_token_path());
+    Ok((!token.is_empty()).then_some(token))
+}
+
+/// A new token (256 random bits from the kernel, hex) written to `~/.ray/auth_token`, readable
+/// by its owner only.
+pub fn generate_and_save() -> Result<(String, PathBuf), String> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(|e| format!("cannot read random bytes for a token: {e}"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let path = default_token_path();
+    let write = || -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        if let Some(dir) = path.parent() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        }
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        file.write_all(token.as_bytes())?;
+        file.sync_all()
+    };
+    write().map_err(|e| format!("cannot write a new authentication token to {}: {e}", path.display()))?;
+    Ok((token, path))
+}
+
+/// What the REST API lets through.
+#[derive(Clone, Default)]
+pub enum RestAuth {
+    /// Everyone (`RAY_AUTH_MODE=disabled`, or no token for `photon start`).
+    #[default]
+    Disabled,
+    /// Requests that carry this token.
+    Token(String),
+}
+
+/// Why a request was refused: its status and Ray's body.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// 401 (no token) or 403 (a wrong one).
+    pub status: u16,
+    /// Ray's text for it.
+    pub body: &'static str,
+}
+
+impl RestAuth {
+    /// `token` or `disabled`, as `/api/authentication_mode` names it.
+    pub fn mode_name(&self) -> &'static str {
+        match self {
+            RestAuth::Disabled => "disabled",
+            RestAuth::Token(_) => "token",
+        }
+    }
+
+    /// Whether a request for `path` with `headers` may go on.
+    pub fn check(&self, path: &str, headers: &HeaderMap) -> Result<(), Refusal> {
+        let RestAuth::Token(token) = self else { return Ok(()) };
+        // `/metrics` stays open as Ray's metrics endpoints are: Prometheus scrapes without one.
+        if PUBLIC_PATHS.contains(&path) || path.starts_with("/static/") || path == "/metrics" {
+            return Ok(());
+        }
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
+        let presented = header("authorization")
+            .or_else(|| header("x-ray-authorization"))
+            .map(str::to_string)
+            .or_else(|| cookie(headers, COOKIE).map(|t| format!("Bearer {t}")));
+        let Some(presented) = presented else {
+            return Err(Refusal { status: 401, body: "Unauthorized: Missing authentication token" });
+        };
+        match presented.strip_prefix("Bearer ") {
+            Some(given) if same(given.as_bytes(), token.as_bytes()) => Ok(()),
+            _ => Err(Refusal { status: 403, body: "Forbidden: Invalid authentication token" }),
+        }
+    }
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
+        .filter(|v| !v.is_empty())
+}
+
+/// Compares in time that depends on the length only, not on where the bytes differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn token_mode_takes_the_token_from_either_header_or_the_cookie() {
+        let auth = RestAuth::Token("s3cret".into());
+        let path = "/api/serve/applications/";
+        assert_eq!(auth.check(path, &headers(&[("authorization", "Bearer s3cret")])), Ok(()));
+        assert_eq!(auth.check(path, &headers(&[("x-ray-authorization", "Bearer s3cret")])), Ok(()));
+        assert_eq!(auth.check(path, &headers(&[("cookie", "a=b; ray-authentication-token=s3cret")])), Ok(()));
+        assert_eq!(auth.check(path, &headers(&[])).unwrap_err().status, 401);
+        assert_eq!(auth.check(path, &headers(&[("authorization", "Bearer s3cre")])).unwrap_err().status, 403);
+        assert_eq!(auth.check(path, &headers(&[("authorization", "s3cret")])).unwrap_err().status, 403);
+        assert_eq!(auth.check("/api/healthz", &headers(&[])), Ok(()));
+        assert_eq!(RestAuth::Disabled.check(path, &headers(&[])), Ok(()));
+    }
+
+    #[test]
+    fn comparison_needs_every_byte() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"abcd"));
+    }
+}
