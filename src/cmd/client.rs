@@ -1,5 +1,6 @@
 //! The CLI's side of the REST API: a small HTTP client for `--address` (plain HTTP, as Ray's
-//! dashboard serves it).
+//! dashboard serves it) that presents the token of Ray's token authentication when there is one
+//! (`photon_controller::auth`: `RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH`, `~/.ray/auth_token`).
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -15,6 +16,8 @@ pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8265";
 pub struct RestClient {
     base: String,
     http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    /// `Bearer <token>`, unless `RAY_AUTH_MODE=disabled` or no token is found.
+    authorization: Option<String>,
 }
 
 impl RestClient {
@@ -23,7 +26,16 @@ impl RestClient {
         if !base.starts_with("http://") {
             bail!("--address must be an http:// URL, got {address:?}");
         }
-        Ok(RestClient { base, http: Client::builder(TokioExecutor::new()).build_http() })
+        use photon_controller::auth;
+        let authorization = match auth::mode_from_env().map_err(anyhow::Error::msg)? {
+            Some(false) => None,
+            enabled => match auth::load_token().map_err(anyhow::Error::msg)? {
+                Some(token) => Some(format!("Bearer {token}")),
+                None if enabled == Some(true) => bail!(auth::NO_TOKEN),
+                None => None,
+            },
+        };
+        Ok(RestClient { base, http: Client::builder(TokioExecutor::new()).build_http(), authorization })
     }
 
     async fn send(&self, method: http::Method, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<(u16, Bytes)> {
@@ -32,11 +44,26 @@ impl RestClient {
         if body.is_some() {
             req = req.header(http::header::CONTENT_TYPE, "application/json");
         }
+        if let Some(value) = &self.authorization {
+            req = req.header(http::header::AUTHORIZATION, value);
+        }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).context("bad request")?;
         let resp = self.http.request(req).await.with_context(|| format!("cannot reach Photon at {}", self.base))?;
         let status = resp.status().as_u16();
         let bytes = resp.into_body().collect().await.context("reading the response")?.to_bytes();
-        Ok((status, bytes))
+        // As Ray's CLI words them.
+        let body = String::from_utf8_lossy(&bytes);
+        match status {
+            401 => bail!(
+                "Authentication required: {body}\n\n{}",
+                "Token authentication is enabled but no authentication token was found"
+            ),
+            403 if body.starts_with("Forbidden: Invalid authentication token") => bail!(
+                "Authentication failed: {body}\n\n{}",
+                "Token authentication is enabled but the authentication token is invalid or incorrect."
+            ),
+            _ => Ok((status, bytes)),
+        }
     }
 
     /// `GET /api/serve/applications/`.
