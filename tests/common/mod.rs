@@ -108,6 +108,9 @@ impl Photon {
         }
         let mut child = command
             .args(args)
+            // The REST API's token authentication has its own tests (tests/security.rs); the
+            // others drive a head without it (and leave the user's ~/.ray/auth_token alone).
+            .env("RAY_AUTH_MODE", "disabled")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             // Many test configs run more 1-CPU replicas than a CI machine has cores; the
