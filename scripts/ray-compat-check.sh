@@ -2,7 +2,8 @@
 # Drives Photon with Ray's own tooling:
 # 1. Ray's CLI: `serve deploy`, `serve status`, `serve config` and `serve shutdown -y` with
 #    --address pointing at `photon start`; what Ray prints must match `photon status` /
-#    `photon config`.
+#    `photon config`. Both sides run with Ray's token authentication on (RAY_AUTH_MODE=token,
+#    a RAY_AUTH_TOKEN of this run), as Ray's CLI presents the token.
 # 2. A grpcio client built from Ray's generated serve.proto stubs against Photon's gRPC front
 #    door (scripts/ray_grpc_client.py).
 #
@@ -25,6 +26,9 @@ py="$venv/bin/python"
 cargo build --quiet
 photon=target/debug/photon
 work=$(mktemp -d)
+RAY_AUTH_TOKEN=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+export RAY_AUTH_MODE=token RAY_AUTH_TOKEN
+auth=(-H "Authorization: Bearer $RAY_AUTH_TOKEN")
 "$photon" start --http-host 127.0.0.1 --http-port 0 --dashboard-port 0 2>"$work/head.log" &
 head_pid=$!
 trap 'kill $head_pid 2>/dev/null; wait $head_pid 2>/dev/null; rm -rf "$work"' EXIT
@@ -92,11 +96,12 @@ PY
 # serve shutdown -y
 "$serve" shutdown -y --address "$rest" >"$work/shutdown.out" 2>&1 || fail "serve shutdown: $(cat "$work/shutdown.out")"
 for _ in $(seq 1 300); do
-  curl -s "$rest/api/serve/applications/" | "$py" -c 'import json,sys; sys.exit(bool(json.load(sys.stdin)["applications"]))' && break
+  curl -s "${auth[@]}" "$rest/api/serve/applications/" | "$py" -c 'import json,sys; sys.exit(bool(json.load(sys.stdin)["applications"]))' && break
   sleep 0.1
 done
-curl -s "$rest/api/serve/applications/" | "$py" -c 'import json,sys; sys.exit(bool(json.load(sys.stdin)["applications"]))' || fail "applications remain after serve shutdown"
-echo "ray-compat-check: serve deploy/status/config/shutdown against Photon: ok"
+curl -s "${auth[@]}" "$rest/api/serve/applications/" | "$py" -c 'import json,sys; sys.exit(bool(json.load(sys.stdin)["applications"]))' || fail "applications remain after serve shutdown"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$rest/api/serve/applications/")" = 401 ] || fail "the REST API answered without the token"
+echo "ray-compat-check: serve deploy/status/config/shutdown against Photon, with token authentication: ok"
 
 # 2. gRPC with Ray's generated client stubs.
 cat >"$work/grpc.yaml" <<'YAML'
