@@ -15,6 +15,8 @@
 # table (wrk) comes an open-loop one: requests at a fixed rate over 64 connections, latency
 # counted from each request's scheduled time (benches/open_loop.rs), so queueing is not hidden.
 set -euo pipefail
+# The heads measured here serve 127.0.0.1 only; their REST API needs no token.
+export RAY_AUTH_MODE=disabled
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-15}

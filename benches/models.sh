@@ -14,6 +14,8 @@
 # skipped when missing), SKIP_EMBEDDINGS (set: only text generation), SECONDS_PER_SIZE (default 5), PYTHON (default python3; the reference
 # runtimes need sentence-transformers, and onnxruntime for the CPU).
 set -uo pipefail
+# The heads measured here serve 127.0.0.1 only; their REST API needs no token.
+export RAY_AUTH_MODE=disabled
 cd "$(dirname "$0")/.."
 root=$PWD
 device=${1:-cpu}

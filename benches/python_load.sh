@@ -14,6 +14,8 @@
 # test apps import plus uvloop, which a Ray Serve install brings and which both run on.
 # Everything listens on 127.0.0.1 and is stopped on exit.
 set -euo pipefail
+# The heads measured here serve 127.0.0.1 only; their REST API needs no token.
+export RAY_AUTH_MODE=disabled
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
@@ -125,7 +127,7 @@ if [[ " $TARGETS " == *" photon "* ]]; then
 fi
 
 if [[ " $TARGETS " == *" ray "* ]]; then
-  export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0
+  export RAY_USAGE_STATS_ENABLED=0
   port=$(free_port); dash=$(free_port)
   ray_config() { # source target
     "$RAY_PY" - "$1" "$2" "$port" "$APPS" <<'PY'
