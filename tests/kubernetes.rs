@@ -109,17 +109,22 @@ fn owner_head_pod(server: &FakeApiServer) -> Value {
     server.create(&Collection::pods(), NS, pod).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_run_as_pods_are_replaced_when_deleted_and_adopted_after_a_head_restart() {
-    let server = Arc::new(FakeApiServer::start().await);
-    let owner = owner_head_pod(&server);
-    let _kubelet = FakeKubelet::start(server.clone(), |pod| {
+/// A kubelet that runs replica pods as `photon` processes and other pods with no process.
+fn replica_kubelet(server: &Arc<FakeApiServer>) -> FakeKubelet {
+    FakeKubelet::start(server.clone(), |pod| {
         if pod["metadata"]["labels"]["photon.io/replica"].is_string() {
             PodOutcome::Process(Box::new(run_container(pod, &photon_programs(), None).expect("replica process starts")))
         } else {
             PodOutcome::NoProcess
         }
-    });
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_run_as_pods_are_replaced_when_deleted_and_adopted_after_a_head_restart() {
+    let server = Arc::new(FakeApiServer::start().await);
+    let owner = owner_head_pod(&server);
+    let _kubelet = replica_kubelet(&server);
     let state = TempFile::new("state.json", "");
     std::fs::remove_file(&state.path).unwrap();
     let controller_port = free_port();
@@ -208,13 +213,7 @@ async fn replicas_run_as_pods_are_replaced_when_deleted_and_adopted_after_a_head
 async fn python_applications_run_in_replica_pods_of_the_template_image() {
     let server = Arc::new(FakeApiServer::start().await);
     let owner = owner_head_pod(&server);
-    let _kubelet = FakeKubelet::start(server.clone(), |pod| {
-        if pod["metadata"]["labels"]["photon.io/replica"].is_string() {
-            PodOutcome::Process(Box::new(run_container(pod, &photon_programs(), None).expect("replica process starts")))
-        } else {
-            PodOutcome::NoProcess
-        }
-    });
+    let _kubelet = replica_kubelet(&server);
     let state = TempFile::new("state.json", "");
     std::fs::remove_file(&state.path).unwrap();
     let cache = TempFile::new("python-cache", "");
