@@ -277,3 +277,20 @@ async fn photon_start_authenticates_when_a_token_exists() {
     assert!(stderr.contains("RAY_AUTH_TOKEN_PATH is set but file cannot be opened or is empty"), "{stderr}");
     assert!(!stderr.contains("listening"), "{stderr}");
 }
+
+/// As Ray's dashboard: a browser (a `Mozilla` user agent, `Origin`, `Sec-Fetch-*`, ...) may read
+/// the REST API but not deploy or delete through it, so a web page cannot drive a local head
+/// (DNS rebinding, cross-site requests); other clients are unaffected.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_browser_cannot_deploy_through_the_rest_api() {
+    let head = common::start_head();
+    let apps = "/api/serve/applications/";
+    let config = br#"{"applications": []}"#;
+    let json = ("content-type", "application/json");
+    let r = request(&head.rest, "PUT", apps, &[json, ("origin", "http://attacker.example")], config).await;
+    assert_eq!((r.status, r.text()), (405, "'PUT' method not allowed for browser traffic.".to_string()));
+    let r = request(&head.rest, "DELETE", apps, &[("user-agent", "Mozilla/5.0 (X11; Linux x86_64)")], b"").await;
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert_eq!(request(&head.rest, "GET", apps, &[("user-agent", "Mozilla/5.0")], b"").await.status, 200);
+    assert_eq!(request(&head.rest, "PUT", apps, &[json], config).await.status, 200);
+}

@@ -8,6 +8,7 @@
 //!   that file is missing or empty), `~/.ray/auth_token`; the first line, trimmed.
 //! - Requests carry `Authorization: Bearer <token>`, else `X-Ray-Authorization` (KubeRay's),
 //!   else the `ray-authentication-token` cookie. None: 401; a wrong one: 403.
+//! - Whatever the mode, a browser may only read (`browser_check`), as Ray's dashboard rules.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -153,6 +154,30 @@ impl RestAuth {
     }
 }
 
+/// Headers only browsers send (besides a `Mozilla` user agent), as Ray's dashboard tells them.
+const BROWSER_HEADERS: [&str; 8] = [
+    "referer",
+    "origin",
+    "sec-fetch-mode",
+    "sec-fetch-dest",
+    "sec-fetch-site",
+    "sec-fetch-user",
+    "access-control-request-method",
+    "access-control-request-headers",
+];
+
+/// Ray's rule against DNS rebinding and cross-site requests: a browser may only read (GET,
+/// HEAD, OPTIONS); anything else it sends is refused with 405 and Ray's text, token or not.
+pub fn browser_check(method: &http::Method, path: &str, headers: &HeaderMap) -> Result<(), String> {
+    let agent = headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let browser = agent.starts_with("Mozilla") || BROWSER_HEADERS.iter().any(|h| headers.contains_key(*h));
+    let reads = [http::Method::GET, http::Method::HEAD, http::Method::OPTIONS].contains(method);
+    if !browser || reads || path == "/api/authenticate" {
+        return Ok(());
+    }
+    Err(format!("'{method}' method not allowed for browser traffic."))
+}
+
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(http::header::COOKIE)
@@ -192,6 +217,19 @@ mod tests {
         assert_eq!(auth.check(path, &headers(&[("authorization", "s3cret")])).unwrap_err().status, 403);
         assert_eq!(auth.check("/api/healthz", &headers(&[])), Ok(()));
         assert_eq!(RestAuth::Disabled.check(path, &headers(&[])), Ok(()));
+    }
+
+    #[test]
+    fn browsers_may_only_read() {
+        let put = http::Method::PUT;
+        let path = "/api/serve/applications/";
+        assert!(browser_check(&put, path, &headers(&[("user-agent", "curl/8")])).is_ok());
+        assert_eq!(
+            browser_check(&put, path, &headers(&[("origin", "http://evil.example")])),
+            Err("'PUT' method not allowed for browser traffic.".to_string())
+        );
+        assert!(browser_check(&put, path, &headers(&[("user-agent", "Mozilla/5.0")])).is_err());
+        assert!(browser_check(&http::Method::GET, path, &headers(&[("user-agent", "Mozilla/5.0")])).is_ok());
     }
 
     #[test]

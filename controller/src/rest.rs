@@ -86,6 +86,9 @@ impl Rest {
         if let Err(refused) = self.auth.check(&path, req.headers()) {
             return text(StatusCode::from_u16(refused.status).unwrap_or(StatusCode::FORBIDDEN), refused.body);
         }
+        if let Err(refused) = crate::auth::browser_check(req.method(), &path, req.headers()) {
+            return text(StatusCode::METHOD_NOT_ALLOWED, refused);
+        }
         match (req.method().clone(), path.as_str()) {
             (Method::GET, "/api/authentication_mode") => {
                 json_response(&json!({ "authentication_mode": self.auth.mode_name() }))
