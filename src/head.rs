@@ -103,7 +103,15 @@ impl Head {
                 (Arc::new(backend), url, photon_orchestrator::NodeResources::cluster())
             }
         };
-        let placement = Placement { controller_url, nodes: 1, node };
+        // The internal credentials outlive a restart with a state store: adopted replicas hold them.
+        let stored = match &opts.state_store {
+            Some(store) => store.load()?.and_then(|c| c.secrets),
+            None => None,
+        };
+        let secrets = photon_controller::checkpoint::ClusterSecrets::resolve(stored.as_ref())?;
+        photon_router::cluster_auth::install(&secrets.cluster_token)?;
+        let registration_key = secrets.registration_key.clone();
+        let placement = Placement { controller_url, nodes: 1, node, secrets };
         let router = Router::new();
         let proxy_router = http_listener.as_ref().map(|_| router.clone());
         let controller = photon_controller::spawn(
@@ -116,7 +124,10 @@ impl Head {
         )?;
 
         let mut tasks = Vec::new();
-        let grpc = ControllerServiceServer::new(ControllerGrpc(controller.clone()));
+        let grpc = ControllerServiceServer::with_interceptor(
+            ControllerGrpc::new(controller.clone(), registration_key),
+            photon_router::cluster_auth::require_token,
+        );
         tasks.push(tokio::spawn(async move {
             let incoming = photon_router::incoming_nodelay(controller_listener);
             if let Err(e) = tonic::transport::Server::builder().add_service(grpc).serve_with_incoming(incoming).await {

@@ -284,8 +284,10 @@ async fn controller_restart(store_spec: &str, what: &str) {
         "--dashboard-port",
         "0",
     ]);
-    let mut head = Photon::spawn_waiting(&head_args, false, true);
-    let proxy = Photon::spawn_waiting(
+    // A proxy run on its own presents the head's cluster token: both are given the same.
+    let token = vec![("PHOTON_CLUSTER_TOKEN".to_string(), format!("reliability-{}", fastrand::u64(..)))];
+    let mut head = Photon::spawn_with_env(&head_args, &token, false, true);
+    let proxy = Photon::spawn_with_env(
         &os(&[
             "proxy",
             "--controller-address",
@@ -295,6 +297,7 @@ async fn controller_restart(store_spec: &str, what: &str) {
             "--http-host",
             "127.0.0.1",
         ]),
+        &token,
         true,
         false,
     );
@@ -332,6 +335,8 @@ async fn controller_restart(store_spec: &str, what: &str) {
     for pid in &pids {
         assert!(alive(*pid as u32), "replica {pid} died with the controller");
     }
+    // Without the variable this time: the checkpoint gives the restarted head its credentials,
+    // which the proxy and the adopted replicas still present.
     let head2 = Photon::spawn_waiting(&head_args, false, true);
     head2.wait_running(&["app"]).await;
     let recovered_after = down_at.elapsed();

@@ -294,3 +294,102 @@ async fn a_browser_cannot_deploy_through_the_rest_api() {
     assert_eq!(request(&head.rest, "GET", apps, &[("user-agent", "Mozilla/5.0")], b"").await.status, 200);
     assert_eq!(request(&head.rest, "PUT", apps, &[json], config).await.status, 200);
 }
+
+/// The address logged after `marker` (`controller listening on ADDR`, `control=ADDR`).
+fn logged_address(log: &str, marker: &str) -> String {
+    let start = log.find(marker).unwrap_or_else(|| panic!("{marker:?} not in the log:\n{log}")) + marker.len();
+    log[start..].split(|c: char| c.is_whitespace() || c == ',').next().unwrap().trim_matches('"').to_string()
+}
+
+/// Only Photon's own processes can call the controller, a replica's control service and its
+/// data port (they present the cluster token); a registration needs the replica's own secret.
+/// A caller who learns a STARTING replica's id can no longer take its traffic.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_photons_processes_reach_the_internal_ports() {
+    use photon_proto::v1 as pb;
+    use photon_proto::v1::controller_service_client::ControllerServiceClient;
+    use photon_proto::v1::replica_service_client::ReplicaServiceClient;
+
+    let token = format!("security-test-{}", fastrand::u64(..));
+    let args: Vec<std::ffi::OsString> =
+        ["start", "--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1", "--controller-port", "0"]
+            .map(Into::into)
+            .to_vec();
+    let head = Photon::spawn_with_env(&args, &[("PHOTON_CLUSTER_TOKEN".into(), token.clone())], true, true);
+    let config = serde_json::json!({"applications": [{"name": "a", "route_prefix": "/a", "import_path": "photon.examples:noop"}]});
+    let put = request(
+        &head.rest,
+        "PUT",
+        "/api/serve/applications/",
+        &[("content-type", "application/json")],
+        config.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    head.wait_running(&["a"]).await;
+    let log = head.log_text();
+    let controller = format!("http://{}", logged_address(&log, "controller listening on "));
+    let control = format!("http://{}", logged_address(&log, "control="));
+    let data = logged_address(&log, "data=");
+    let details: Value =
+        serde_json::from_slice(&request(&head.rest, "GET", "/api/serve/applications/", &[], b"").await.body).unwrap();
+    let replica = &details["applications"]["a"]["deployments"]["Noop"]["replicas"][0];
+    let (replica_id, pid) = (replica["replica_id"].as_str().unwrap().to_string(), replica["pid"].as_u64().unwrap());
+
+    fn with<T>(message: T, token: Option<&str>, secret: Option<&str>) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        if let Some(t) = token {
+            r.metadata_mut().insert("x-photon-cluster-token", t.parse().unwrap());
+        }
+        if let Some(s) = secret {
+            r.metadata_mut().insert("x-photon-replica-secret", s.parse().unwrap());
+        }
+        r
+    }
+    let mut client = ControllerServiceClient::connect(controller.clone()).await.unwrap();
+    let hijack = pb::RegisterReplicaRequest {
+        replica_id: replica_id.clone(),
+        app: "a".into(),
+        deployment: "Noop".into(),
+        address: "127.0.0.1:9".into(),
+        pid: std::process::id(),
+        data_address: "127.0.0.1:9".into(),
+    };
+    // No token, a wrong one, then the right token without the replica's own secret.
+    let e = client.register_replica(with(hijack.clone(), None, None)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+    let e = client.register_replica(with(hijack.clone(), Some("guess"), None)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+    let e = client.register_replica(with(hijack.clone(), Some(&token), Some("guess"))).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    let watch = pb::WatchRoutingTableRequest { subscriber: "outsider".into() };
+    let e = client.watch_routing_table(with(watch.clone(), None, None)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+    // With the token, the table names the replica at its own data port, not the attacker's.
+    let mut tables = client.watch_routing_table(with(watch, Some(&token), None)).await.unwrap().into_inner();
+    let table = tables.message().await.unwrap().unwrap();
+    let endpoints: Vec<&pb::ReplicaEndpoint> = table.deployments.iter().flat_map(|d| &d.replicas).collect();
+    assert_eq!(endpoints.len(), 1, "{endpoints:?}");
+    assert_eq!((endpoints[0].replica_id.as_str(), endpoints[0].address.as_str()), (replica_id.as_str(), data.as_str()));
+
+    // The replica's control service and data port.
+    let mut replica_control = ReplicaServiceClient::connect(control).await.unwrap();
+    let e = replica_control.health(with(pb::HealthRequest {}, None, None)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+    assert!(replica_control.health(with(pb::HealthRequest {}, Some(&token), None)).await.is_ok());
+    let r = request(&data, "GET", "/", &[], b"").await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = request(&data, "GET", "/", &[("x-photon-cluster-token", "guess")], b"").await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = request(&data, "GET", "/", &[("x-photon-cluster-token", &token)], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // The application still answers through the proxy, from the same replica.
+    let r = request(&head.http, "GET", "/a", &[], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The credentials never appear on a command line (`ps` shows those to every user).
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(&token));
+    let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap()).into_owned();
+    assert!(environ.contains("PHOTON_REPLICA_SECRET="), "the replica got its secret in its environment");
+}

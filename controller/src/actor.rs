@@ -373,11 +373,19 @@ impl Actor {
     }
 }
 
+/// A client of a replica's control service that presents the cluster token.
+pub(crate) type ControlClient = ReplicaServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        photon_router::cluster_auth::AttachToken,
+    >,
+>;
+
 /// A lazily connected client of a replica's control service.
-pub(crate) fn control_client(address: &str) -> ReplicaServiceClient<tonic::transport::Channel> {
+pub(crate) fn control_client(address: &str) -> ControlClient {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .unwrap_or_else(|_| tonic::transport::Endpoint::from_static("http://127.0.0.1:1"))
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(2));
-    ReplicaServiceClient::new(endpoint.connect_lazy())
+    ReplicaServiceClient::with_interceptor(endpoint.connect_lazy(), photon_router::cluster_auth::AttachToken)
 }

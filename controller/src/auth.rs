@@ -85,11 +85,7 @@ pub fn load_token() -> Result<Option<String>, String> {
 /// A new token (256 random bits from the kernel, hex) written to `~/.ray/auth_token`, readable
 /// by its owner only.
 pub fn generate_and_save() -> Result<(String, PathBuf), String> {
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .map_err(|e| format!("cannot read random bytes for a token: {e}"))?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = photon_router::cluster_auth::random_token().map_err(|e| e.to_string())?;
     let path = default_token_path();
     let write = || -> std::io::Result<()> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -148,7 +144,7 @@ impl RestAuth {
             return Err(Refusal { status: 401, body: "Unauthorized: Missing authentication token" });
         };
         match presented.strip_prefix("Bearer ") {
-            Some(given) if same(given.as_bytes(), token.as_bytes()) => Ok(()),
+            Some(given) if photon_router::cluster_auth::same(given.as_bytes(), token.as_bytes()) => Ok(()),
             _ => Err(Refusal { status: 403, body: "Forbidden: Invalid authentication token" }),
         }
     }
@@ -188,11 +184,6 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-/// Compares in time that depends on the length only, not on where the bytes differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,12 +221,5 @@ mod tests {
         );
         assert!(browser_check(&put, path, &headers(&[("user-agent", "Mozilla/5.0")])).is_err());
         assert!(browser_check(&http::Method::GET, path, &headers(&[("user-agent", "Mozilla/5.0")])).is_ok());
-    }
-
-    #[test]
-    fn comparison_needs_every_byte() {
-        assert!(same(b"abc", b"abc"));
-        assert!(!same(b"abc", b"abd"));
-        assert!(!same(b"abc", b"abcd"));
     }
 }

@@ -76,6 +76,41 @@ pub struct ReplicaRecord {
     pub gpu_ids: Vec<u32>,
 }
 
+/// The instance's secrets among its own processes (`photon_router::cluster_auth`): a restarted
+/// controller needs them to talk to the replicas it adopts and to check a registration.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterSecrets {
+    /// Every Photon process of the instance presents it on the internal ports.
+    pub cluster_token: String,
+    /// The head's key for each replica's registration secret.
+    pub registration_key: String,
+}
+
+impl std::fmt::Debug for ClusterSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSecrets { .. }")
+    }
+}
+
+impl ClusterSecrets {
+    /// The instance's secrets: the cluster token from `PHOTON_CLUSTER_TOKEN` when set (a
+    /// standalone proxy is given the same), else the checkpoint's (replicas adopted after a
+    /// restart hold it), else a new one; the registration key from the checkpoint, else new.
+    pub fn resolve(stored: Option<&ClusterSecrets>) -> Result<Self, photon_router::cluster_auth::ClusterAuthError> {
+        use photon_router::cluster_auth::{random_token, token_from_env};
+        let cluster_token = match (token_from_env(), stored) {
+            (Some(token), _) => token,
+            (None, Some(s)) => s.cluster_token.clone(),
+            (None, None) => random_token()?,
+        };
+        let registration_key = match stored {
+            Some(s) => s.registration_key.clone(),
+            None => random_token()?,
+        };
+        Ok(ClusterSecrets { cluster_token, registration_key })
+    }
+}
+
 /// Everything a restarted controller needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Checkpoint {
@@ -83,6 +118,9 @@ pub struct Checkpoint {
     pub config: Option<Value>,
     /// Running replicas.
     pub replicas: Vec<ReplicaRecord>,
+    /// The instance's internal secrets (absent in checkpoints written before they existed).
+    #[serde(default)]
+    pub secrets: Option<ClusterSecrets>,
 }
 
 impl StateStore {
@@ -188,7 +226,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("photon-ckpt-{}", fastrand::u64(..)));
         let store = StateStore::parse(&format!("file:{}", dir.join("state.json").display())).unwrap();
         assert_eq!(store.load().unwrap(), None);
-        let mut c = Checkpoint { config: Some(serde_json::json!({"applications": []})), replicas: Vec::new() };
+        let mut c = Checkpoint {
+            config: Some(serde_json::json!({"applications": []})),
+            replicas: Vec::new(),
+            secrets: Some(ClusterSecrets { cluster_token: "t".into(), registration_key: "k".into() }),
+        };
         store.save(&c).unwrap();
         assert_eq!(store.load().unwrap(), Some(c.clone()));
         c.config = None;

@@ -1,4 +1,6 @@
-//! The internal ControllerService: replicas register, routers watch the routing table.
+//! The internal ControllerService: replicas register, routers watch the routing table. Every
+//! call carries the cluster token (checked by `photon_router::cluster_auth::require_token` in
+//! front of this service); a registration also carries the registering replica's own secret.
 
 use std::pin::Pin;
 
@@ -10,7 +12,30 @@ use tonic::{Request, Response, Status};
 use crate::actor::ControllerHandle;
 
 /// gRPC front of a [`ControllerHandle`].
-pub struct ControllerGrpc(pub ControllerHandle);
+pub struct ControllerGrpc {
+    controller: ControllerHandle,
+    /// The key of the replicas' registration secrets.
+    registration_key: String,
+}
+
+impl ControllerGrpc {
+    /// The service of `controller`, checking registrations against `registration_key`.
+    pub fn new(controller: ControllerHandle, registration_key: String) -> Self {
+        ControllerGrpc { controller, registration_key }
+    }
+
+    /// Refuses a call about `replica_id` that does not carry that replica's secret: without it,
+    /// any process with the cluster token could register as another replica and take its
+    /// traffic.
+    fn check_replica<T>(&self, request: &Request<T>, replica_id: &str) -> Result<(), Status> {
+        let expected = photon_router::cluster_auth::registration_secret(&self.registration_key, replica_id);
+        let presented = request.metadata().get(photon_router::cluster_auth::REPLICA_SECRET_HEADER);
+        match presented {
+            Some(given) if photon_router::cluster_auth::same(given.as_bytes(), expected.as_bytes()) => Ok(()),
+            _ => Err(Status::permission_denied(format!("not replica {replica_id}'s registration secret"))),
+        }
+    }
+}
 
 type TableStream = Pin<Box<dyn Stream<Item = Result<pb::RoutingTable, Status>> + Send>>;
 
@@ -20,9 +45,10 @@ impl ControllerService for ControllerGrpc {
         &self,
         request: Request<pb::RegisterReplicaRequest>,
     ) -> Result<Response<pb::RegisterReplicaResponse>, Status> {
+        self.check_replica(&request, &request.get_ref().replica_id)?;
         let r = request.into_inner();
         let wanted = self
-            .0
+            .controller
             .register(r.replica_id.clone(), r.address, r.data_address, r.pid)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
@@ -37,8 +63,12 @@ impl ControllerService for ControllerGrpc {
         &self,
         request: Request<pb::ReportModelsRequest>,
     ) -> Result<Response<pb::ReportModelsResponse>, Status> {
+        self.check_replica(&request, &request.get_ref().replica_id)?;
         let r = request.into_inner();
-        self.0.report_models(r.replica_id, r.model_ids).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        self.controller
+            .report_models(r.replica_id, r.model_ids)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(pb::ReportModelsResponse {}))
     }
 
@@ -49,7 +79,7 @@ impl ControllerService for ControllerGrpc {
         request: Request<pb::WatchRoutingTableRequest>,
     ) -> Result<Response<TableStream>, Status> {
         tracing::debug!(subscriber = %request.get_ref().subscriber, "routing table subscriber");
-        let stream = tokio_stream::wrappers::WatchStream::new(self.0.routing_table())
+        let stream = tokio_stream::wrappers::WatchStream::new(self.controller.routing_table())
             .filter(|t| t.version > 0)
             .map(|t| Ok(pb::RoutingTable::from(t.as_ref())));
         Ok(Response::new(Box::pin(stream)))

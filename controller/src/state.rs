@@ -144,6 +144,23 @@ pub struct Placement {
     pub nodes: u32,
     /// What the node offers replicas.
     pub node: NodeResources,
+    /// The secrets replicas are started with (and checkpointed).
+    pub secrets: crate::checkpoint::ClusterSecrets,
+}
+
+impl Placement {
+    /// The environment that authenticates a new replica: the cluster token and its own
+    /// registration secret.
+    fn replica_credentials(&self, replica_id: &str) -> photon_orchestrator::SecretEnv {
+        use photon_router::cluster_auth::{registration_secret, REPLICA_SECRET_ENV, TOKEN_ENV};
+        photon_orchestrator::SecretEnv(
+            [
+                (TOKEN_ENV.to_string(), self.secrets.cluster_token.clone()),
+                (REPLICA_SECRET_ENV.to_string(), registration_secret(&self.secrets.registration_key, replica_id)),
+            ]
+            .into(),
+        )
+    }
 }
 
 /// The controller's whole state.
@@ -596,7 +613,11 @@ impl State {
                 });
             }
         }
-        crate::checkpoint::Checkpoint { config: self.applied.clone(), replicas }
+        crate::checkpoint::Checkpoint {
+            config: self.applied.clone(),
+            replicas,
+            secrets: Some(self.placement.secrets.clone()),
+        }
     }
 
     /// Takes back replicas from a checkpoint (after `apply` of its config): they are RUNNING at
@@ -766,6 +787,7 @@ impl State {
                         max_ongoing_requests: d.spec.max_ongoing_requests,
                         user_config: d.spec.user_config.clone(),
                         env_vars: d.spec.env_vars.clone(),
+                        secret_env: self.placement.replica_credentials(&replica_id),
                         graceful_shutdown_timeout: secs(d.spec.graceful_shutdown_timeout_s),
                         graceful_shutdown_wait_loop: secs(d.spec.graceful_shutdown_wait_loop_s),
                         access_log: d.spec.access_log,

@@ -201,7 +201,11 @@ pub fn replica_pod(settings: &KubernetesSettings, spec: &ReplicaSpec) -> Pod {
         .take()
         .unwrap_or_default()
         .into_iter()
-        .filter(|e| !spec.env_vars.contains_key(&e.name) && e.name != USER_CONFIG_ENV)
+        .filter(|e| {
+            !spec.env_vars.contains_key(&e.name)
+                && !spec.secret_env.0.contains_key(&e.name)
+                && e.name != USER_CONFIG_ENV
+        })
         .collect();
     env.push(EnvVar {
         name: "PHOTON_POD_IP".into(),
@@ -213,7 +217,7 @@ pub fn replica_pod(settings: &KubernetesSettings, spec: &ReplicaSpec) -> Pod {
     });
     // The kubelet shows what this file holds as the container's termination message.
     env.push(EnvVar { name: ERROR_FILE_ENV.into(), value: Some("/dev/termination-log".into()), ..Default::default() });
-    for (k, v) in &spec.env_vars {
+    for (k, v) in spec.env_vars.iter().chain(&spec.secret_env.0) {
         env.push(EnvVar { name: k.clone(), value: Some(v.clone()), ..Default::default() });
     }
     if let Some(cfg) = &spec.user_config {
@@ -710,6 +714,7 @@ mod tests {
             max_ongoing_requests: 5,
             user_config: Some(serde_json::json!({"price": 3})),
             env_vars: [("A".to_string(), "1".to_string())].into(),
+            secret_env: Default::default(),
             graceful_shutdown_timeout: Duration::from_secs(20),
             graceful_shutdown_wait_loop: Duration::from_secs(2),
             access_log: true,

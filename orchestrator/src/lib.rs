@@ -38,6 +38,9 @@ pub struct ReplicaSpec {
     pub user_config: Option<Value>,
     /// Environment of the replica (`runtime_env.env_vars`).
     pub env_vars: BTreeMap<String, String>,
+    /// Environment entries that authenticate the replica to the other processes (the cluster
+    /// token, its registration secret): set after `env_vars`, never from the config.
+    pub secret_env: SecretEnv,
     /// Longest drain when stopping.
     pub graceful_shutdown_timeout: Duration,
     /// Drain poll interval (`graceful_shutdown_wait_loop_s`).
@@ -90,6 +93,16 @@ impl ReplicaSpec {
             args.extend(["--log-level".into(), level.clone()]);
         }
         args
+    }
+}
+
+/// Environment entries holding secrets; `Debug` shows their names only.
+#[derive(Clone, PartialEq, Default)]
+pub struct SecretEnv(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for SecretEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
     }
 }
 

@@ -100,6 +100,7 @@ impl Orchestrator for LocalOrchestrator {
         cmd.args(spec.replica_args())
             .args(if self.tie_to_head { &["--exit-with-parent"][..] } else { &[][..] })
             .envs(&spec.env_vars)
+            .envs(&spec.secret_env.0)
             .env_remove(USER_CONFIG_ENV)
             .process_group(0)
             .kill_on_drop(true);

@@ -74,6 +74,10 @@ pub fn worker_command(root: &std::path::Path, interpreter: Option<&str>) -> toki
         path.push(existing);
     }
     cmd.env("PYTHONPATH", path).env("PYTHONUNBUFFERED", "1").arg("-m").arg("photon_worker");
+    // The user's code does not need Photon's internal credentials: it calls through its replica.
+    for secret in [photon_router::cluster_auth::TOKEN_ENV, photon_router::cluster_auth::REPLICA_SECRET_ENV] {
+        cmd.env_remove(secret);
+    }
     cmd
 }
 

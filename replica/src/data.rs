@@ -55,6 +55,10 @@ fn header_string(headers: &mut http::HeaderMap, name: &http::HeaderName) -> Opti
 }
 
 async fn handle(state: &Arc<ReplicaState>, mut req: Request<Incoming>) -> Response<Body> {
+    // Only Photon's processes may call a replica; the deployment never sees the token.
+    if !photon_router::cluster_auth::take(req.headers_mut()) {
+        return outcome(StatusCode::UNAUTHORIZED, wire::OUTCOME_FAILED, "missing or wrong Photon cluster token");
+    }
     let Some(admission) = state.admit() else {
         return outcome(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use photon_proto::v1 as pb;
-use photon_proto::v1::controller_service_client::ControllerServiceClient;
 use photon_proto::v1::replica_service_server::ReplicaServiceServer;
 use photon_router::{follow_controller, Router};
 use serde_json::Value;
@@ -84,6 +83,8 @@ pub struct ReplicaOptions {
     pub advertise_host: Option<String>,
     /// One log line per request.
     pub access_log: bool,
+    /// This replica's registration secret (`photon_router::cluster_auth`).
+    pub registration_secret: String,
 }
 
 /// Runs one replica until `shutdown` resolves, then drains and returns.
@@ -108,7 +109,10 @@ pub async fn run(
     let data_listener = TcpListener::bind(&opts.bind).await?;
     let data_address = data_listener.local_addr()?;
     let data = tokio::spawn(data::serve(data_listener, state.clone()));
-    let service = ReplicaServiceServer::new(ReplicaServer(state.clone()));
+    let service = ReplicaServiceServer::with_interceptor(
+        ReplicaServer(state.clone()),
+        photon_router::cluster_auth::require_token,
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder().tcp_nodelay(true).add_service(service).serve_with_incoming_shutdown(
@@ -158,14 +162,25 @@ async fn report_models(opts: ReplicaOptions, mut ids: tokio::sync::watch::Receiv
     while ids.changed().await.is_ok() {
         let request =
             pb::ReportModelsRequest { replica_id: opts.replica_id.clone(), model_ids: ids.borrow_and_update().clone() };
-        let sent = match ControllerServiceClient::connect(opts.controller.clone()).await {
-            Ok(mut client) => client.report_models(request).await.map(|_| ()).map_err(|e| e.to_string()),
+        let sent = match photon_router::cluster_auth::controller_client(&opts.controller).await {
+            Ok(mut client) => {
+                client.report_models(with_secret(&opts, request)).await.map(|_| ()).map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = sent {
             tracing::warn!(replica = %opts.replica_id, error = %e, "could not report multiplexed models");
         }
     }
+}
+
+/// A request that speaks for this replica: it carries the replica's registration secret.
+fn with_secret<T>(opts: &ReplicaOptions, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(secret) = opts.registration_secret.parse() {
+        request.metadata_mut().insert(photon_router::cluster_auth::REPLICA_SECRET_HEADER, secret);
+    }
+    request
 }
 
 async fn register(opts: &ReplicaOptions, address: &str, data_address: &str) -> Result<(), ReplicaError> {
@@ -179,8 +194,8 @@ async fn register(opts: &ReplicaOptions, address: &str, data_address: &str) -> R
     };
     let mut last = String::new();
     for attempt in 0..20u32 {
-        match ControllerServiceClient::connect(opts.controller.clone()).await {
-            Ok(mut client) => match client.register_replica(request.clone()).await {
+        match photon_router::cluster_auth::controller_client(&opts.controller).await {
+            Ok(mut client) => match client.register_replica(with_secret(opts, request.clone())).await {
                 Ok(_) => return Ok(()),
                 Err(status) => last = status.to_string(),
             },

@@ -84,6 +84,7 @@ impl ReplicaClient {
                     h.insert(wire::ROUTE_PREFIX, v);
                 }
             }
+            crate::cluster_auth::attach(h);
         }
         let request = builder.body(Full::new(call.body)).map_err(|e| ReplicaFailure::Failed(e.to_string()))?;
         let pool = POOL.with(Pool::clone);

@@ -6,6 +6,7 @@
 
 mod choose;
 mod client;
+pub mod cluster_auth;
 mod error;
 mod handle;
 pub mod matcher;

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use photon_proto::v1 as pb;
-use photon_proto::v1::controller_service_client::ControllerServiceClient;
 
 use crate::table::RoutingTable;
 use crate::Router;
@@ -30,7 +29,7 @@ async fn watch_once(
     controller: &str,
     subscriber: &str,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut client = ControllerServiceClient::connect(controller.to_string()).await?;
+    let mut client = crate::cluster_auth::controller_client(controller).await?;
     let mut stream = client
         .watch_routing_table(pb::WatchRoutingTableRequest { subscriber: subscriber.to_string() })
         .await?

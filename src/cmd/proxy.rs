@@ -13,7 +13,9 @@ use tokio::net::TcpListener;
 
 #[derive(Args)]
 pub struct ProxyArgs {
-    /// The controller's internal address (`photon start --controller-port N`).
+    /// The controller's internal address (`photon start --controller-port N`). The proxy
+    /// presents the head's cluster token, which `PHOTON_CLUSTER_TOKEN` must hold (give
+    /// `photon start` the same).
     #[arg(long, env = "PHOTON_CONTROLLER_ADDRESS")]
     controller_address: String,
     /// HTTP port (0 picks a free port).
@@ -35,6 +37,7 @@ pub struct ProxyArgs {
 
 pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init_from(None);
+    photon_router::cluster_auth::install_from_env()?;
     let http = TcpListener::bind(SocketAddr::new(args.http_host, args.http_port))
         .await
         .with_context(|| format!("cannot listen for HTTP on port {}", args.http_port))?;

@@ -66,6 +66,11 @@ pub async fn run(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
         Some(text) => Some(serde_json::from_str(text).context("user_config is not valid JSON")?),
         None => None,
     };
+    // Its credentials come in the environment, never on the command line (`ps` shows that).
+    photon_router::cluster_auth::install_from_env()?;
+    let registration_secret = std::env::var(photon_router::cluster_auth::REPLICA_SECRET_ENV).with_context(|| {
+        format!("{} is not set: the head hands each replica its own", photon_router::cluster_auth::REPLICA_SECRET_ENV)
+    })?;
     let mut registry = super::registry();
     registry.set_fallback(python_builder(&args));
     let opts = ReplicaOptions {
@@ -81,6 +86,7 @@ pub async fn run(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
         bind: args.bind,
         advertise_host: args.advertise_host,
         access_log: !args.no_access_log,
+        registration_secret,
     };
     let span = tracing::info_span!("replica", app = %args.app, deployment = %args.deployment, id = %args.replica_id);
     let shutdown = shutdown_signal(args.exit_with_parent);

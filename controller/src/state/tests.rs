@@ -26,7 +26,8 @@ fn node(cpus: f64, gpus: u32) -> NodeResources {
 }
 
 fn state_on(node: NodeResources) -> State {
-    State::new(Placement { controller_url: "http://127.0.0.1:1".into(), nodes: 1, node })
+    let secrets = crate::checkpoint::ClusterSecrets { cluster_token: "token".into(), registration_key: "key".into() };
+    State::new(Placement { controller_url: "http://127.0.0.1:1".into(), nodes: 1, node, secrets })
 }
 
 fn state() -> State {
