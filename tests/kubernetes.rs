@@ -407,14 +407,26 @@ async fn the_operator_creates_updates_upgrades_and_deletes_a_photon_service() {
     let server = Arc::new(FakeApiServer::start().await);
     let heads = LocalHeads::default();
     let registry = heads.clone();
+    let secrets = server.clone();
     let _kubelet = FakeKubelet::start(server.clone(), move |pod| {
         let labels = &pod["metadata"]["labels"];
         if labels["ray.io/node-type"] != "head" {
             return PodOutcome::NoProcess;
         }
         let cluster = labels["ray.io/cluster"].as_str().unwrap().to_string();
-        let head = Photon::spawn_waiting(
+        // The head container's environment from the cluster's Secret, as the kubelet resolves
+        // `secretKeyRef`; with the REST token there, `photon start` authenticates its REST API.
+        let mut env = vec![("RAY_AUTH_MODE".to_string(), String::new())];
+        for var in pod["spec"]["containers"][0]["env"].as_array().unwrap() {
+            let Some(key) = var["valueFrom"]["secretKeyRef"].as_object() else { continue };
+            let secret = secrets.object(&Collection::of("", "v1", "secrets"), NS, key["name"].as_str().unwrap());
+            let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(secret.unwrap()).unwrap();
+            let value = secret.data.unwrap().remove(key["key"].as_str().unwrap()).unwrap();
+            env.push((var["name"].as_str().unwrap().to_string(), String::from_utf8(value.0).unwrap()));
+        }
+        let head = Photon::spawn_with_env(
             &["start", "--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"].map(Into::into),
+            &env,
             true,
             true,
         );
@@ -462,6 +474,28 @@ async fn the_operator_creates_updates_upgrades_and_deletes_a_photon_service() {
     let head_http = heads.get(&first).unwrap().1;
     let reply = post_json(&head_http, "/calc", r#"["MUL", 3]"#).await;
     assert_eq!(reply.text(), "15 pizzas please!");
+    // The cluster's credentials: a Secret named as KubeRay's, read by the head and the proxies;
+    // the head's REST API takes its token only (the operator presented it to deploy).
+    let secret = server.object(&Collection::of("", "v1", "secrets"), NS, &first).expect("the cluster's Secret");
+    let keys: BTreeSet<&str> = secret["data"].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, BTreeSet::from(["auth_token", "cluster_token"]));
+    let secret_refs = |pod: &str| -> BTreeSet<String> {
+        let pod = server.object(&Collection::pods(), NS, pod).unwrap();
+        pod["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["valueFrom"]["secretKeyRef"]["name"] == first.as_str())
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        secret_refs(&format!("{first}-head")),
+        BTreeSet::from(["PHOTON_CLUSTER_TOKEN".into(), "RAY_AUTH_TOKEN".into()])
+    );
+    assert_eq!(secret_refs(&format!("{first}-small-group-worker-0")), BTreeSet::from(["PHOTON_CLUSTER_TOKEN".into()]));
+    let unauthenticated = request(&heads.get(&first).unwrap().0, "GET", "/api/serve/applications/", &[], b"").await;
+    assert_eq!(unauthenticated.status, 401, "{}", unauthenticated.text());
     // The head's proxy is healthy, so it takes serve traffic.
     eventually(Duration::from_secs(10), "head pod labelled ray.io/serve=true", || {
         let serving = server.object(&Collection::pods(), NS, &format!("{first}-head")).unwrap()["metadata"]["labels"]
@@ -544,7 +578,8 @@ async fn the_operator_creates_updates_upgrades_and_deletes_a_photon_service() {
         let left = server.object(&Collection::of("photon.io", "v1", "photonservices"), NS, "fruit").is_some()
             || !server.objects(&Collection::pods(), Some(NS), "").is_empty()
             || !server.objects(&Collection::services(), Some(NS), "").is_empty()
-            || !server.objects(&Collection::of("", "v1", "serviceaccounts"), Some(NS), "").is_empty();
+            || !server.objects(&Collection::of("", "v1", "serviceaccounts"), Some(NS), "").is_empty()
+            || !server.objects(&Collection::of("", "v1", "secrets"), Some(NS), "").is_empty();
         async move { !left }
     })
     .await;

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Pod,
-    PodTemplateSpec, Probe, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    PodTemplateSpec, Probe, Secret, SecretKeySelector, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -314,6 +315,50 @@ fn http_probe(path: &str, port: i32, initial: i32, timeout: i32, failures: i32) 
     }
 }
 
+/// The key of a cluster Secret holding the REST API token (KubeRay's key for it).
+pub const AUTH_TOKEN_KEY: &str = "auth_token";
+/// The key of a cluster Secret holding the token Photon's processes present to each other.
+pub const CLUSTER_TOKEN_KEY: &str = "cluster_token";
+
+/// A cluster's credentials Secret, named as KubeRay names a cluster's authentication Secret
+/// (`<cluster>`): the REST API token and the internal cluster token, new random values. The
+/// head and proxy pods read them from it; the head hands replica pods theirs.
+pub fn cluster_secret(svc: &PhotonService, cluster: &str, auth_token: String, cluster_token: String) -> Secret {
+    let mut labels = originated(svc);
+    labels.insert(keys::CLUSTER.into(), cluster.into());
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(cluster.into()),
+            namespace: Some(svc.ns()),
+            labels: Some(labels),
+            owner_references: Some(vec![svc.owner()]),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([
+            (AUTH_TOKEN_KEY.into(), k8s_openapi::ByteString(auth_token.into_bytes())),
+            (CLUSTER_TOKEN_KEY.into(), k8s_openapi::ByteString(cluster_token.into_bytes())),
+        ])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
+/// Sets `variable` from `key` of the cluster's Secret, unless the template sets it itself.
+fn secret_env(container: &mut Container, cluster: &str, variable: &str, key: &str) {
+    let env = container.env.get_or_insert_with(Vec::new);
+    if env.iter().any(|e| e.name == variable) {
+        return;
+    }
+    env.push(EnvVar {
+        name: variable.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector { name: cluster.into(), key: key.into(), optional: None }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+}
+
 fn first_container(template: &mut PodTemplateSpec) -> &mut Container {
     let spec = template.spec.get_or_insert_with(Default::default);
     if spec.containers.is_empty() {
@@ -416,6 +461,10 @@ pub fn head_pod(svc: &PhotonService, cluster: &str, settings: &OperatorSettings)
         plain_env(head_env::SERVICE, svc.name()),
         plain_env(head_env::REPLICA_TEMPLATE, replica_template),
     ]);
+    // The head turns the REST API's token authentication on (a token exists, as `ray start
+    // --head` does) and presents the cluster token; it hands replica pods their credentials.
+    secret_env(container, cluster, "RAY_AUTH_TOKEN", AUTH_TOKEN_KEY);
+    secret_env(container, cluster, "PHOTON_CLUSTER_TOKEN", CLUSTER_TOKEN_KEY);
     container.volume_mounts.get_or_insert_with(Vec::new).push(VolumeMount {
         name: "photon-state".into(),
         mount_path: STATE_DIR.into(),
@@ -480,6 +529,7 @@ pub fn worker_pods(svc: &PhotonService, cluster: &str, settings: &OperatorSettin
                 args.push(format!("--grpc-port={grpc}"));
             }
             container.args = Some(args);
+            secret_env(container, cluster, "PHOTON_CLUSTER_TOKEN", CLUSTER_TOKEN_KEY);
             if container.ports.as_ref().is_none_or(Vec::is_empty) {
                 let mut declared = vec![ContainerPort {
                     name: Some("serve".into()),

@@ -56,8 +56,18 @@ impl Default for HeadClient {
 pub type Applications = BTreeMap<String, AppStatus>;
 
 impl HeadClient {
-    async fn call(&self, method: http::Method, url: &str, body: Option<Vec<u8>>) -> Result<(u16, Bytes), String> {
+    async fn call(
+        &self,
+        method: http::Method,
+        url: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Bytes), String> {
         let mut request = http::Request::builder().method(method).uri(url);
+        if let Some(token) = token {
+            // KubeRay's header for the REST API's token.
+            request = request.header("x-ray-authorization", format!("Bearer {token}"));
+        }
         if body.is_some() {
             request = request.header("content-type", "application/json");
         }
@@ -74,9 +84,10 @@ impl HeadClient {
 
     /// `GET /api/serve/applications/?api_type=declarative`: the applications and their
     /// deployments' statuses (an application with an empty name is `default`, as in KubeRay).
-    pub async fn applications(&self, dashboard: &str) -> Result<Applications, String> {
+    /// `token`: the REST API's token, when the cluster has one.
+    pub async fn applications(&self, dashboard: &str, token: Option<&str>) -> Result<Applications, String> {
         let url = format!("{dashboard}/api/serve/applications/?api_type=declarative");
-        let (status, body) = self.call(http::Method::GET, &url, None).await?;
+        let (status, body) = self.call(http::Method::GET, &url, token, None).await?;
         if !(200..300).contains(&status) {
             return Err(format!("{url}: HTTP {status}: {}", String::from_utf8_lossy(&body)));
         }
@@ -106,9 +117,9 @@ impl HeadClient {
     }
 
     /// `PUT /api/serve/applications/` with the serve config as JSON.
-    pub async fn put_applications(&self, dashboard: &str, config: &Value) -> Result<(), String> {
+    pub async fn put_applications(&self, dashboard: &str, token: Option<&str>, config: &Value) -> Result<(), String> {
         let url = format!("{dashboard}/api/serve/applications/");
-        let (status, body) = self.call(http::Method::PUT, &url, Some(config.to_string().into_bytes())).await?;
+        let (status, body) = self.call(http::Method::PUT, &url, token, Some(config.to_string().into_bytes())).await?;
         if (200..300).contains(&status) {
             Ok(())
         } else {
@@ -118,6 +129,6 @@ impl HeadClient {
 
     /// Whether the proxy answers `/-/healthz` with 200.
     pub async fn proxy_healthy(&self, proxy: &str) -> bool {
-        matches!(self.call(http::Method::GET, &format!("{proxy}/-/healthz"), None).await, Ok((200, _)))
+        matches!(self.call(http::Method::GET, &format!("{proxy}/-/healthz"), None, None).await, Ok((200, _)))
     }
 }

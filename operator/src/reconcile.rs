@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -46,6 +46,9 @@ pub enum Error {
         /// The error.
         source: kube::Error,
     },
+    /// A cluster's credentials could not be made.
+    #[error("cannot make a cluster token: {0}")]
+    Token(#[from] photon_router::cluster_auth::ClusterAuthError),
 }
 
 fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
@@ -282,6 +285,7 @@ struct Apis {
     pods: Api<Pod>,
     svcs: Api<Service>,
     slices: Api<EndpointSlice>,
+    secrets: Api<Secret>,
 }
 
 fn originated_selector(svc: &PhotonService) -> String {
@@ -360,6 +364,24 @@ async fn create_cluster(ctx: &Context, apis: &Apis, svc: &PhotonService, name: &
     Ok(())
 }
 
+/// Makes the cluster's credentials Secret unless it exists (its pods read it).
+async fn ensure_cluster_secret(apis: &Apis, svc: &PhotonService, cluster: &str) -> Result<(), Error> {
+    if apis.secrets.get_opt(cluster).await.map_err(kube_err("get a cluster Secret"))?.is_some() {
+        return Ok(());
+    }
+    let random = photon_router::cluster_auth::random_token;
+    let secret = cluster::cluster_secret(svc, cluster, random()?, random()?);
+    create_ignoring_conflict(&apis.secrets, &secret).await.map_err(kube_err(format!("create Secret {cluster}")))?;
+    Ok(())
+}
+
+/// The REST API token of a cluster, from its Secret (none before the Secret exists).
+async fn rest_token(apis: &Apis, cluster: &str) -> Option<String> {
+    let secret = apis.secrets.get_opt(cluster).await.ok()??;
+    let bytes = secret.data?.remove(cluster::AUTH_TOKEN_KEY)?;
+    String::from_utf8(bytes.0).ok()
+}
+
 async fn ensure_head_account(ctx: &Context, svc: &PhotonService) -> Result<(), Error> {
     let ns = svc.ns();
     let (account, role, binding) = cluster::head_rbac(svc);
@@ -388,9 +410,10 @@ async fn keep_pods(ctx: &Context, apis: &Apis, svc: &PhotonService, o: &Observed
         }
         Some(_) => {}
         None => {
-            // The head's rights first (a PhotonService recreated under the same name may have
-            // found the old account on its way out).
+            // The head's rights and credentials first (a PhotonService recreated under the same
+            // name may have found the old account on its way out).
             ensure_head_account(ctx, svc).await?;
+            ensure_cluster_secret(apis, svc, &o.name).await?;
             let pod = cluster::head_pod(&own, &o.name, &ctx.settings);
             create_ignoring_conflict(&apis.pods, &pod)
                 .await
@@ -410,7 +433,11 @@ async fn keep_pods(ctx: &Context, apis: &Apis, svc: &PhotonService, o: &Observed
         }
     }
     let present: HashSet<String> = o.workers.iter().map(|p| p.name_any()).collect();
-    for pod in desired.iter().filter(|p| !present.contains(&p.name_any())) {
+    let missing: Vec<&Pod> = desired.iter().filter(|p| !present.contains(&p.name_any())).collect();
+    if !missing.is_empty() {
+        ensure_cluster_secret(apis, svc, &o.name).await?;
+    }
+    for pod in missing {
         create_ignoring_conflict(&apis.pods, pod).await.map_err(kube_err(format!("create pod {}", pod.name_any())))?;
     }
     Ok(())
@@ -430,6 +457,9 @@ async fn delete_cluster(ctx: &Context, apis: &Apis, svc: &PhotonService, o: &Obs
     delete_ignoring_missing(&apis.svcs, &cluster::cluster_head_service_name(&o.name), &DeleteParams::background())
         .await
         .map_err(kube_err("delete a cluster head Service"))?;
+    delete_ignoring_missing(&apis.secrets, &o.name, &DeleteParams::background())
+        .await
+        .map_err(kube_err("delete a cluster Secret"))?;
     ctx.event(svc, false, "DeletedRayCluster", format!("Deleted cluster {}", o.name)).await;
     Ok(())
 }
@@ -481,13 +511,21 @@ async fn head_serve_label(ctx: &Context, apis: &Apis, svc: &PhotonService, o: &O
 /// Fetches a cluster's applications and submits the serve config when needed; returns
 /// whether the cluster is ready for traffic and its applications (`None` when the head did
 /// not answer: the last known ones stay in the status).
-async fn reconcile_serve(ctx: &Context, svc: &PhotonService, key: &str, o: &Observed) -> (bool, Option<Applications>) {
+async fn reconcile_serve(
+    ctx: &Context,
+    apis: &Apis,
+    svc: &PhotonService,
+    key: &str,
+    o: &Observed,
+) -> (bool, Option<Applications>) {
     let (Some(head), Some(spec)) = (&o.head, &o.spec) else { return (false, Some(Applications::new())) };
     if !pod_ready(head) {
         return (false, Some(Applications::new()));
     }
     let dashboard = ctx.addresses.dashboard(&svc.ns(), &o.name, cluster::head_ports(spec).dashboard());
-    let apps = match ctx.head.applications(&dashboard).await {
+    let token = rest_token(apis, &o.name).await;
+    let token = token.as_deref();
+    let apps = match ctx.head.applications(&dashboard, token).await {
         Ok(apps) => apps,
         Err(e) => {
             tracing::info!(cluster = %o.name, error = %e, "cannot read the head's applications yet");
@@ -499,7 +537,7 @@ async fn reconcile_serve(ctx: &Context, svc: &PhotonService, key: &str, o: &Obse
         let submitted = ctx.with_memory(key, |m| m.submitted.get(&o.name).cloned());
         if submitted.as_deref() != Some(text.as_str()) || apps.is_empty() {
             let result = match cluster::serve_config_json(text) {
-                Ok(body) => ctx.head.put_applications(&dashboard, &body).await,
+                Ok(body) => ctx.head.put_applications(&dashboard, token, &body).await,
                 Err(e) => Err(e),
             };
             match result {
@@ -660,6 +698,7 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
         pods: Api::namespaced(ctx.client.clone(), &ns),
         svcs: Api::namespaced(ctx.client.clone(), &ns),
         slices: Api::namespaced(ctx.client.clone(), &ns),
+        secrets: Api::namespaced(ctx.client.clone(), &ns),
     };
     if let Some(manager) = &svc.spec.managed_by {
         if !cluster::MANAGERS.contains(&manager.as_str()) {
@@ -818,14 +857,14 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
     if let Some(o) = pending.as_ref().and_then(|p| clusters.get(p)) {
         // During an upgrade only the pending cluster is asked (KubeRay empties the active one's).
         status.active_service_status.application_statuses.clear();
-        let (ready, apps) = reconcile_serve(&ctx, &svc, &key, o).await;
+        let (ready, apps) = reconcile_serve(&ctx, &apis, &svc, &key, o).await;
         pending_ready = ready;
         if let Some(apps) = apps {
             status.pending_service_status.application_statuses = apps;
         }
     } else if current_plan != ClusterPlan::PrepareNew {
         if let Some(o) = active.as_ref().and_then(|a| clusters.get(a)) {
-            let (ready, apps) = reconcile_serve(&ctx, &svc, &key, o).await;
+            let (ready, apps) = reconcile_serve(&ctx, &apis, &svc, &key, o).await;
             active_ready = ready;
             if let Some(apps) = apps {
                 status.active_service_status.application_statuses = apps;
