@@ -393,3 +393,30 @@ async fn only_photons_processes_reach_the_internal_ports() {
     let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap()).into_owned();
     assert!(environ.contains("PHOTON_REPLICA_SECRET="), "the replica got its secret in its environment");
 }
+
+/// DNS rebinding: a page whose name resolves to 127.0.0.1 sends its own name as the host; a
+/// REST API on a loopback address answers loopback hosts only, so the page reads nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebound_host_cannot_read_a_local_rest_api() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let head = common::start_head();
+    let raw = |host: String| {
+        let rest = head.rest.clone();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(&rest).await.unwrap();
+            let head = format!("GET /api/serve/applications/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await.unwrap();
+            answer
+        }
+    };
+    let port = head.rest.rsplit(':').next().unwrap().to_string();
+    let refused = raw(format!("attacker.example:{port}")).await;
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    assert!(refused.contains("attacker.example"), "the refusal names the host: {refused}");
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let answer = raw(host.clone()).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
+    }
+}

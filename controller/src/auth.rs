@@ -174,6 +174,36 @@ pub fn browser_check(method: &http::Method, path: &str, headers: &HeaderMap) -> 
     Err(format!("'{method}' method not allowed for browser traffic."))
 }
 
+/// Against DNS rebinding: a REST API listening on a loopback address answers only requests
+/// addressed to a loopback host (`localhost`, `127.0.0.0/8`, `::1`; any port). A web page whose
+/// name its attacker made resolve to 127.0.0.1 sends its own name as the host and is refused,
+/// so it can read nothing either. A request without a host (HTTP/1.0) goes on.
+pub fn host_check(loopback_only: bool, uri: &http::Uri, headers: &HeaderMap) -> Result<(), String> {
+    if !loopback_only {
+        return Ok(());
+    }
+    let host = match headers.get(http::header::HOST) {
+        Some(value) => value.to_str().unwrap_or("\u{fffd}").to_string(),
+        None => match uri.host() {
+            Some(h) => h.to_string(),
+            None => return Ok(()),
+        },
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host.as_str(), |(name, _port)| name),
+    };
+    let loopback =
+        name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(format!(
+            "Forbidden: host {host:?} is not this machine's loopback address (the REST API listens on it only)"
+        ))
+    }
+}
+
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(http::header::COOKIE)
@@ -208,6 +238,19 @@ mod tests {
         assert_eq!(auth.check(path, &headers(&[("authorization", "s3cret")])).unwrap_err().status, 403);
         assert_eq!(auth.check("/api/healthz", &headers(&[])), Ok(()));
         assert_eq!(RestAuth::Disabled.check(path, &headers(&[])), Ok(()));
+    }
+
+    #[test]
+    fn a_loopback_api_answers_loopback_hosts_only() {
+        let uri: http::Uri = "/api/serve/applications/".parse().unwrap();
+        for host in ["localhost:8265", "127.0.0.1:8265", "127.0.0.2", "[::1]:8265", "LOCALHOST"] {
+            assert!(host_check(true, &uri, &headers(&[("host", host)])).is_ok(), "{host}");
+        }
+        for host in ["evil.example:8265", "evil.example", "localhost.evil.example", "10.0.0.1:8265", "[::2]:1"] {
+            assert!(host_check(true, &uri, &headers(&[("host", host)])).is_err(), "{host}");
+            assert!(host_check(false, &uri, &headers(&[("host", host)])).is_ok(), "{host}");
+        }
+        assert!(host_check(true, &uri, &HeaderMap::new()).is_ok(), "HTTP/1.0 sends no host");
     }
 
     #[test]

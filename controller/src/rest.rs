@@ -39,6 +39,8 @@ struct Rest {
     controller: ControllerHandle,
     info: InstanceInfo,
     auth: RestAuth,
+    /// It listens on a loopback address: only loopback hosts are answered (`auth::host_check`).
+    loopback_only: bool,
 }
 
 type Body = Full<Bytes>;
@@ -64,7 +66,8 @@ fn json_response(v: &Value) -> Response<Body> {
 
 /// Serves the REST API on `listener` until the task is dropped; `auth` says who may call it.
 pub async fn serve(listener: TcpListener, controller: ControllerHandle, info: InstanceInfo, auth: RestAuth) {
-    let rest = Arc::new(Rest { controller, info, auth });
+    let loopback_only = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    let rest = Arc::new(Rest { controller, info, auth, loopback_only });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
@@ -83,6 +86,9 @@ pub async fn serve(listener: TcpListener, controller: ControllerHandle, info: In
 impl Rest {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
+        if let Err(refused) = crate::auth::host_check(self.loopback_only, req.uri(), req.headers()) {
+            return text(StatusCode::FORBIDDEN, refused);
+        }
         if let Err(refused) = self.auth.check(&path, req.headers()) {
             return text(StatusCode::from_u16(refused.status).unwrap_or(StatusCode::FORBIDDEN), refused.body);
         }
