@@ -420,3 +420,29 @@ async fn a_rebound_host_cannot_read_a_local_rest_api() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
     }
 }
+
+/// `runtime_env.env_vars` cannot load other code into Photon's processes (`LD_PRELOAD`) nor
+/// set Photon's own variables (its credentials); the refusal names the field, and what runs
+/// stays as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn env_vars_cannot_inject_a_loader_or_photons_credentials() {
+    let head = common::start_head();
+    let put = |env: serde_json::Value| {
+        let rest = head.rest.clone();
+        async move {
+            let body = serde_json::json!({"applications": [{"name": "a", "route_prefix": "/a",
+                "import_path": "photon.examples:noop", "runtime_env": {"env_vars": env}}]})
+            .to_string();
+            request(&rest, "PUT", "/api/serve/applications/", &[("content-type", "application/json")], body.as_bytes())
+                .await
+        }
+    };
+    assert_eq!(put(serde_json::json!({"GREETING": "hi"})).await.status, 200);
+    head.wait_running(&["a"]).await;
+    for name in ["LD_PRELOAD", "PHOTON_CLUSTER_TOKEN"] {
+        let r = put(serde_json::json!({ name: "/tmp/x" })).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains(&format!("applications[0].runtime_env.env_vars.{name}")), "{}", r.text());
+    }
+    assert_eq!(request(&head.http, "GET", "/a", &[], b"").await.status, 200, "the running app is untouched");
+}

@@ -124,18 +124,25 @@ pub fn resolve_app(app: &ApplicationConfig, blueprint: &AppBlueprint) -> Result<
             return Err(format!("Deployment '{}' does not exist. Available: [{list}]", o.name));
         }
     }
-    Ok(blueprint
+    blueprint
         .deployments
         .iter()
         .map(|code| {
             let cfg = app.deployments.iter().find(|o| o.name == code.name);
             let mut resolved = resolve_one(app, code, cfg);
+            // The config was validated; the code's own options (`ray_actor_options` in
+            // `@serve.deployment`) are checked here.
+            if let Some((name, why)) =
+                resolved.env_vars.keys().find_map(|k| crate::validate::env_var_refusal(k).map(|why| (k, why)))
+            {
+                return Err(format!("deployment '{}': runtime_env.env_vars.{name}: {why}", code.name));
+            }
             for (k, v) in &blueprint.replica_env {
                 resolved.env_vars.insert(k.clone(), v.clone());
             }
-            resolved
+            Ok(resolved)
         })
-        .collect())
+        .collect()
 }
 
 fn merge(code: &DeploymentOverride, cfg: Option<&DeploymentOverride>) -> DeploymentOverride {

@@ -236,3 +236,19 @@ fn durations_are_bounded() {
     let err = parse_yaml("http_options: {request_timeout_s: 1e20}\napplications: []\n").unwrap_err().to_string();
     assert!(err.contains("http_options.request_timeout_s: must be a finite number of seconds up to 1e9"), "{err}");
 }
+
+#[test]
+fn env_vars_cannot_set_loader_or_photon_variables() {
+    let errors = errors_of(
+        "applications:\n  - name: a\n    import_path: x.y\n    runtime_env: {env_vars: {LD_PRELOAD: /tmp/x.so, GREETING: hi}}\n    deployments:\n      - name: D\n        ray_actor_options: {runtime_env: {env_vars: {PHOTON_CLUSTER_TOKEN: t, CUDA_VISIBLE_DEVICES: '0', PYTHONHOME: /x}}}\n",
+    );
+    for path in [
+        "applications[0].runtime_env.env_vars.LD_PRELOAD",
+        "applications[0].deployments[0].ray_actor_options.runtime_env.env_vars.PHOTON_CLUSTER_TOKEN",
+        "applications[0].deployments[0].ray_actor_options.runtime_env.env_vars.CUDA_VISIBLE_DEVICES",
+        "applications[0].deployments[0].ray_actor_options.runtime_env.env_vars.PYTHONHOME",
+    ] {
+        assert!(errors.iter().any(|e| e.starts_with(path)), "{path} not in {errors:?}");
+    }
+    assert_eq!(errors.len(), 4, "{errors:?}");
+}

@@ -512,12 +512,32 @@ fn runtime_env(o: &mut Obj<'_>, r: &mut Report) -> Option<Map<String, Value>> {
                     if !v.is_string() {
                         r.error(&format!("{path}.env_vars.{k}"), format!("must be a string, got {}", type_name(v)));
                     }
+                    if let Some(why) = env_var_refusal(k) {
+                        r.error(&format!("{path}.env_vars.{k}"), why.to_string());
+                    }
                 }
             }
             other => r.error(&join(&path, "env_vars"), format!("must be a mapping, got {}", type_name(other))),
         }
     }
     Some(env)
+}
+
+/// Why `runtime_env.env_vars` may not set `name`, if it may not: variables that make the
+/// dynamic loader or the interpreter run code other than the application's, and those Photon
+/// sets itself for a replica.
+pub fn env_var_refusal(name: &str) -> Option<&'static str> {
+    if name.starts_with("LD_") || name.starts_with("DYLD_") {
+        Some("the dynamic loader's variables cannot be set for replicas (they would load other code into Photon's processes)")
+    } else if name == "PYTHONHOME" {
+        Some("PYTHONHOME cannot be set for replicas (it swaps the interpreter's standard library); choose the interpreter with PHOTON_PYTHON or runtime_env instead")
+    } else if name == "CUDA_VISIBLE_DEVICES" {
+        Some("Photon assigns CUDA_VISIBLE_DEVICES from ray_actor_options.num_gpus, as Ray does")
+    } else if name.starts_with("PHOTON_") {
+        Some("PHOTON_* variables are Photon's own (credentials, the replica's code and settings)")
+    } else {
+        None
+    }
 }
 
 fn check_uri(v: &Value, path: &str, r: &mut Report) {
