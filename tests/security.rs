@@ -134,6 +134,37 @@ async fn an_oversized_config_is_refused() {
         request(&head.rest, "PUT", "/api/serve/applications/", &[("content-type", "application/json")], &huge).await;
     assert_eq!(r.status, 413, "{}", r.text());
     assert!(r.text().contains("larger than the limit of 4194304 bytes"), "{}", r.text());
+
+    // A manifest whose serveConfigV2 is a YAML alias bomb: 1 KB that would expand to 43
+    // million nodes. Refused with its field, without the memory (the head stays small).
+    let mut bomb = String::from("l0: &l0 [x, x, x, x, x, x, x, x, x]\n");
+    for level in 1..=8 {
+        bomb.push_str(&format!("l{level}: &l{level} [{}]\n", vec![format!("*l{}", level - 1); 9].join(", ")));
+    }
+    let manifest =
+        serde_json::json!({"apiVersion": "ray.io/v1", "kind": "RayService", "spec": {"serveConfigV2": bomb}});
+    let body = manifest.to_string();
+    let r = request(
+        &head.rest,
+        "PUT",
+        "/api/serve/applications/",
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("spec.serveConfigV2") && r.text().contains("YAML aliases"), "{}", r.text());
+    let status = std::fs::read_to_string(format!("/proc/{}/status", head.pid())).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(rss_kb < 200 * 1024, "the head's peak memory grew to {rss_kb} kB");
 }
 
 /// The environment of a head or CLI with its own home (where `~/.ray/auth_token` lives) and

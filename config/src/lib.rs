@@ -8,6 +8,7 @@ mod error;
 mod resolve;
 mod schema;
 mod validate;
+pub mod yaml;
 
 use serde_json::Value;
 
@@ -27,7 +28,7 @@ pub struct Parsed {
 /// Parses YAML (JSON is YAML too): a serve config, or a `RayService`/`PhotonService` manifest
 /// whose `spec.serveConfigV2` holds one.
 pub fn parse_yaml(text: &str) -> Result<Parsed, ConfigError> {
-    let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::at("", format!("invalid YAML: {e}")))?;
+    let doc = yaml::from_str(text).map_err(|e| ConfigError::at("", format!("invalid YAML: {e}")))?;
     from_value(&doc)
 }
 
@@ -56,7 +57,7 @@ fn from_service_manifest(doc: &Value) -> Result<Parsed, ConfigError> {
     let inner: Value = match inner {
         None | Some(Value::Null) => return Err(ConfigError::at(PATH, "field required")),
         Some(Value::String(text)) => {
-            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::at(PATH, format!("invalid YAML: {e}")))?
+            yaml::from_str(text).map_err(|e| ConfigError::at(PATH, format!("invalid YAML: {e}")))?
         }
         Some(other) => other.clone(),
     };

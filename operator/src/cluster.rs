@@ -831,7 +831,7 @@ pub fn validate(svc: &PhotonService) -> Result<(), String> {
         return Err("spec.rayClusterDeletionDelaySeconds: must be ≥ 0".into());
     }
     if let Some(text) = &spec.serve_config_v2 {
-        if let Err(e) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
+        if let Err(e) = photon_config::yaml::from_str(text) {
             return Err(format!("spec.serveConfigV2: not YAML: {e}"));
         }
     }
@@ -840,8 +840,7 @@ pub fn validate(svc: &PhotonService) -> Result<(), String> {
 
 /// The serve config as the JSON body of `PUT /api/serve/applications/`.
 pub fn serve_config_json(text: &str) -> Result<Value, String> {
-    let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| format!("spec.serveConfigV2: {e}"))?;
-    serde_json::to_value(yaml).map_err(|e| format!("spec.serveConfigV2: {e}"))
+    photon_config::yaml::from_str(text).map_err(|e| format!("spec.serveConfigV2: {e}"))
 }
 
 #[cfg(test)]

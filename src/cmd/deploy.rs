@@ -29,11 +29,13 @@ pub struct DeployArgs {
 
 /// The document to PUT: the serve config itself (a manifest's `spec.serveConfigV2` unwrapped).
 fn serve_config_document(text: &str) -> anyhow::Result<Value> {
-    let doc: Value = serde_yaml_ng::from_str(text).context("invalid YAML")?;
+    let doc = photon_config::yaml::from_str(text).map_err(anyhow::Error::msg).context("invalid YAML")?;
     let kind = doc.get("kind").and_then(Value::as_str);
     if matches!(kind, Some("RayService" | "PhotonService")) {
         return match doc.pointer("/spec/serveConfigV2") {
-            Some(Value::String(inner)) => serde_yaml_ng::from_str(inner).context("spec.serveConfigV2: invalid YAML"),
+            Some(Value::String(inner)) => photon_config::yaml::from_str(inner)
+                .map_err(anyhow::Error::msg)
+                .context("spec.serveConfigV2: invalid YAML"),
             Some(other) => Ok(other.clone()),
             None => anyhow::bail!("spec.serveConfigV2: field required"),
         };
