@@ -477,3 +477,34 @@ async fn env_vars_cannot_inject_a_loader_or_photons_credentials() {
     }
     assert_eq!(request(&head.http, "GET", "/a", &[], b"").await.status, 200, "the running app is untouched");
 }
+
+/// The gRPC front door takes messages up to Ray's `RAY_SERVE_GRPC_MAX_MESSAGE_SIZE`; a larger
+/// one is refused with RESOURCE_EXHAUSTED (as Ray's gRPC server refuses it) before routing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_grpc_message_limit_is_rays_variable() {
+    use photon_proto::ray::serve as ray;
+    let config = common::TempFile::new(
+        "config.yaml",
+        "grpc_options:\n  grpc_servicer_functions: [user_defined_protos_pb2_grpc.add_UserDefinedServiceServicer_to_server]\napplications:\n  - {name: greeter, import_path: photon.examples:greeter, route_prefix: /greeter}\n",
+    );
+    let mut args: Vec<std::ffi::OsString> = vec!["run".into(), config.path.clone().into()];
+    args.extend(
+        ["--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1", "--grpc-port", "0"].map(Into::into),
+    );
+    let photon =
+        Photon::spawn_with_env(&args, &[("RAY_SERVE_GRPC_MAX_MESSAGE_SIZE".into(), "1024".into())], true, true);
+    photon.wait_running(&["greeter"]).await;
+    let port = photon.grpc_addr().unwrap().rsplit(':').next().unwrap().to_string();
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await.unwrap();
+    let mut greeter = ray::user_defined_service_client::UserDefinedServiceClient::new(channel);
+    let call = |name: String| {
+        let mut r = tonic::Request::new(ray::UserDefinedMessage { name, foo: "bar".into(), num: 1 });
+        r.metadata_mut().insert("application", "greeter".parse().unwrap());
+        r
+    };
+    assert!(greeter.call(call("x".repeat(100))).await.is_ok());
+    let e = greeter.call(call("x".repeat(4000))).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+    assert!(greeter.call(call("y".repeat(100))).await.is_ok(), "the front door goes on");
+}

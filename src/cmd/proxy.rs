@@ -57,7 +57,12 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     let mut tasks = vec![follow];
     if let Some(listener) = grpc {
         tracing::info!("gRPC proxy listening on {}", listener.local_addr()?);
-        let config = GrpcConfig { request_timeout: timeout, node_id: node_id.clone(), ..Default::default() };
+        let config = GrpcConfig {
+            request_timeout: timeout,
+            node_id: node_id.clone(),
+            max_message_bytes: photon_proxy::grpc_max_message_bytes_from_env().map_err(anyhow::Error::msg)?,
+            ..Default::default()
+        };
         tasks.push(tokio::spawn(photon_proxy::serve_grpc(listener, router.clone(), config)));
     }
     let config = HttpConfig { request_timeout: timeout, node_id, ..Default::default() };

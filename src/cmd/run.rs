@@ -193,7 +193,7 @@ fn head_options(args: &HeadArgs, config: &ServeConfig, new_local_instance: bool)
             request_timeout: timeout(config.grpc_options.request_timeout_s),
             node_id: node_id.clone(),
             access_log,
-            ..Default::default()
+            max_message_bytes: photon_proxy::grpc_max_message_bytes_from_env().map_err(anyhow::Error::msg)?,
         },
         http: proxies.then(|| SocketAddr::new(host, args.http_port.unwrap_or(config.http_options.port))),
         state_store,
