@@ -129,8 +129,8 @@ impl Head {
             photon_router::cluster_auth::require_token,
         );
         tasks.push(tokio::spawn(async move {
-            let incoming = photon_router::incoming_nodelay(controller_listener);
-            if let Err(e) = tonic::transport::Server::builder().add_service(grpc).serve_with_incoming(incoming).await {
+            let incoming = photon_router::incoming_guarded(controller_listener, photon_router::internal_guard());
+            if let Err(e) = photon_router::internal_server().add_service(grpc).serve_with_incoming(incoming).await {
                 tracing::error!(error = %e, "controller service stopped");
             }
         }));

@@ -508,3 +508,105 @@ async fn the_grpc_message_limit_is_rays_variable() {
     assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
     assert!(greeter.call(call("y".repeat(100))).await.is_ok(), "the front door goes on");
 }
+
+/// Whether the server closes `stream` within `limit` (reads until EOF or an error).
+async fn closed_within(mut stream: tokio::net::TcpStream, limit: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Idle and slow clients cannot hold connections on any listener, and connections beyond the
+/// limit are refused with a reason: no bytes at all, an h2c preface and then nothing, a head
+/// or a body trickling in, an idle keep-alive connection (`keep_alive_timeout_s`), on the
+/// HTTP, gRPC and REST ports and a replica's data port. Normal requests go on meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_and_slow_clients_are_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let config = common::TempFile::new(
+        "config.yaml",
+        "http_options: {keep_alive_timeout_s: 2}\ngrpc_options:\n  grpc_servicer_functions: [user_defined_protos_pb2_grpc.add_UserDefinedServiceServicer_to_server]\napplications:\n  - {name: a, route_prefix: /a, import_path: photon.examples:noop}\n",
+    );
+    let mut args: Vec<std::ffi::OsString> = vec!["run".into(), config.path.clone().into()];
+    args.extend(
+        ["--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1", "--grpc-port", "0"].map(Into::into),
+    );
+    args.extend(["--max-connections", "8", "--proxy-threads", "1"].map(Into::into));
+    let photon = Photon::spawn_with_env(&args, &[], true, true);
+    photon.wait_running(&["a"]).await;
+    let grpc = photon.grpc_addr().unwrap();
+    let data = logged_address(&photon.log_text(), "data=");
+
+    // The limit: 8 connections open, the 9th is refused at once with a 503 that says why.
+    let held: Vec<TcpStream> = futures_util::future::join_all((0..8).map(|_| TcpStream::connect(&photon.http)))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut refused = TcpStream::connect(&photon.http).await.unwrap();
+    let mut answer = String::new();
+    refused.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503") && answer.contains("Too many connections"), "{answer}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = std::time::Instant::now();
+    let connect = |addr: String, bytes: &'static [u8]| async move {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        s
+    };
+    // A body at a byte per 700 ms: each piece in time, the whole far too slow.
+    let slow_body = connect(photon.http.clone(), b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n").await;
+    let trickle = tokio::spawn(async move {
+        let (mut reader, mut writer) = slow_body.into_split();
+        let writing = tokio::spawn(async move {
+            while writer.write_all(b"x").await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+            }
+        });
+        let mut answer = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(15), reader.read_to_string(&mut answer)).await;
+        writing.abort();
+        answer
+    });
+    let mut keep_alive = connect(photon.http.clone(), b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let mut first = [0u8; 12];
+    keep_alive.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let kept = tokio::spawn(closed_within(keep_alive, Duration::from_secs(8)));
+    let probes = [
+        ("HTTP, no bytes", connect(photon.http.clone(), b"").await),
+        ("HTTP, h2c preface only", connect(photon.http.clone(), b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await),
+        ("HTTP, a partial head", connect(photon.http.clone(), b"GET /a HTTP/1.1\r\nhost:").await),
+        ("gRPC, no bytes", connect(grpc.clone(), b"").await),
+        ("REST, a partial head", connect(photon.rest.clone(), b"GET /api/serve/applications/ HTTP/1.1\r\n").await),
+        ("data port, no bytes", connect(data.clone(), b"").await),
+    ];
+    let waits = probes.map(|(what, s)| (what, tokio::spawn(closed_within(s, Duration::from_secs(15)))));
+    // Meanwhile the proxy serves as usual.
+    for _ in 0..5 {
+        assert_eq!(request(&photon.http, "GET", "/a", &[], b"").await.status, 200);
+    }
+    let idle = kept.await.unwrap().expect("an idle keep-alive connection is closed");
+    assert!(
+        idle >= Duration::from_millis(1500) && idle < Duration::from_secs(5),
+        "keep_alive_timeout_s: 2, closed after {idle:?}"
+    );
+    for (what, wait) in waits {
+        let after = wait.await.unwrap().unwrap_or_else(|| panic!("{what}: still open after 15 s"));
+        assert!(after < Duration::from_secs(12), "{what}: closed after {after:?}");
+    }
+    let answer = trickle.await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "a trickling body: {answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}

@@ -4,14 +4,17 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
+
+use photon_router::guard::{collect_body, BodyError, ConnectionGuard, ConnectionLimits, HEAD_TIMEOUT};
 
 use crate::actor::ControllerHandle;
 use crate::auth::RestAuth;
@@ -45,6 +48,9 @@ struct Rest {
 
 type Body = Full<Bytes>;
 
+/// Connections the REST API keeps open at once (its callers are operators and their tools).
+const MAX_CONNECTIONS: usize = 256;
+
 /// The largest serve config a PUT may send (a config is a few kilobytes; the limit keeps one
 /// request from holding the head's memory).
 pub const MAX_CONFIG_BYTES: usize = 4 << 20;
@@ -69,14 +75,31 @@ pub async fn serve(listener: TcpListener, controller: ControllerHandle, info: In
     let loopback_only = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let rest = Arc::new(Rest { controller, info, auth, loopback_only });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let limits =
+        ConnectionLimits::requests(MAX_CONNECTIONS, Duration::from_secs(photon_config::defaults::KEEP_ALIVE_TIMEOUT_S));
+    let guard = ConnectionGuard::new(limits);
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let rest = rest.clone();
-        let builder = builder.clone();
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "REST API: accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let (rest, builder, guard) = (rest.clone(), builder.clone(), guard.clone());
         tokio::spawn(async move {
+            let (stream, activity) = match guard.admit(stream) {
+                Ok(admitted) => admitted,
+                Err(stream) => return photon_router::guard::refuse_http(stream, MAX_CONNECTIONS).await,
+            };
             let service = hyper::service::service_fn(move |req| {
-                let rest = rest.clone();
-                async move { Ok::<_, Infallible>(rest.handle(req).await) }
+                let (rest, in_progress) = (rest.clone(), activity.request());
+                async move {
+                    let response = rest.handle(req).await;
+                    drop(in_progress);
+                    Ok::<_, Infallible>(response)
+                }
             });
             let _ = builder.serve_connection(TokioIo::new(stream), service).await;
         });
@@ -143,15 +166,16 @@ impl Rest {
     }
 
     async fn put(&self, req: Request<Incoming>) -> Response<Body> {
-        let body = match http_body_util::Limited::new(req.into_body(), MAX_CONFIG_BYTES).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        let body = match collect_body(req.into_body(), MAX_CONFIG_BYTES, HEAD_TIMEOUT).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge(_)) => {
                 return text(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("the config is larger than the limit of {MAX_CONFIG_BYTES} bytes"),
                 )
             }
-            Err(e) => return text(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}")),
+            Err(e @ BodyError::Stalled(_)) => return text(StatusCode::REQUEST_TIMEOUT, e.to_string()),
+            Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
         };
         let doc: Value = match serde_json::from_slice(&body) {
             Ok(v) => v,

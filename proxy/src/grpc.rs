@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use photon_proto::ray::serve as ray;
+use photon_router::guard::{collect_body, BodyError, ConnectionGuard, ConnectionLimits, HEAD_TIMEOUT};
 use photon_router::wire::{self, grpc_frame, Call};
 use photon_router::Router;
 use prost::Message;
@@ -33,6 +34,10 @@ pub struct GrpcConfig {
     pub node_id: String,
     /// One access-log line per request.
     pub access_log: bool,
+    /// An idle connection (no call in progress) closes after this long.
+    pub keep_alive: Duration,
+    /// Connections open at once (`--max-connections`); more are closed at once.
+    pub max_connections: usize,
 }
 
 /// Ray's variable for the largest gRPC message, in bytes (its default: 2 GiB - 1).
@@ -57,6 +62,8 @@ impl Default for GrpcConfig {
             max_message_bytes: photon_router::MAX_MESSAGE_BYTES,
             node_id: String::new(),
             access_log: true,
+            keep_alive: Duration::from_secs(photon_config::defaults::KEEP_ALIVE_TIMEOUT_S),
+            max_connections: photon_router::guard::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -96,12 +103,19 @@ pub async fn serve(listener: TcpListener, router: Router, config: GrpcConfig) {
     let metrics = DoorMetrics::new(&metrics::GRPC, &config.node_id);
     let proxy = Arc::new(GrpcProxy { router, metrics, config });
     let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let guard = ConnectionGuard::new(ConnectionLimits::requests(proxy.config.max_connections, proxy.config.keep_alive));
     crate::http::accept_loop(listener, move |stream| {
-        let (proxy, builder) = (proxy.clone(), builder.clone());
+        let (proxy, builder, guard) = (proxy.clone(), builder.clone(), guard.clone());
         async move {
+            // Beyond the limit the connection is closed: a gRPC client sees it unavailable.
+            let Ok((stream, activity)) = guard.admit(stream) else { return };
             let service = hyper::service::service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(req).await) }
+                let (proxy, in_progress) = (proxy.clone(), activity.request());
+                async move {
+                    let response = proxy.handle(req).await;
+                    drop(in_progress);
+                    Ok::<_, Infallible>(response)
+                }
             });
             if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!(error = %e, "gRPC connection ended with an error");
@@ -256,14 +270,14 @@ impl GrpcProxy {
         drop(snapshot);
 
         let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, self.config.max_message_bytes.saturating_add(5)).collect().await {
-            Ok(b) => b.to_bytes(),
+        let body = match collect_body(body, self.config.max_message_bytes.saturating_add(5), HEAD_TIMEOUT).await {
+            Ok(b) => b,
             Err(e) => {
-                return error(
-                    grpc_code::RESOURCE_EXHAUSTED,
-                    &format!("request too large or unreadable: {e}"),
-                    request_id,
-                )
+                let code = match e {
+                    BodyError::Stalled(_) => grpc_code::DEADLINE_EXCEEDED,
+                    _ => grpc_code::RESOURCE_EXHAUSTED,
+                };
+                return error(code, &format!("request too large or unreadable: {e}"), request_id);
             }
         };
         let message = match grpc_frame::decode_all(body) {

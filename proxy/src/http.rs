@@ -6,9 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use photon_router::guard::{
+    collect_body, BodyError, ConnectionGuard, ConnectionLimits, RequestInProgress, HEAD_TIMEOUT,
+};
 use photon_router::wire::{self, Answer, Call};
 use photon_router::Router;
 use tokio::net::TcpListener;
@@ -29,6 +32,16 @@ pub struct HttpConfig {
     pub node_id: String,
     /// One access-log line per request (`logging_config.enable_access_log`).
     pub access_log: bool,
+    /// Ray's `http_options.keep_alive_timeout_s`: an idle connection closes after it.
+    pub keep_alive: Duration,
+    /// Connections open at once (`--max-connections`); more are refused with 503.
+    pub max_connections: usize,
+}
+
+impl HttpConfig {
+    fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits::requests(self.max_connections, self.keep_alive)
+    }
 }
 
 impl Default for HttpConfig {
@@ -39,6 +52,8 @@ impl Default for HttpConfig {
             request_timeout: None,
             node_id: String::new(),
             access_log: true,
+            keep_alive: Duration::from_secs(photon_config::defaults::KEEP_ALIVE_TIMEOUT_S),
+            max_connections: photon_router::guard::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -63,8 +78,6 @@ fn timeout_for(headers: &http::HeaderMap, default: Option<Duration>) -> Option<D
     }
 }
 
-/// Longest wait for a request's head (slowloris protection).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head.
 const MAX_HEAD_BYTES: usize = 64 << 10;
 
@@ -76,22 +89,28 @@ struct Proxy {
 
 /// Serves HTTP on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, router: Router, config: HttpConfig) {
+    let guard = ConnectionGuard::new(config.connection_limits());
+    serve_guarded(listener, router, config, guard).await
+}
+
+/// [`serve`] within `guard`'s limits (shared by the threads serving one port).
+async fn serve_guarded(listener: TcpListener, router: Router, config: HttpConfig, guard: ConnectionGuard) {
     let metrics = DoorMetrics::new(&metrics::HTTP, &config.node_id);
     let proxy = Arc::new(Proxy { router, metrics, config });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // Slow or oversized clients: a request head must arrive within HEADER_READ_TIMEOUT and fit
-    // in MAX_HEAD_BYTES (hyper answers 431 above it), so they cannot pin connections or memory.
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BYTES);
+    // A request head fits in MAX_HEAD_BYTES (hyper answers 431 above it); how long it and the
+    // idle time between requests may take is the guard's to enforce.
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(None).max_buf_size(MAX_HEAD_BYTES);
     accept_loop(listener, move |stream| {
-        let (proxy, builder) = (proxy.clone(), builder.clone());
+        let (proxy, builder, guard) = (proxy.clone(), builder.clone(), guard.clone());
         async move {
+            let (stream, activity) = match guard.admit(stream) {
+                Ok(admitted) => admitted,
+                Err(stream) => return photon_router::guard::refuse_http(stream, guard.limits().max_connections).await,
+            };
             let service = hyper::service::service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(req).await) }
+                let (proxy, request) = (proxy.clone(), activity.request());
+                async move { Ok::<_, Infallible>(proxy.handle(req, request).await) }
             });
             if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
                 tracing::debug!(error = %e, "connection ended with an error");
@@ -142,14 +161,16 @@ pub(crate) fn uuid4() -> String {
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 impl Proxy {
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    /// Answers one request; `in_progress` marks the connection busy until the answer is ready
+    /// (for a WebSocket, until the joined connections close).
+    async fn handle(&self, req: Request<Incoming>, in_progress: RequestInProgress) -> Response<Body> {
         let request_id =
             req.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_string).unwrap_or_else(uuid4);
         let in_flight = self.metrics.start();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let mut target = Target::default();
-        let mut response = self.route(req, &request_id, &mut target).await;
+        let mut response = self.route(req, &request_id, &mut target, in_progress).await;
         let status = response.status();
         in_flight.finish(&target, metrics::method_label(&method), status.as_str(), status.as_u16() >= 400);
         if self.config.access_log {
@@ -163,7 +184,13 @@ impl Proxy {
         response
     }
 
-    async fn route(&self, mut req: Request<Incoming>, request_id: &str, target: &mut Target) -> Response<Body> {
+    async fn route(
+        &self,
+        mut req: Request<Incoming>,
+        request_id: &str,
+        target: &mut Target,
+        in_progress: RequestInProgress,
+    ) -> Response<Body> {
         let path = req.uri().path().to_string();
         match path.as_str() {
             "/-/healthz" => {
@@ -202,9 +229,10 @@ impl Proxy {
         // the two upgraded connections are joined byte for byte.
         let client_upgrade = wire::is_websocket(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, self.config.max_body_bytes).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return self.too_large(),
+        let body = match collect_body(body, self.config.max_body_bytes, HEAD_TIMEOUT).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge(_)) => return self.too_large(),
+            Err(e @ BodyError::Stalled(_)) => return respond::text(StatusCode::REQUEST_TIMEOUT, e.to_string()),
             Err(e) => return respond::text(StatusCode::BAD_REQUEST, format!("Could not read the request body: {e}")),
         };
         let (mut parts, body) = (parts, body);
@@ -242,7 +270,10 @@ impl Proxy {
         match result {
             Ok(mut reply) => {
                 if let (Some(client), Some(replica)) = (client_upgrade, reply.upgrade.take()) {
-                    tokio::spawn(join_upgraded(client, replica));
+                    tokio::spawn(async move {
+                        join_upgraded(client, replica).await;
+                        drop(in_progress);
+                    });
                 }
                 to_response(reply)
             }
@@ -316,8 +347,9 @@ pub fn serve_on_threads(
     router: Router,
     config: HttpConfig,
 ) -> std::io::Result<std::net::SocketAddr> {
+    let guard = ConnectionGuard::new(config.connection_limits());
     photon_router::serve_on_threads(addr, threads, "photon-http", move |listener| {
-        serve(listener, router.clone(), config.clone())
+        serve_guarded(listener, router.clone(), config.clone(), guard.clone())
     })
 }
 

@@ -5,13 +5,15 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
+use photon_router::guard::{collect_body, ConnectionGuard, ConnectionLimits, DEFAULT_MAX_CONNECTIONS, HEAD_TIMEOUT};
 use photon_router::wire::grpc_frame;
 use photon_router::{wire, MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
@@ -28,14 +30,30 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 
 /// Serves the data port until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<ReplicaState>) {
+    // Routers keep idle connections for 60 s (`photon_router::new_pool`): the replica keeps them
+    // longer, so that it is never the one closing a connection a router is about to reuse.
+    let limits = ConnectionLimits::requests(DEFAULT_MAX_CONNECTIONS, Duration::from_secs(90));
+    let guard = ConnectionGuard::new(limits);
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "data port: accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
+        let Ok((stream, activity)) = guard.admit(stream) else { continue };
         let state = state.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                let (state, in_progress) = (state.clone(), activity.request());
+                async move {
+                    let response = handle(&state, req).await;
+                    drop(in_progress);
+                    Ok::<_, Infallible>(response)
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
             let _ = connection.with_upgrades().await;
@@ -68,8 +86,8 @@ async fn handle(state: &Arc<ReplicaState>, mut req: Request<Incoming>) -> Respon
     };
     let upgrade = wire::is_websocket(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_MESSAGE_BYTES).collect().await {
-        Ok(b) => b.to_bytes(),
+    let body = match collect_body(body, MAX_MESSAGE_BYTES, HEAD_TIMEOUT).await {
+        Ok(b) => b,
         Err(e) => {
             return outcome(StatusCode::BAD_REQUEST, wire::OUTCOME_ERROR, format!("could not read the request: {e}"))
         }

@@ -114,14 +114,12 @@ pub async fn run(
         photon_router::cluster_auth::require_token,
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder().tcp_nodelay(true).add_service(service).serve_with_incoming_shutdown(
-            photon_router::incoming_nodelay(listener),
-            async {
-                let _ = stop_rx.await;
-            },
-        ),
-    );
+    let server = tokio::spawn(photon_router::internal_server().add_service(service).serve_with_incoming_shutdown(
+        photon_router::incoming_guarded(listener, photon_router::internal_guard()),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
 
     let reachable = |addr: std::net::SocketAddr| match &opts.advertise_host {
         Some(host) => format!("{host}:{}", addr.port()),

@@ -3,17 +3,39 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-/// Accepted connections of a server with Nagle's algorithm off: tonic sets `TCP_NODELAY` only
-/// on sockets it accepts itself, and a small response held back by Nagle waits for the peer's
-/// delayed ACK (tens of milliseconds).
-pub fn incoming_nodelay(
+/// A tonic server for an internal port: HTTP/2 pings every 30 s (10 s to answer), so that a
+/// dead peer is noticed and a live idle one (a quiet routing-table stream) keeps its connection
+/// under [`internal_guard`]'s idle rule.
+pub fn internal_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+}
+
+/// The limits of an internal gRPC port: idle (no byte either way, pings included) for 90 s.
+pub fn internal_guard() -> crate::guard::ConnectionGuard {
+    crate::guard::ConnectionGuard::new(crate::guard::ConnectionLimits::internal(
+        crate::guard::DEFAULT_MAX_CONNECTIONS,
+        std::time::Duration::from_secs(90),
+    ))
+}
+
+/// Accepted connections of an internal gRPC server, within `guard`'s limits (one beyond them
+/// is closed at once) and with Nagle's algorithm off: tonic sets `TCP_NODELAY` only on sockets
+/// it accepts itself, and a small response held back by Nagle waits for the peer's delayed ACK
+/// (tens of milliseconds).
+pub fn incoming_guarded(
     listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    guard: crate::guard::ConnectionGuard,
+) -> impl tokio_stream::Stream<Item = std::io::Result<crate::guard::Tracked<tokio::net::TcpStream>>> {
     use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-        let stream = conn?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
+    tokio_stream::wrappers::TcpListenerStream::new(listener).filter_map(move |conn| match conn {
+        Ok(stream) => {
+            let _ = stream.set_nodelay(true);
+            guard.admit(stream).ok().map(|(tracked, _activity)| Ok(tracked))
+        }
+        Err(e) => Some(Err(e)),
     })
 }
 

@@ -33,6 +33,12 @@ pub struct ProxyArgs {
     /// `http_options.request_timeout_s` for this proxy.
     #[arg(long)]
     request_timeout_s: Option<f64>,
+    /// `http_options.keep_alive_timeout_s` for this proxy (Ray's default 90).
+    #[arg(long, default_value_t = photon_config::defaults::KEEP_ALIVE_TIMEOUT_S)]
+    keep_alive_timeout_s: u64,
+    /// Connections each front door keeps open at once; more are refused.
+    #[arg(long, env = "PHOTON_MAX_CONNECTIONS", default_value_t = photon_router::guard::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
 }
 
 pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
@@ -61,11 +67,19 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             request_timeout: timeout,
             node_id: node_id.clone(),
             max_message_bytes: photon_proxy::grpc_max_message_bytes_from_env().map_err(anyhow::Error::msg)?,
+            keep_alive: std::time::Duration::from_secs(args.keep_alive_timeout_s),
+            max_connections: args.max_connections,
             ..Default::default()
         };
         tasks.push(tokio::spawn(photon_proxy::serve_grpc(listener, router.clone(), config)));
     }
-    let config = HttpConfig { request_timeout: timeout, node_id, ..Default::default() };
+    let config = HttpConfig {
+        request_timeout: timeout,
+        node_id,
+        keep_alive: std::time::Duration::from_secs(args.keep_alive_timeout_s),
+        max_connections: args.max_connections,
+        ..Default::default()
+    };
     let threads = args.proxy_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let addr = http.local_addr()?;
     drop(http);

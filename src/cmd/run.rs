@@ -67,6 +67,9 @@ pub struct HeadArgs {
     /// Largest accepted request body in bytes (413 above it).
     #[arg(long, env = "PHOTON_MAX_REQUEST_BODY_BYTES", default_value_t = 100 << 20)]
     max_request_body_bytes: usize,
+    /// Connections each front door (HTTP, gRPC) keeps open at once; more are refused.
+    #[arg(long, env = "PHOTON_MAX_CONNECTIONS", default_value_t = photon_router::guard::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     /// CPUs replicas may ask for in all (`ray start --num-cpus`; default: this machine's).
     #[arg(long, env = "PHOTON_NUM_CPUS")]
     num_cpus: Option<f64>,
@@ -187,6 +190,7 @@ fn head_options(args: &HeadArgs, config: &ServeConfig, new_local_instance: bool)
     };
     let node_id: String = (0..28).map(|_| format!("{:02x}", fastrand::u8(..))).collect();
     let access_log = config.logging_config.as_ref().and_then(|l| l.enable_access_log).unwrap_or(true);
+    let keep_alive = Duration::from_secs(config.http_options.keep_alive_timeout_s);
     Ok(HeadOptions {
         grpc: grpc_port.map(|port| SocketAddr::new(host, port)),
         grpc_config: photon_proxy::GrpcConfig {
@@ -194,6 +198,8 @@ fn head_options(args: &HeadArgs, config: &ServeConfig, new_local_instance: bool)
             node_id: node_id.clone(),
             access_log,
             max_message_bytes: photon_proxy::grpc_max_message_bytes_from_env().map_err(anyhow::Error::msg)?,
+            keep_alive,
+            max_connections: args.max_connections,
         },
         http: proxies.then(|| SocketAddr::new(host, args.http_port.unwrap_or(config.http_options.port))),
         state_store,
@@ -208,6 +214,8 @@ fn head_options(args: &HeadArgs, config: &ServeConfig, new_local_instance: bool)
             request_timeout: timeout(config.http_options.request_timeout_s),
             node_id,
             access_log,
+            keep_alive,
+            max_connections: args.max_connections,
         },
         startup_config: config.clone(),
         node: photon_orchestrator::NodeResources::detect(args.num_cpus, args.num_gpus, args.memory),
