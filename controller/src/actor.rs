@@ -23,9 +23,12 @@ use crate::ControllerError;
 const TICK: Duration = Duration::from_millis(100);
 /// Capacity of the command channel.
 const COMMANDS: usize = 1024;
+/// Longest wait for the state store to hold an applied config.
+const SAVE_WAIT: Duration = Duration::from_secs(30);
 
 pub(crate) enum Command {
-    Apply(Box<ServeConfig>, oneshot::Sender<()>),
+    /// Replies with the checkpoint that holds the new config, when there is a store.
+    Apply(Box<ServeConfig>, oneshot::Sender<Option<u64>>),
     /// The catalog has learned an application's code (see `AppCatalog::learn`).
     CodeLearned(Box<ApplicationConfig>),
     Registered {
@@ -61,6 +64,8 @@ pub struct ControllerHandle {
     commands: mpsc::Sender<Command>,
     catalog: Arc<dyn AppCatalog>,
     table: watch::Receiver<Arc<RoutingTable>>,
+    /// What the state store holds, when there is one.
+    saved: Option<watch::Receiver<Saved>>,
 }
 
 impl ControllerHandle {
@@ -71,11 +76,24 @@ impl ControllerHandle {
     }
 
     /// Applies a validated config (declaratively: apps it does not list are deleted). Returns
-    /// once the controller has taken it; applications whose code must first be imported are
-    /// DEPLOYING meanwhile, as in Ray.
+    /// once the controller has taken it and, with a state store, once the store holds it (a
+    /// restarted controller will not forget an acknowledged config); applications whose code
+    /// must first be imported are DEPLOYING meanwhile, as in Ray.
     pub async fn apply(&self, config: ServeConfig) -> Result<(), ControllerError> {
         self.catalog.observe(&config);
-        self.ask(|tx| Command::Apply(Box::new(config), tx)).await
+        let checkpoint = self.ask(|tx| Command::Apply(Box::new(config), tx)).await?;
+        let (Some(wanted), Some(saved)) = (checkpoint, &self.saved) else { return Ok(()) };
+        let mut saved = saved.clone();
+        let outcome = saved.wait_for(|s| s.seq >= wanted || s.failed.as_ref().is_some_and(|(seq, _)| *seq >= wanted));
+        let saved = match tokio::time::timeout(SAVE_WAIT, outcome).await {
+            Ok(Ok(saved)) => saved.clone(),
+            Ok(Err(_)) => return Err(ControllerError::Stopped),
+            Err(_) => return Err(ControllerError::NotSaved(format!("not written within {SAVE_WAIT:?}"))),
+        };
+        match saved.failed {
+            Some((seq, e)) if saved.seq < wanted && seq >= wanted => Err(ControllerError::NotSaved(e)),
+            _ => Ok(()),
+        }
     }
 
     /// A replica's registration; `false` when the controller does not want it.
@@ -133,13 +151,14 @@ pub fn spawn(
         if let Some(checkpoint) = store.load()? {
             recover(&mut state, &checkpoint, catalog.as_ref(), orchestrator.as_ref());
         }
-        saver = Some(spawn_saver(store, state.checkpoint()));
+        saver = Some(Saver::spawn(store, state.checkpoint()));
     }
     orchestrator.adoption_done();
     let handle_catalog = catalog.clone();
+    let saved = saver.as_ref().map(|s: &Saver| s.saved.clone());
     let actor = Actor { state, catalog, orchestrator, commands: tx.clone(), table: table_tx, proxy_router, saver };
     tokio::spawn(actor.run(rx, replica_events));
-    Ok(ControllerHandle { commands: tx, catalog: handle_catalog, table: table_rx })
+    Ok(ControllerHandle { commands: tx, catalog: handle_catalog, table: table_rx, saved })
 }
 
 /// Re-applies a checkpoint's config and adopts its replicas. The applications' code is learned
@@ -183,21 +202,57 @@ fn recover(state: &mut State, checkpoint: &Checkpoint, catalog: &dyn AppCatalog,
     }
 }
 
-/// Writes the newest checkpoint whenever it changes (coalescing bursts), off the actor.
-fn spawn_saver(store: StateStore, initial: Checkpoint) -> watch::Sender<Arc<Checkpoint>> {
-    let (tx, mut rx) = watch::channel(Arc::new(initial));
-    tokio::spawn(async move {
-        while rx.changed().await.is_ok() {
-            let checkpoint = rx.borrow_and_update().clone();
-            let store = store.clone();
-            match tokio::task::spawn_blocking(move || store.save(&checkpoint)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "checkpoint not saved"),
-                Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
+/// What the state store holds: the newest checkpoint written, and the newest that failed.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Saved {
+    seq: u64,
+    failed: Option<(u64, String)>,
+}
+
+/// Writes the newest checkpoint whenever it changes (coalescing bursts), off the actor; each
+/// checkpoint has a sequence number, and [`Saved`] says how far the store has come.
+struct Saver {
+    pending: watch::Sender<(u64, Arc<Checkpoint>)>,
+    saved: watch::Receiver<Saved>,
+}
+
+impl Saver {
+    fn spawn(store: StateStore, initial: Checkpoint) -> Saver {
+        let (pending, mut rx) = watch::channel((0, Arc::new(initial)));
+        let (saved_tx, saved) = watch::channel(Saved::default());
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let (seq, checkpoint) = rx.borrow_and_update().clone();
+                let store = store.clone();
+                let failure = match tokio::task::spawn_blocking(move || store.save(&checkpoint)).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(e) => Some(format!("checkpoint task failed: {e}")),
+                };
+                match failure {
+                    None => saved_tx.send_modify(|s| s.seq = seq),
+                    Some(e) => {
+                        tracing::error!(error = %e, "checkpoint not saved");
+                        saved_tx.send_modify(|s| s.failed = Some((seq, e)));
+                    }
+                }
             }
-        }
-    });
-    tx
+        });
+        Saver { pending, saved }
+    }
+
+    /// Queues `checkpoint` if it differs from the last one; returns its sequence number.
+    fn offer(&self, checkpoint: Checkpoint) -> u64 {
+        self.pending.send_if_modified(|(seq, current)| {
+            let changed = **current != checkpoint;
+            if changed {
+                *seq += 1;
+                *current = Arc::new(checkpoint);
+            }
+            changed
+        });
+        self.pending.borrow().0
+    }
 }
 
 struct Actor {
@@ -207,7 +262,7 @@ struct Actor {
     commands: mpsc::Sender<Command>,
     table: watch::Sender<Arc<RoutingTable>>,
     proxy_router: Option<photon_router::Router>,
-    saver: Option<watch::Sender<Arc<Checkpoint>>>,
+    saver: Option<Saver>,
 }
 
 impl Actor {
@@ -251,7 +306,7 @@ impl Actor {
                 for app in self.state.apply(&config, self.catalog.as_ref(), now) {
                     self.learn(app);
                 }
-                let _ = reply.send(());
+                let _ = reply.send(self.checkpoint());
             }
             Command::CodeLearned(app) => self.state.code_learned(&app, self.catalog.as_ref(), now),
             Command::Registered { replica_id, address, data_address, pid, reply } => {
@@ -290,16 +345,12 @@ impl Actor {
         for action in actions {
             self.execute(action);
         }
-        if let Some(saver) = &self.saver {
-            let checkpoint = self.state.checkpoint();
-            saver.send_if_modified(|current| {
-                let changed = **current != checkpoint;
-                if changed {
-                    *current = Arc::new(checkpoint);
-                }
-                changed
-            });
-        }
+        self.checkpoint();
+    }
+
+    /// Hands the state store the current checkpoint; its sequence number, when there is one.
+    fn checkpoint(&self) -> Option<u64> {
+        self.saver.as_ref().map(|saver| saver.offer(self.state.checkpoint()))
     }
 
     fn publish(&mut self) {

@@ -24,4 +24,8 @@ pub enum ControllerError {
     /// The actor has stopped (shutdown).
     #[error("the controller has stopped")]
     Stopped,
+    /// The config was applied but the state store did not take it (a restarted controller
+    /// would not know it).
+    #[error("the config was applied but could not be saved to the state store: {0}")]
+    NotSaved(String),
 }
