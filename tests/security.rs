@@ -610,3 +610,108 @@ async fn idle_and_slow_clients_are_disconnected() {
     assert!(answer.starts_with("HTTP/1.1 408"), "a trickling body: {answer:?}");
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+/// State on disk: a fixed controller port checkpoints into this user's private directory (0700,
+/// the file 0600) and refuses a directory others can enter or a link planted in its place; a
+/// process id from a checkpoint is signalled only if that process is the replica it names; a
+/// PUT is acknowledged once the state store holds it, and answers 503 when it cannot.
+#[tokio::test(flavor = "multi_thread")]
+async fn state_files_are_private_and_process_ids_are_checked() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let start = |tmp: &std::path::Path, port: u16| {
+        let args: Vec<std::ffi::OsString> = [
+            "start",
+            "--http-port",
+            "0",
+            "--dashboard-port",
+            "0",
+            "--http-host",
+            "127.0.0.1",
+            "--controller-port",
+            &port.to_string(),
+        ]
+        .map(Into::into)
+        .to_vec();
+        (args, vec![("TMPDIR".to_string(), tmp.display().to_string())])
+    };
+    let put = |rest: String, config: serde_json::Value| async move {
+        let body = config.to_string();
+        request(&rest, "PUT", "/api/serve/applications/", &[("content-type", "application/json")], body.as_bytes())
+            .await
+    };
+    let noop = serde_json::json!({"applications": [{"name": "a", "route_prefix": "/a", "import_path": "photon.examples:noop"}]});
+
+    // A directory others may enter, or a link where the directory should be: refused, named.
+    for plant in ["open directory", "link"] {
+        let tmp = std::env::temp_dir().join(format!("photon-state-test-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let private = tmp.join(format!("photon-{uid}"));
+        if plant == "link" {
+            std::os::unix::fs::symlink(&tmp, &private).unwrap();
+        } else {
+            std::fs::create_dir(&private).unwrap();
+            std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let (args, env) = start(&tmp, common::free_port());
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_photon"))
+            .args(&args)
+            .envs(env)
+            .env("RAY_AUTH_MODE", "disabled")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{plant}: started anyway");
+        assert!(stderr.contains("refusing to use") && stderr.contains(&format!("photon-{uid}")), "{plant}: {stderr}");
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    // A fresh one: made private, the checkpoint its owner's alone, written before the PUT answers.
+    let tmp = std::env::temp_dir().join(format!("photon-state-test-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let port = common::free_port();
+    let (args, env) = start(&tmp, port);
+    let head = Photon::spawn_with_env(&args, &env, true, true);
+    assert_eq!(put(head.rest.clone(), noop.clone()).await.status, 200);
+    let private = tmp.join(format!("photon-{uid}"));
+    let checkpoint = private.join(format!("state-{port}.json"));
+    assert!(std::fs::read_to_string(&checkpoint).unwrap().contains("photon.examples:noop"), "saved before the answer");
+    assert_eq!(std::fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::metadata(&checkpoint).unwrap().permissions().mode() & 0o777, 0o600);
+    head.wait_running(&["a"]).await;
+    let mut doc = Value::Null;
+    common::eventually(Duration::from_secs(10), "the replica checkpointed", || {
+        doc = serde_json::from_str(&std::fs::read_to_string(&checkpoint).unwrap()).unwrap();
+        let saved = doc["replicas"].as_array().is_some_and(|r| !r.is_empty());
+        async move { saved }
+    })
+    .await;
+    drop(head);
+
+    // A checkpoint naming a process that is no replica (here a `sleep`): never adopted nor
+    // signalled; the deployment gets a replica of its own.
+    let mut bystander = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    doc["replicas"] = serde_json::json!([{"replica_id": "notareplica", "app": "a", "deployment": "Noop",
+        "heavy_key": doc["replicas"][0]["heavy_key"].clone(), "address": "127.0.0.1:9", "data_address": "127.0.0.1:9",
+        "pid": bystander.id(), "start_time_s": 0.0, "user_config": null, "max_ongoing_requests": 5}]);
+    std::fs::write(&checkpoint, doc.to_string()).unwrap();
+    let head = Photon::spawn_with_env(&args, &env, true, true);
+    head.wait_running(&["a"]).await;
+    let details: Value =
+        serde_json::from_slice(&request(&head.rest, "GET", "/api/serve/applications/", &[], b"").await.body).unwrap();
+    let replicas = details["applications"]["a"]["deployments"]["Noop"]["replicas"].as_array().unwrap().clone();
+    assert!(replicas.iter().all(|r| r["replica_id"] != "notareplica" && r["pid"] != bystander.id()), "{replicas:?}");
+
+    // A store that can no longer be written: the PUT says so (503), nothing is claimed.
+    std::fs::remove_file(&checkpoint).unwrap();
+    std::fs::remove_dir(&private).unwrap();
+    std::fs::write(&private, b"not a directory").unwrap();
+    let r = put(head.rest.clone(), serde_json::json!({"applications": []})).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("could not be saved to the state store"), "{}", r.text());
+    drop(head);
+    assert!(bystander.try_wait().unwrap().is_none(), "the bystander process was signalled");
+    bystander.kill().unwrap();
+    let _ = bystander.wait();
+    std::fs::remove_dir_all(&tmp).unwrap();
+}

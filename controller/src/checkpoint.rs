@@ -203,11 +203,19 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("photon-state")));
+    // A new file of a name nobody can guess, readable by this user only (a checkpoint holds
+    // `runtime_env` values and the instance's internal secrets); `create_new` never follows a
+    // link planted in its place.
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("photon-state");
+    let tmp = dir.join(format!(".{name}.{:016x}.tmp", fastrand::u64(..)));
     {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let written = f.write_all(bytes).and_then(|()| f.sync_all());
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
     }
     std::fs::rename(&tmp, path)?;
     // Make the rename itself durable.
@@ -236,9 +244,12 @@ mod tests {
         c.config = None;
         store.save(&c).unwrap();
         assert_eq!(store.load().unwrap(), Some(c));
-        // No temporary file is left behind.
+        // No temporary file is left behind, and the checkpoint is its owner's alone.
         let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("state.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

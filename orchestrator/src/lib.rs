@@ -19,6 +19,33 @@ use serde_json::Value;
 pub use local::{LocalOrchestrator, ERROR_FILE_ENV, USER_CONFIG_ENV};
 pub use resources::{NodeResources, ResourceRequest, Usage};
 
+/// This user's private directory for Photon's files on this machine (checkpoints of a fixed
+/// controller port, replicas' error files): `photon-<uid>` in the temporary directory, made
+/// with mode 0700. An existing one is used only if it is a directory (not a link) that this
+/// user owns and nobody else can enter; otherwise the error says why.
+pub fn private_dir() -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
+    let dir = std::env::temp_dir().join(format!("photon-{uid}"));
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::symlink_metadata(&dir)?;
+    let refuse = |why: String| Err(std::io::Error::other(format!("refusing to use {}: {why}", dir.display())));
+    if !meta.file_type().is_dir() {
+        return refuse("it is not a directory".into());
+    }
+    if meta.uid() != uid {
+        return refuse(format!("it belongs to user {}, not to this user ({uid})", meta.uid()));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return refuse(format!("others may enter it (mode {:o})", meta.mode() & 0o777));
+    }
+    Ok(dir)
+}
+
 /// Everything needed to start one replica.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicaSpec {

@@ -24,8 +24,8 @@ pub const USER_CONFIG_ENV: &str = "PHOTON_REPLICA_USER_CONFIG";
 /// reason then joins the replica's exit in the deployment's status message.
 pub const ERROR_FILE_ENV: &str = "PHOTON_REPLICA_ERROR_FILE";
 
-fn error_file(replica_id: &str) -> PathBuf {
-    std::env::temp_dir().join("photon").join(format!("replica-{replica_id}.error"))
+fn error_file(replica_id: &str) -> std::io::Result<PathBuf> {
+    Ok(crate::private_dir()?.join(format!("replica-{replica_id}.error")))
 }
 
 /// Runs replicas as child processes of this process.
@@ -33,7 +33,7 @@ pub struct LocalOrchestrator {
     binary: PathBuf,
     /// Replicas exit when the head goes away (no state store to come back to).
     tie_to_head: bool,
-    children: Arc<Mutex<HashMap<String, u32>>>,
+    children: Arc<Mutex<HashMap<String, ProcessIdentity>>>,
     events: mpsc::UnboundedSender<ReplicaEvent>,
     all_exited: Arc<Notify>,
 }
@@ -47,7 +47,7 @@ impl LocalOrchestrator {
     }
 
     fn ended(
-        children: &Mutex<HashMap<String, u32>>,
+        children: &Mutex<HashMap<String, ProcessIdentity>>,
         all_exited: &Notify,
         events: &mpsc::UnboundedSender<ReplicaEvent>,
         replica_id: String,
@@ -65,12 +65,52 @@ impl LocalOrchestrator {
     }
 
     fn signal(&self, replica_id: &str, signal: Signal) -> bool {
-        let pid = self.children.lock().unwrap_or_else(|e| e.into_inner()).get(replica_id).copied();
-        match pid {
-            Some(pid) => signal_process(pid, Some(signal)),
+        let process = self.children.lock().unwrap_or_else(|e| e.into_inner()).get(replica_id).copied();
+        match process {
+            Some(process) => process.signal(Some(signal)),
             None => false,
         }
     }
+}
+
+/// A process this backend may signal: its id and when it started (clock ticks since boot, from
+/// `/proc/PID/stat`), so that an id the kernel has given to another process since is never
+/// signalled. Where `/proc` cannot tell (another OS), the id alone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ProcessIdentity {
+    pid: u32,
+    started: Option<u64>,
+}
+
+impl ProcessIdentity {
+    /// The process `pid` as it is now.
+    fn of(pid: u32) -> Self {
+        ProcessIdentity { pid, started: process_start(pid) }
+    }
+
+    /// The process `pid` if it is replica `replica_id` (its command line says so): a process id
+    /// from a checkpoint may name anything by the time it is read.
+    fn replica(pid: u32, replica_id: &str) -> Option<Self> {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let named = args.windows(2).any(|w| w[0] == b"--replica-id" && w[1] == replica_id.as_bytes());
+        (named && args.iter().any(|a| *a == b"replica")).then(|| ProcessIdentity::of(pid))
+    }
+
+    /// Sends `signal` (`None`: only probes) if the process is still the one identified.
+    fn signal(&self, signal: Option<Signal>) -> bool {
+        if self.started.is_some() && process_start(self.pid) != self.started {
+            return false;
+        }
+        signal_process(self.pid, signal)
+    }
+}
+
+/// When process `pid` started, in clock ticks since boot (field 22 of `/proc/PID/stat`).
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Sends `signal` (`None`: only probes) to process `pid`; `false` when it is gone. A process
@@ -107,10 +147,8 @@ impl Orchestrator for LocalOrchestrator {
         if let Some(cfg) = &spec.user_config {
             cmd.env(USER_CONFIG_ENV, cfg.to_string());
         }
-        let error_file = error_file(&spec.replica_id);
-        if let Some(dir) = error_file.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
+        let error_file = error_file(&spec.replica_id)
+            .map_err(|source| OrchestratorError::Spawn { replica_id: spec.replica_id.clone(), source })?;
         cmd.env(ERROR_FILE_ENV, &error_file);
         if !spec.gpu_ids.is_empty() {
             let ids: Vec<String> = spec.gpu_ids.iter().map(u32::to_string).collect();
@@ -128,7 +166,10 @@ impl Orchestrator for LocalOrchestrator {
         let mut child =
             cmd.spawn().map_err(|source| OrchestratorError::Spawn { replica_id: spec.replica_id.clone(), source })?;
         let pid = child.id().unwrap_or_default();
-        self.children.lock().unwrap_or_else(|e| e.into_inner()).insert(spec.replica_id.clone(), pid);
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(spec.replica_id.clone(), ProcessIdentity::of(pid));
         tracing::info!(replica = %spec.replica_id, app = %spec.app, deployment = %spec.deployment, pid, "replica process started");
         let children = self.children.clone();
         let events = self.events.clone();
@@ -151,12 +192,17 @@ impl Orchestrator for LocalOrchestrator {
     }
 
     fn adopt(&self, replica_id: &str, pid: u32) {
-        self.children.lock().unwrap_or_else(|e| e.into_inner()).insert(replica_id.to_string(), pid);
         let (children, events, all_exited) = (self.children.clone(), self.events.clone(), self.all_exited.clone());
+        let Some(process) = ProcessIdentity::replica(pid, replica_id) else {
+            tracing::warn!(replica = %replica_id, pid, "process {pid} is not replica {replica_id}; not adopting it");
+            let how = format!("process {pid} is no longer replica {replica_id}");
+            return Self::ended(&children, &all_exited, &events, replica_id.to_string(), how);
+        };
+        children.lock().unwrap_or_else(|e| e.into_inner()).insert(replica_id.to_string(), process);
         let replica_id = replica_id.to_string();
-        // Not our child: watch the process id (signal 0 probes it) instead of waiting on it.
+        // Not our child: watch the process (signal 0 probes it) instead of waiting on it.
         tokio::spawn(async move {
-            while signal_process(pid, None) {
+            while process.signal(None) {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Self::ended(&children, &all_exited, &events, replica_id, "adopted process ended".to_string());
@@ -171,10 +217,10 @@ impl Orchestrator for LocalOrchestrator {
         let replica_id = replica_id.to_string();
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
-            let pid = children.lock().unwrap_or_else(|e| e.into_inner()).get(&replica_id).copied();
-            if let Some(pid) = pid {
+            let process = children.lock().unwrap_or_else(|e| e.into_inner()).get(&replica_id).copied();
+            if let Some(process) = process {
                 tracing::warn!(replica = %replica_id, "replica did not stop within its grace period; killing it");
-                signal_process(pid, Some(Signal::SIGKILL));
+                process.signal(Some(Signal::SIGKILL));
             }
         });
     }
@@ -210,5 +256,15 @@ mod signal_tests {
             assert!(!signal_process(pid, None), "{pid}");
         }
         assert!(signal_process(std::process::id(), None));
+    }
+
+    #[test]
+    fn a_process_is_signalled_only_while_it_is_the_one_identified() {
+        let me = ProcessIdentity::of(std::process::id());
+        assert!(me.started.is_some(), "/proc tells when this process started");
+        assert!(me.signal(None));
+        let reused = ProcessIdentity { started: me.started.map(|t| t + 1), ..me };
+        assert!(!reused.signal(None), "an id now naming a process started at another time");
+        assert_eq!(ProcessIdentity::replica(std::process::id(), "abc"), None, "the test binary is no replica");
     }
 }

@@ -51,8 +51,9 @@ pub struct HeadArgs {
     /// operator passes the cluster's head Service).
     #[arg(long, env = "PHOTON_ADVERTISE_HOST")]
     advertise_host: Option<String>,
-    /// Where the controller checkpoints its state: `file:PATH`. Default: a file in the temporary
-    /// directory named after `--controller-port` when that port is fixed, else none. With a
+    /// Where the controller checkpoints its state: `file:PATH`. Default: a file named after
+    /// `--controller-port` when that port is fixed (in this user's private directory under the
+    /// temporary directory), else none. With a
     /// store, replicas outlive a controller that dies and a restarted one adopts them.
     #[arg(long, env = "PHOTON_STATE_STORE")]
     state_store: Option<String>,
@@ -179,7 +180,9 @@ fn head_options(args: &HeadArgs, config: &ServeConfig, new_local_instance: bool)
         (Some(spec), _) => Some(photon_controller::checkpoint::StateStore::parse(spec)?),
         (None, 0) => None,
         (None, port) => Some(photon_controller::checkpoint::StateStore::File(
-            std::env::temp_dir().join("photon").join(format!("state-{port}.json")),
+            photon_orchestrator::private_dir()
+                .context("the default state store (a fixed --controller-port)")?
+                .join(format!("state-{port}.json")),
         )),
     };
     let proxies = match args.proxy_location.as_deref() {
