@@ -191,7 +191,9 @@ impl Proxy {
         target: &mut Target,
         in_progress: RequestInProgress,
     ) -> Response<Body> {
-        let path = req.uri().path().to_string();
+        // Matched as Ray's proxy matches it: percent-decoded (the replica decodes it for the
+        // application too), otherwise as it came.
+        let path = photon_router::matcher::decoded_path(req.uri().path()).into_owned();
         match path.as_str() {
             "/-/healthz" => {
                 target.route = path;
@@ -241,9 +243,11 @@ impl Proxy {
         if client_upgrade.is_some() {
             wire::keep_websocket_upgrade(&mut parts.headers);
         }
+        // The replica gets the path as it came (a URI), and decodes it for the application.
+        let forwarded = format!("{}{}", self.config.root_path, parts.uri.path());
         let path_and_query = match parts.uri.query() {
-            Some(q) => format!("{full_path}?{q}"),
-            None => full_path,
+            Some(q) => format!("{forwarded}?{q}"),
+            None => forwarded,
         };
         let call = Call {
             request_id: request_id.to_string(),

@@ -8,12 +8,15 @@ converts it (str, bytes, None, JSON, starlette responses)."""
 import asyncio
 import json
 import sys
+import urllib.parse
 
 from photon_worker import protocol
 
 
 def scope(meta, state=None):
-    path = meta.get("path") or "/"
+    # The path as it came; the application sees it percent-decoded, as uvicorn gives it to Ray.
+    raw_path = meta.get("path") or "/"
+    path = urllib.parse.unquote(raw_path)
     prefix = meta.get("route_prefix") or ""
     if prefix == "/":
         prefix = ""
@@ -27,7 +30,7 @@ def scope(meta, state=None):
         "method": meta.get("http_method") or "GET",
         "scheme": "http",
         "path": path,
-        "raw_path": path.encode("utf-8"),
+        "raw_path": raw_path.encode("latin-1", "replace"),
         "query_string": (meta.get("query") or "").encode("latin-1"),
         "root_path": prefix,
         "headers": headers,
