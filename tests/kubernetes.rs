@@ -494,6 +494,21 @@ async fn the_operator_creates_updates_upgrades_and_deletes_a_photon_service() {
         BTreeSet::from(["PHOTON_CLUSTER_TOKEN".into(), "RAY_AUTH_TOKEN".into()])
     );
     assert_eq!(secret_refs(&format!("{first}-small-group-worker-0")), BTreeSet::from(["PHOTON_CLUSTER_TOKEN".into()]));
+    // Who may reach the service's pods: each other, anyone on the serve port, the operator on
+    // the REST API; every pod of the service (head, proxies, replicas) carries the selector.
+    let policy = server
+        .object(&Collection::of("networking.k8s.io", "v1", "networkpolicies"), NS, "fruit-photon")
+        .expect("the service's NetworkPolicy");
+    assert_eq!(policy["spec"]["podSelector"]["matchLabels"], json!({"photon.io/service": "fruit"}));
+    let rules = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(rules[0]["from"][0]["podSelector"]["matchLabels"], json!({"photon.io/service": "fruit"}));
+    assert_eq!(rules[1]["ports"], json!([{"port": 8000, "protocol": "TCP"}]));
+    assert!(rules[1].get("from").is_none(), "the serve port is open to all");
+    assert_eq!(rules[2]["ports"], json!([{"port": 8265, "protocol": "TCP"}]));
+    for pod in [format!("{first}-head"), format!("{first}-small-group-worker-0")] {
+        let labels = &server.object(&Collection::pods(), NS, &pod).unwrap()["metadata"]["labels"];
+        assert_eq!(labels["photon.io/service"], "fruit", "{pod}");
+    }
     let unauthenticated = request(&heads.get(&first).unwrap().0, "GET", "/api/serve/applications/", &[], b"").await;
     assert_eq!(unauthenticated.status, 401, "{}", unauthenticated.text());
     // The head's proxy is healthy, so it takes serve traffic.
@@ -579,7 +594,8 @@ async fn the_operator_creates_updates_upgrades_and_deletes_a_photon_service() {
             || !server.objects(&Collection::pods(), Some(NS), "").is_empty()
             || !server.objects(&Collection::services(), Some(NS), "").is_empty()
             || !server.objects(&Collection::of("", "v1", "serviceaccounts"), Some(NS), "").is_empty()
-            || !server.objects(&Collection::of("", "v1", "secrets"), Some(NS), "").is_empty();
+            || !server.objects(&Collection::of("", "v1", "secrets"), Some(NS), "").is_empty()
+            || !server.objects(&Collection::of("networking.k8s.io", "v1", "networkpolicies"), Some(NS), "").is_empty();
         async move { !left }
     })
     .await;

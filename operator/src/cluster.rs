@@ -254,6 +254,8 @@ fn originated(svc: &PhotonService) -> BTreeMap<String, String> {
 
 fn node_labels(svc: &PhotonService, cluster: &str, node_type: &str, group: &str) -> BTreeMap<String, String> {
     let mut labels = originated(svc);
+    // The label replica pods carry too: one selector for every pod of the service.
+    labels.insert(photon_orchestrator::kubernetes::labels::SERVICE.into(), svc.name());
     labels.insert(keys::IS_RAY_NODE.into(), "yes".into());
     labels.insert(keys::CLUSTER.into(), cluster.into());
     labels.insert(keys::NODE_TYPE.into(), node_type.into());
@@ -312,6 +314,63 @@ fn http_probe(path: &str, port: i32, initial: i32, timeout: i32, failures: i32) 
         success_threshold: Some(1),
         failure_threshold: Some(failures),
         ..Default::default()
+    }
+}
+
+/// The name of a service's NetworkPolicy.
+pub fn network_policy_name(service: &str) -> String {
+    format!("{service}-photon")
+}
+
+/// Who may reach a service's pods (head, proxies, replicas, across its clusters): each other on
+/// any port; anyone on the serve ports (HTTP, and gRPC when configured); the operator on the
+/// REST API. The REST API, `/metrics` and the internal ports are closed to everything else.
+pub fn network_policy(svc: &PhotonService) -> k8s_openapi::api::networking::v1::NetworkPolicy {
+    use k8s_openapi::api::networking::v1::{
+        NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    let service_pods = LabelSelector {
+        match_labels: Some(BTreeMap::from([(photon_orchestrator::kubernetes::labels::SERVICE.into(), svc.name())])),
+        ..Default::default()
+    };
+    let port = |p: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(p)),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    let ports = head_ports(&svc.spec.ray_cluster_config);
+    let mut serve_ports = vec![port(ports.serve())];
+    serve_ports.extend(ports.grpc().map(port));
+    let operator = NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector::default()),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([("app.kubernetes.io/name".into(), "photon-operator".into())])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(network_policy_name(&svc.name())),
+            namespace: Some(svc.ns()),
+            labels: Some(originated(svc)),
+            owner_references: Some(vec![svc.owner()]),
+            ..Default::default()
+        },
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(service_pods.clone()),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    from: Some(vec![NetworkPolicyPeer { pod_selector: Some(service_pods), ..Default::default() }]),
+                    ports: None,
+                },
+                NetworkPolicyIngressRule { from: None, ports: Some(serve_ports) },
+                NetworkPolicyIngressRule { from: Some(vec![operator]), ports: Some(vec![port(ports.dashboard())]) },
+            ]),
+            ..Default::default()
+        }),
     }
 }
 

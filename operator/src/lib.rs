@@ -85,6 +85,11 @@ pub fn render(
     ));
     objects.push(typed(to_value(cluster::head_service(svc, cluster)).map_err(|e| e.to_string())?, "v1", "Service"));
     objects.push(typed(to_value(cluster::serve_service(svc, cluster)?).map_err(|e| e.to_string())?, "v1", "Service"));
+    objects.push(typed(
+        to_value(cluster::network_policy(svc)).map_err(|e| e.to_string())?,
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+    ));
     let head = cluster::head_pod(svc, cluster, settings);
     objects.push(typed(to_value(&head).map_err(|e| e.to_string())?, "v1", "Pod"));
     for pod in cluster::worker_pods(svc, cluster, settings) {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -286,6 +287,7 @@ struct Apis {
     svcs: Api<Service>,
     slices: Api<EndpointSlice>,
     secrets: Api<Secret>,
+    policies: Api<NetworkPolicy>,
 }
 
 fn originated_selector(svc: &PhotonService) -> String {
@@ -375,6 +377,29 @@ async fn ensure_cluster_secret(apis: &Apis, svc: &PhotonService, cluster: &str) 
     Ok(())
 }
 
+/// Makes the service's NetworkPolicy, or brings it up to date (its ports follow the spec).
+async fn keep_network_policy(apis: &Apis, svc: &PhotonService) -> Result<(), Error> {
+    let wanted = cluster::network_policy(svc);
+    let name = cluster::network_policy_name(&svc.name());
+    match apis.policies.get_opt(&name).await.map_err(kube_err("get the service's NetworkPolicy"))? {
+        None => {
+            create_ignoring_conflict(&apis.policies, &wanted)
+                .await
+                .map_err(kube_err("create the service's NetworkPolicy"))?;
+        }
+        Some(current) if current.spec != wanted.spec => {
+            let mut updated = current;
+            updated.spec = wanted.spec;
+            apis.policies
+                .replace(&name, &PostParams::default(), &updated)
+                .await
+                .map_err(kube_err("update the service's NetworkPolicy"))?;
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
 /// The REST API token of a cluster, from its Secret (none before the Secret exists).
 async fn rest_token(apis: &Apis, cluster: &str) -> Option<String> {
     let secret = apis.secrets.get_opt(cluster).await.ok()??;
@@ -414,6 +439,7 @@ async fn keep_pods(ctx: &Context, apis: &Apis, svc: &PhotonService, o: &Observed
             // name may have found the old account on its way out).
             ensure_head_account(ctx, svc).await?;
             ensure_cluster_secret(apis, svc, &o.name).await?;
+            keep_network_policy(apis, svc).await?;
             let pod = cluster::head_pod(&own, &o.name, &ctx.settings);
             create_ignoring_conflict(&apis.pods, &pod)
                 .await
@@ -685,6 +711,13 @@ async fn delete_everything(ctx: &Context, apis: &Apis, svc: &PhotonService) -> R
                 .map_err(kube_err("delete a Service"))?;
         }
     }
+    let policy = cluster::network_policy_name(&svc.name());
+    if apis.policies.get_opt(&policy).await.map_err(kube_err("get the service's NetworkPolicy"))?.is_some() {
+        left += 1;
+        delete_ignoring_missing(&apis.policies, &policy, &DeleteParams::background())
+            .await
+            .map_err(kube_err("delete the service's NetworkPolicy"))?;
+    }
     Ok(left)
 }
 
@@ -699,6 +732,7 @@ pub async fn reconcile(svc: Arc<PhotonService>, ctx: Arc<Context>) -> Result<Act
         svcs: Api::namespaced(ctx.client.clone(), &ns),
         slices: Api::namespaced(ctx.client.clone(), &ns),
         secrets: Api::namespaced(ctx.client.clone(), &ns),
+        policies: Api::namespaced(ctx.client.clone(), &ns),
     };
     if let Some(manager) = &svc.spec.managed_by {
         if !cluster::MANAGERS.contains(&manager.as_str()) {
