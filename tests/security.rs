@@ -234,6 +234,16 @@ async fn photon_run_turns_token_authentication_on_as_ray_init_does() {
     let r = request(&photon.rest, "GET", "/api/authentication_mode", &[], b"").await;
     assert_eq!((r.status, r.text()), (200, r#"{"authentication_mode":"token"}"#.to_string()));
     assert_eq!(request(&photon.rest, "GET", "/api/healthz", &[], b"").await.status, 200);
+    // A browser logs in as on Ray's dashboard: the token becomes an HttpOnly same-site cookie.
+    let r = request(&photon.rest, "POST", "/api/authenticate", &[("authorization", "Bearer guess")], b"").await;
+    assert_eq!((r.status, r.text()), (403, "Forbidden: Invalid authentication token".to_string()));
+    let r = request(&photon.rest, "POST", "/api/authenticate", &[("authorization", &bearer)], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cookie = r.header("set-cookie").expect("a session cookie");
+    assert!(cookie.starts_with(&format!("ray-authentication-token={token};")), "{cookie}");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let session = format!("ray-authentication-token={token}");
+    assert_eq!(request(&photon.rest, "GET", apps, &[("cookie", &session)], b"").await.status, 200);
     // The serve port needs no token.
     common::eventually(Duration::from_secs(30), "the noop app answers", || {
         let http = photon.http.clone();

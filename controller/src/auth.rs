@@ -150,6 +150,32 @@ impl RestAuth {
     }
 }
 
+/// How long a browser keeps the token cookie `/api/authenticate` sets (Ray's 30 days).
+pub const COOKIE_MAX_AGE_S: u64 = 30 * 24 * 60 * 60;
+
+impl RestAuth {
+    /// Ray's `POST /api/authenticate`: the token the request's `Authorization` header carries,
+    /// for the cookie a browser session then sends; Ray's refusals otherwise.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<String, Refusal> {
+        let RestAuth::Token(token) = self else {
+            return Err(Refusal { status: 401, body: "Unauthorized: Token authentication is not enabled" });
+        };
+        let header = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        if header.is_empty() {
+            return Err(Refusal { status: 401, body: "Unauthorized: Missing authentication token" });
+        }
+        let given = match header.get(..7) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("Bearer ") => &header[7..],
+            _ => header,
+        };
+        if photon_router::cluster_auth::same(given.as_bytes(), token.as_bytes()) {
+            Ok(given.to_string())
+        } else {
+            Err(Refusal { status: 403, body: "Forbidden: Invalid authentication token" })
+        }
+    }
+}
+
 /// Headers only browsers send (besides a `Mozilla` user agent), as Ray's dashboard tells them.
 const BROWSER_HEADERS: [&str; 8] = [
     "referer",
@@ -251,6 +277,17 @@ mod tests {
             assert!(host_check(false, &uri, &headers(&[("host", host)])).is_ok(), "{host}");
         }
         assert!(host_check(true, &uri, &HeaderMap::new()).is_ok(), "HTTP/1.0 sends no host");
+    }
+
+    #[test]
+    fn authenticate_hands_back_a_valid_token_only() {
+        let auth = RestAuth::Token("secret".into());
+        assert_eq!(auth.authenticate(&headers(&[("authorization", "Bearer secret")])), Ok("secret".into()));
+        assert_eq!(auth.authenticate(&headers(&[("authorization", "bearer secret")])), Ok("secret".into()));
+        assert_eq!(auth.authenticate(&headers(&[("authorization", "Bearer guess")])).unwrap_err().status, 403);
+        assert_eq!(auth.authenticate(&HeaderMap::new()).unwrap_err().status, 401);
+        let off = RestAuth::Disabled.authenticate(&headers(&[("authorization", "Bearer secret")])).unwrap_err();
+        assert_eq!(off.body, "Unauthorized: Token authentication is not enabled");
     }
 
     #[test]

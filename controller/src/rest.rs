@@ -129,6 +129,7 @@ impl Rest {
                 "session_name": "photon",
             })),
             (Method::GET, "/api/gcs_healthz") | (Method::GET, "/api/healthz") => text(StatusCode::OK, "success"),
+            (Method::POST, "/api/authenticate") => self.authenticate(req.headers()),
             (Method::GET, "/metrics") => match self.controller.status().await {
                 Ok(status) => respond(
                     StatusCode::OK,
@@ -142,6 +143,26 @@ impl Rest {
             (Method::DELETE, "/api/serve/applications/") => self.delete().await,
             (_, "/api/serve/applications/") => text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
             _ => text(StatusCode::NOT_FOUND, format!("Not found: {path}")),
+        }
+    }
+
+    /// Ray's login for a browser: a valid token in `Authorization` becomes an HttpOnly,
+    /// same-site cookie that the browser's later requests carry.
+    fn authenticate(&self, headers: &http::HeaderMap) -> Response<Body> {
+        match self.auth.authenticate(headers) {
+            Ok(token) => {
+                let mut r = json_response(&json!({"status": "authenticated", "message": "Token is valid"}));
+                let cookie = format!(
+                    "{}={token}; HttpOnly; Max-Age={}; Path=/; SameSite=Strict",
+                    crate::auth::COOKIE,
+                    crate::auth::COOKIE_MAX_AGE_S
+                );
+                if let Ok(v) = HeaderValue::from_str(&cookie) {
+                    r.headers_mut().insert(header::SET_COOKIE, v);
+                }
+                r
+            }
+            Err(refused) => text(StatusCode::from_u16(refused.status).unwrap_or(StatusCode::FORBIDDEN), refused.body),
         }
     }
 
