@@ -42,6 +42,8 @@ pub struct HeadOptions {
     pub backend: Backend,
     /// Who may call the REST API.
     pub rest_auth: photon_controller::auth::RestAuth,
+    /// Bytes of request bodies the process may hold at once.
+    pub body_budget: usize,
 }
 
 /// Where replicas run.
@@ -70,6 +72,7 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 impl Head {
     /// Binds every listener, then starts the controller, its gRPC service and the proxy.
     pub async fn start(opts: HeadOptions, catalog: Arc<dyn AppCatalog>) -> anyhow::Result<Head> {
+        photon_router::guard::set_body_budget(opts.body_budget);
         let controller_listener = bind(opts.controller, "the controller").await?;
         let http_listener = match opts.http {
             Some(addr) => Some(bind(addr, "HTTP").await?),

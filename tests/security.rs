@@ -725,3 +725,37 @@ async fn state_files_are_private_and_process_ids_are_checked() {
     let _ = bystander.wait();
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// One memory budget for the request bodies a process holds (read, queued, in flight): bodies
+/// that wait in a queue beyond it are refused with 503 and a reason, and once they are done
+/// the budget is free again.
+#[tokio::test(flavor = "multi_thread")]
+async fn buffered_bodies_share_one_memory_budget() {
+    let config = common::TempFile::new(
+        "config.yaml",
+        "applications:\n  - name: slow\n    route_prefix: /slow\n    import_path: photon.examples:sleep\n    deployments:\n      - {name: Sleep, max_ongoing_requests: 1, user_config: {sleep_ms: 1500}}\n",
+    );
+    let mut args: Vec<std::ffi::OsString> = vec!["run".into(), config.path.clone().into()];
+    args.extend(["--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"].map(Into::into));
+    args.extend(["--max-buffered-body-bytes", "1000000"].map(Into::into));
+    let photon = Photon::spawn_with_env(&args, &[], true, true);
+    photon.wait_running(&["slow"]).await;
+    let body = vec![b'x'; 400_000];
+    let sends: Vec<_> = (0..4)
+        .map(|i| {
+            let (http, body) = (photon.http.clone(), body.clone());
+            async move {
+                tokio::time::sleep(Duration::from_millis(100 * i)).await;
+                request(&http, "POST", "/slow", &[], &body).await
+            }
+        })
+        .collect();
+    let replies = futures_util::future::join_all(sends).await;
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 2, "{statuses:?}");
+    let refused: Vec<_> = replies.iter().filter(|r| r.status == 503).collect();
+    assert_eq!(refused.len(), 2, "{statuses:?}");
+    assert!(refused[0].text().contains("memory budget"), "{}", refused[0].text());
+    // Done, so free again.
+    assert_eq!(request(&photon.http, "POST", "/slow", &[], &body).await.status, 200);
+}

@@ -188,7 +188,7 @@ impl Rest {
 
     async fn put(&self, req: Request<Incoming>) -> Response<Body> {
         let body = match collect_body(req.into_body(), MAX_CONFIG_BYTES, HEAD_TIMEOUT).await {
-            Ok(b) => b,
+            Ok(collected) => collected.bytes,
             Err(BodyError::TooLarge(_)) => {
                 return text(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -196,6 +196,7 @@ impl Rest {
                 )
             }
             Err(e @ BodyError::Stalled(_)) => return text(StatusCode::REQUEST_TIMEOUT, e.to_string()),
+            Err(e @ BodyError::OverBudget(_)) => return text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
         };
         let doc: Value = match serde_json::from_slice(&body) {

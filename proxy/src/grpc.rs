@@ -270,16 +270,18 @@ impl GrpcProxy {
         drop(snapshot);
 
         let (parts, body) = req.into_parts();
-        let body = match collect_body(body, self.config.max_message_bytes.saturating_add(5), HEAD_TIMEOUT).await {
-            Ok(b) => b,
-            Err(e) => {
-                let code = match e {
-                    BodyError::Stalled(_) => grpc_code::DEADLINE_EXCEEDED,
-                    _ => grpc_code::RESOURCE_EXHAUSTED,
-                };
-                return error(code, &format!("request too large or unreadable: {e}"), request_id);
-            }
-        };
+        // The message's share of the process's budget is held until the call is done.
+        let (body, _held) =
+            match collect_body(body, self.config.max_message_bytes.saturating_add(5), HEAD_TIMEOUT).await {
+                Ok(collected) => (collected.bytes, collected.reservation),
+                Err(e) => {
+                    let code = match e {
+                        BodyError::Stalled(_) => grpc_code::DEADLINE_EXCEEDED,
+                        _ => grpc_code::RESOURCE_EXHAUSTED,
+                    };
+                    return error(code, &format!("request too large or unreadable: {e}"), request_id);
+                }
+            };
         let message = match grpc_frame::decode_all(body) {
             Ok(messages) if messages.len() == 1 => messages.into_iter().next().unwrap_or_default(),
             Ok(messages) => {

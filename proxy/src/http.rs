@@ -231,9 +231,11 @@ impl Proxy {
         // the two upgraded connections are joined byte for byte.
         let client_upgrade = wire::is_websocket(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
-        let body = match collect_body(body, self.config.max_body_bytes, HEAD_TIMEOUT).await {
-            Ok(body) => body,
+        // The body's share of the process's budget is held until the call is done.
+        let (body, _held) = match collect_body(body, self.config.max_body_bytes, HEAD_TIMEOUT).await {
+            Ok(collected) => (collected.bytes, collected.reservation),
             Err(BodyError::TooLarge(_)) => return self.too_large(),
+            Err(e @ BodyError::OverBudget(_)) => return respond::text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             Err(e @ BodyError::Stalled(_)) => return respond::text(StatusCode::REQUEST_TIMEOUT, e.to_string()),
             Err(e) => return respond::text(StatusCode::BAD_REQUEST, format!("Could not read the request body: {e}")),
         };

@@ -13,7 +13,9 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
-use photon_router::guard::{collect_body, ConnectionGuard, ConnectionLimits, DEFAULT_MAX_CONNECTIONS, HEAD_TIMEOUT};
+use photon_router::guard::{
+    collect_body, BodyError, ConnectionGuard, ConnectionLimits, DEFAULT_MAX_CONNECTIONS, HEAD_TIMEOUT,
+};
 use photon_router::wire::grpc_frame;
 use photon_router::{wire, MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
@@ -86,8 +88,12 @@ async fn handle(state: &Arc<ReplicaState>, mut req: Request<Incoming>) -> Respon
     };
     let upgrade = wire::is_websocket(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let body = match collect_body(body, MAX_MESSAGE_BYTES, HEAD_TIMEOUT).await {
-        Ok(b) => b,
+    let (body, _held) = match collect_body(body, MAX_MESSAGE_BYTES, HEAD_TIMEOUT).await {
+        Ok(collected) => (collected.bytes, collected.reservation),
+        // Not started: the router may try another replica.
+        Err(e @ BodyError::OverBudget(_)) => {
+            return outcome(StatusCode::SERVICE_UNAVAILABLE, wire::OUTCOME_REJECTED, e.to_string())
+        }
         Err(e) => {
             return outcome(StatusCode::BAD_REQUEST, wire::OUTCOME_ERROR, format!("could not read the request: {e}"))
         }

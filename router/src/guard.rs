@@ -14,7 +14,8 @@
 //! - while a request body is read, each piece must arrive within `head`, and the whole at 1
 //!   KiB/s on average after that grace ([`collect_body`]).
 //!
-//! A connection beyond `max_connections` is refused at once ([`ConnectionGuard::admit`]).
+//! A connection beyond `max_connections` is refused at once ([`ConnectionGuard::admit`]), and
+//! the bodies a process holds at once are bounded by one budget ([`set_body_budget`]).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -346,6 +347,55 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     }
 }
 
+/// Bytes of request bodies one process may hold at once (read, waiting in a queue, or on
+/// their way to a replica), so that no mix of large bodies and long queues exhausts its
+/// memory: beyond it a request is refused (503 / RESOURCE_EXHAUSTED) as for a full queue.
+pub const DEFAULT_BODY_BUDGET_BYTES: usize = 1 << 30;
+
+static BODY_BUDGET_LIMIT: AtomicU64 = AtomicU64::new(DEFAULT_BODY_BUDGET_BYTES as u64);
+static BODY_BUDGET_USED: AtomicU64 = AtomicU64::new(0);
+
+/// Sets this process's budget for request bodies (`--max-buffered-body-bytes`).
+pub fn set_body_budget(bytes: usize) {
+    BODY_BUDGET_LIMIT.store(bytes as u64, Ordering::Relaxed);
+}
+
+/// Bytes of the body budget a request holds; given back when dropped.
+#[derive(Debug, Default)]
+pub struct BodyReservation(u64);
+
+impl BodyReservation {
+    /// Takes `more` bytes of the budget, or refuses when that would exceed it.
+    fn grow(&mut self, more: u64) -> Result<(), BodyError> {
+        let limit = BODY_BUDGET_LIMIT.load(Ordering::Relaxed);
+        let before = BODY_BUDGET_USED.fetch_add(more, Ordering::AcqRel);
+        if before.saturating_add(more) > limit {
+            BODY_BUDGET_USED.fetch_sub(more, Ordering::AcqRel);
+            return Err(BodyError::OverBudget(limit));
+        }
+        self.0 += more;
+        Ok(())
+    }
+}
+
+impl Drop for BodyReservation {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            BODY_BUDGET_USED.fetch_sub(self.0, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A request body read whole, and the part of the process's body budget it holds: keep it
+/// until the request is done with the body.
+#[derive(Debug)]
+pub struct Collected {
+    /// The body.
+    pub bytes: Bytes,
+    /// Its share of the budget.
+    pub reservation: BodyReservation,
+}
+
 /// Why a request body could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -358,6 +408,9 @@ pub enum BodyError {
     /// The connection failed.
     #[error("could not read the request body: {0}")]
     Read(String),
+    /// The process holds as many bodies as its budget allows.
+    #[error("this server holds as many request bodies as its memory budget allows ({0} bytes); try again later")]
+    OverBudget(u64),
 }
 
 /// After the first `progress`, a body must have arrived at this average rate at least (as
@@ -366,7 +419,7 @@ pub const MIN_BODY_BYTES_PER_S: u64 = 1024;
 
 /// Reads a whole body of at most `limit` bytes, each piece within `progress` of the last and
 /// the whole at [`MIN_BODY_BYTES_PER_S`] on average after a grace of `progress`.
-pub async fn collect_body<B>(mut body: B, limit: usize, progress: Duration) -> Result<Bytes, BodyError>
+pub async fn collect_body<B>(mut body: B, limit: usize, progress: Duration) -> Result<Collected, BodyError>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
@@ -375,6 +428,7 @@ where
     let mut rest: Option<BytesMut> = None;
     let started = Instant::now();
     let mut received: u64 = 0;
+    let mut reservation = BodyReservation::default();
     loop {
         let rate_deadline =
             started + progress + Duration::from_millis(received.saturating_mul(1000) / MIN_BODY_BYTES_PER_S);
@@ -391,6 +445,7 @@ where
         if so_far + data.len() > limit {
             return Err(BodyError::TooLarge(limit));
         }
+        reservation.grow(data.len() as u64)?;
         // One piece (the usual case) is kept as it came, without a copy.
         match (&mut first, &mut rest) {
             (None, _) => first = Some(data),
@@ -403,10 +458,11 @@ where
             (Some(_), Some(joined)) => joined.extend_from_slice(&data),
         }
     }
-    Ok(match rest {
+    let bytes = match rest {
         Some(joined) => joined.freeze(),
         None => first.unwrap_or_default(),
-    })
+    };
+    Ok(Collected { bytes, reservation })
 }
 
 #[cfg(test)]
@@ -508,7 +564,9 @@ mod tests {
         sender.abort();
 
         let body = http_body_util::Full::new(Bytes::from_static(b"hello"));
-        assert_eq!(collect_body(body, 5, Duration::from_secs(1)).await.unwrap(), "hello");
+        let collected = collect_body(body, 5, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(collected.bytes, "hello");
+        assert_eq!(collected.reservation.0, 5);
         let body = http_body_util::Full::new(Bytes::from_static(b"hello"));
         assert!(matches!(collect_body(body, 4, Duration::from_secs(1)).await, Err(BodyError::TooLarge(4))));
     }

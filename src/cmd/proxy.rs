@@ -36,6 +36,9 @@ pub struct ProxyArgs {
     /// `http_options.keep_alive_timeout_s` for this proxy (Ray's default 90).
     #[arg(long, default_value_t = photon_config::defaults::KEEP_ALIVE_TIMEOUT_S)]
     keep_alive_timeout_s: u64,
+    /// Bytes of request bodies this proxy may hold at once; more are refused with 503.
+    #[arg(long, env = "PHOTON_MAX_BUFFERED_BODY_BYTES", default_value_t = photon_router::guard::DEFAULT_BODY_BUDGET_BYTES)]
+    max_buffered_body_bytes: usize,
     /// Connections each front door keeps open at once; more are refused.
     #[arg(long, env = "PHOTON_MAX_CONNECTIONS", default_value_t = photon_router::guard::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
@@ -44,6 +47,7 @@ pub struct ProxyArgs {
 pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init_from(None);
     photon_router::cluster_auth::install_from_env()?;
+    photon_router::guard::set_body_budget(args.max_buffered_body_bytes);
     let http = TcpListener::bind(SocketAddr::new(args.http_host, args.http_port))
         .await
         .with_context(|| format!("cannot listen for HTTP on port {}", args.http_port))?;

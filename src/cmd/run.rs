@@ -68,6 +68,10 @@ pub struct HeadArgs {
     /// Largest accepted request body in bytes (413 above it).
     #[arg(long, env = "PHOTON_MAX_REQUEST_BODY_BYTES", default_value_t = 100 << 20)]
     max_request_body_bytes: usize,
+    /// Bytes of request bodies the head may hold at once (read, queued, in flight); more are
+    /// refused with 503 until some are done.
+    #[arg(long, env = "PHOTON_MAX_BUFFERED_BODY_BYTES", default_value_t = photon_router::guard::DEFAULT_BODY_BUDGET_BYTES)]
+    max_buffered_body_bytes: usize,
     /// Connections each front door (HTTP, gRPC) keeps open at once; more are refused.
     #[arg(long, env = "PHOTON_MAX_CONNECTIONS", default_value_t = photon_router::guard::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
@@ -224,6 +228,7 @@ fn head_options(args: &HeadArgs, config: &ServeConfig, new_local_instance: bool)
         node: photon_orchestrator::NodeResources::detect(args.num_cpus, args.num_gpus, args.memory),
         backend: backend(args)?,
         rest_auth: rest_auth(new_local_instance)?,
+        body_budget: args.max_buffered_body_bytes,
     })
 }
 
