@@ -252,3 +252,113 @@ fn env_vars_cannot_set_loader_or_photon_variables() {
     }
     assert_eq!(errors.len(), 4, "{errors:?}");
 }
+
+/// No document, however odd, makes parsing or validation panic: each ends in a config or in
+/// field errors.
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    /// Mostly the config's own field names, so that generated documents reach deep validation.
+    fn key() -> impl Strategy<Value = String> {
+        let known = prop::sample::select(vec![
+            "applications",
+            "name",
+            "route_prefix",
+            "import_path",
+            "deployments",
+            "num_replicas",
+            "max_ongoing_requests",
+            "max_queued_requests",
+            "autoscaling_config",
+            "user_config",
+            "ray_actor_options",
+            "runtime_env",
+            "env_vars",
+            "http_options",
+            "grpc_options",
+            "logging_config",
+            "graceful_shutdown_timeout_s",
+            "graceful_shutdown_wait_loop_s",
+            "health_check_period_s",
+            "health_check_timeout_s",
+            "target_ongoing_requests",
+            "min_replicas",
+            "max_replicas",
+            "initial_replicas",
+            "upscale_delay_s",
+            "downscale_delay_s",
+            "kind",
+            "spec",
+            "serveConfigV2",
+            "num_cpus",
+            "num_gpus",
+            "memory",
+            "working_dir",
+            "py_modules",
+            "args",
+            "proxy_location",
+            "request_timeout_s",
+            "keep_alive_timeout_s",
+            "port",
+            "host",
+            "root_path",
+            "target_capacity",
+            "grpc_servicer_functions",
+            "log_level",
+        ]);
+        prop_oneof![known.prop_map(String::from), "[a-z_]{1,12}"]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "\\PC{0,16}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map(key(), inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_document_is_validated_without_panic(doc in json_value(), deployment in json_value()) {
+            let _ = from_value(&doc);
+            let _ = from_value(&json!({"applications": [doc.clone()]}));
+            let _ = from_value(&json!({"http_options": doc.clone(), "applications": [{"name": "a", "import_path": "x.y", "deployments": [deployment]}]}));
+            let _ = from_value(&json!({"kind": "RayService", "spec": {"serveConfigV2": doc.to_string()}}));
+        }
+
+        #[test]
+        fn any_text_is_parsed_without_panic(text in "\\PC{0,300}") {
+            let _ = parse_yaml(&text);
+        }
+
+        #[test]
+        fn yaml_with_anchors_and_aliases_is_bounded_without_panic(
+            lines in prop::collection::vec(("[a-c]", 0u8..4, prop::collection::vec(0usize..4, 0..6)), 1..8)
+        ) {
+            let mut text = String::new();
+            for (i, (name, kind, uses)) in lines.iter().enumerate() {
+                let items: Vec<String> = uses.iter().map(|u| if *u < i { format!("*{name}{u}") } else { "x".into() }).collect();
+                match kind {
+                    0 => text.push_str(&format!("k{i}: &{name}{i} [{}]\n", items.join(", "))),
+                    1 => text.push_str(&format!("k{i}: &{name}{i} {{a: [{}]}}\n", items.join(", "))),
+                    2 => text.push_str(&format!("k{i}: *{name}{}\n", i.saturating_sub(1))),
+                    _ => text.push_str(&format!("k{i}: plain\n")),
+                }
+            }
+            let _ = crate::yaml::from_str(&text);
+        }
+    }
+}

@@ -300,3 +300,40 @@ impl Deployment for SentenceEmbedding {
         self.loaded.read().expect("lock").as_ref().map_or(Ok(()), |l| l.worker.check())
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn request(body: Vec<u8>) -> Request {
+        Request {
+            protocol: photon_replica::Protocol::Http,
+            request_id: String::new(),
+            method: "__call__".into(),
+            http_method: "POST".into(),
+            path: "/".into(),
+            route_prefix: "/".into(),
+            query: String::new(),
+            headers: http::HeaderMap::new(),
+            body: body.into(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Any embeddings request parses or is refused with a reason, never a panic, and never
+        /// yields more than OpenAI's 2,048 inputs.
+        #[test]
+        fn embedding_requests_parse_without_panic(raw in prop::collection::vec(any::<u8>(), 0..64),
+                                                  text in "\\PC{0,4}", count in 0usize..2100, numbers in any::<bool>()) {
+            let _ = parse_http(&request(raw));
+            let input: Vec<serde_json::Value> = (0..count)
+                .map(|i| if numbers && i == 0 { serde_json::json!(i) } else { serde_json::json!(text) }).collect();
+            if let Ok(texts) = parse_http(&request(serde_json::json!({"input": input}).to_string().into_bytes())) {
+                prop_assert!(!texts.is_empty() && texts.len() <= MAX_INPUTS);
+            }
+        }
+    }
+}

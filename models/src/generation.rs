@@ -535,3 +535,37 @@ impl Deployment for TextGeneration {
         self.loaded.read().expect("lock").as_ref().map_or(Ok(()), |l| l.worker.check())
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn number() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            any::<u64>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(
+                |f| serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, serde_json::Value::Number)
+            ),
+            Just(serde_json::Value::Null),
+            "\\PC{0,8}".prop_map(serde_json::Value::from),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        /// Any completion request parses or is refused with a reason, never a panic.
+        #[test]
+        fn completion_requests_parse_without_panic(raw in prop::collection::vec(any::<u8>(), 0..64),
+                                                  prompt in "\\PC{0,16}", max_tokens in number(), temperature in number(),
+                                                  top_p in number(), seed in number(), stop in number()) {
+            let _ = parse_http(&raw);
+            let _ = parse_grpc(&Bytes::from(raw));
+            let body = serde_json::json!({"prompt": prompt, "max_tokens": max_tokens, "temperature": temperature,
+                "top_p": top_p, "seed": seed, "stop": stop, "stream": false});
+            let _ = parse_http(body.to_string().as_bytes());
+        }
+    }
+}

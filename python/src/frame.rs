@@ -139,3 +139,29 @@ mod tests {
         assert!(read(&mut &bad_meta[..]).await.is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        /// Whatever a worker sends, the replica reads frames or an error, never a panic; a frame
+        /// with a length field that claims too much is refused before anything is allocated.
+        #[test]
+        fn any_bytes_read_as_frames_or_an_error(bytes in prop::collection::vec(any::<u8>(), 0..96),
+                                                 kind in any::<u8>(), id in any::<u64>(),
+                                                 body in prop::collection::vec(any::<u8>(), 0..32)) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                let mut reader = &bytes[..];
+                while let Ok(Some(_)) = read(&mut reader).await {}
+                let wire = encode(kind, id, Some(&serde_json::json!({"k": id})), &body);
+                let frame = read(&mut &wire[..]).await.unwrap().unwrap();
+                assert_eq!((frame.kind, frame.id, &frame.body[..]), (kind, id, &body[..]));
+            });
+        }
+    }
+}

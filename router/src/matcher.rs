@@ -81,3 +81,26 @@ mod tests {
         assert_eq!(longest_match(["/fruit"], "/calc"), None);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        /// Any path decodes without panic; one without escapes is its own decoding; matching
+        /// never panics, and a prefix always matches itself.
+        #[test]
+        fn paths_decode_and_match_without_panic(path in "\\PC{0,64}", prefix in "/[a-z%0-9/]{0,12}") {
+            let decoded = decoded_path(&path);
+            if !path.contains('%') {
+                prop_assert_eq!(decoded.as_ref(), path.as_str());
+            }
+            let _ = prefix_matches(&prefix, &decoded);
+            prop_assert!(prefix_matches(&prefix, &prefix));
+            let _ = longest_match([prefix.as_str(), "/"], &decoded);
+        }
+    }
+}

@@ -231,3 +231,27 @@ pub mod grpc_frame {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::grpc_frame;
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        /// Any body decodes to messages or an error, never a panic; encoded messages come back.
+        #[test]
+        fn grpc_bodies_decode_without_panic(body in prop::collection::vec(any::<u8>(), 0..64),
+                                            messages in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..32), 0..4)) {
+            let _ = grpc_frame::decode_all(Bytes::from(body));
+            let mut wire = Vec::new();
+            for m in &messages {
+                wire.extend_from_slice(&grpc_frame::encode(m));
+            }
+            let decoded = grpc_frame::decode_all(Bytes::from(wire)).unwrap();
+            prop_assert_eq!(decoded.iter().map(|b| b.to_vec()).collect::<Vec<_>>(), messages);
+        }
+    }
+}
