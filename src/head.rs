@@ -62,7 +62,53 @@ pub enum Backend {
 pub struct Head {
     /// The controller.
     pub controller: ControllerHandle,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: CriticalTasks,
+}
+
+/// The tasks a head cannot serve without (the controller, its services, the proxies it runs in
+/// its runtime): one that ends, or panics, is the head failing, never a half-alive process.
+#[derive(Default)]
+struct CriticalTasks {
+    tasks: tokio::task::JoinSet<()>,
+    names: std::collections::HashMap<tokio::task::Id, &'static str>,
+}
+
+impl CriticalTasks {
+    fn spawn(&mut self, name: &'static str, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let id = self.tasks.spawn(task).id();
+        self.names.insert(id, name);
+    }
+
+    /// Watches a task spawned elsewhere; its panic is reported as its own.
+    fn watch(&mut self, name: &'static str, handle: tokio::task::JoinHandle<()>) {
+        self.spawn(name, async move {
+            if let Err(e) = handle.await {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+        });
+    }
+
+    /// Resolves when a task ends, with what happened to it.
+    async fn failure(&mut self) -> String {
+        let (id, how) = match self.tasks.join_next_with_id().await {
+            Some(Ok((id, ()))) => (id, "stopped".to_string()),
+            Some(Err(e)) if e.is_panic() => {
+                let id = e.id();
+                let payload = e.into_panic();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".into());
+                (id, format!("panicked: {message}"))
+            }
+            Some(Err(e)) => (e.id(), "was cancelled".to_string()),
+            None => return std::future::pending().await,
+        };
+        format!("the head's {} {how}", self.names.get(&id).copied().unwrap_or("task"))
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -117,7 +163,8 @@ impl Head {
         let placement = Placement { controller_url, nodes: 1, node, secrets };
         let router = Router::new();
         let proxy_router = http_listener.as_ref().map(|_| router.clone());
-        let controller = photon_controller::spawn(
+        let mut tasks = CriticalTasks::default();
+        let (controller, actor) = photon_controller::spawn(
             placement,
             catalog,
             orchestrator,
@@ -125,22 +172,22 @@ impl Head {
             proxy_router,
             opts.state_store.clone(),
         )?;
+        tasks.watch("controller", actor);
 
-        let mut tasks = Vec::new();
         let grpc = ControllerServiceServer::with_interceptor(
             ControllerGrpc::new(controller.clone(), registration_key),
             photon_router::cluster_auth::require_token,
         );
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn("controller service", async move {
             let incoming = photon_router::incoming_guarded(controller_listener, photon_router::internal_guard());
             if let Err(e) = photon_router::internal_server().add_service(grpc).serve_with_incoming(incoming).await {
                 tracing::error!(error = %e, "controller service stopped");
             }
-        }));
+        });
 
         let mut table = controller.routing_table();
         let feed = router.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn("routing table feed", async move {
             loop {
                 let current = table.borrow_and_update().clone();
                 if current.version > 0 {
@@ -150,7 +197,7 @@ impl Head {
                     return;
                 }
             }
-        }));
+        });
         let http_addr = match &http_listener {
             Some(l) => Some(l.local_addr()?),
             None => None,
@@ -158,7 +205,7 @@ impl Head {
         let info = instance_info(&opts.startup_config, http_addr, &opts.http_config.node_id);
         if let (Some(listener), true) = (grpc_listener, http_listener.is_some()) {
             let addr = listener.local_addr()?;
-            tasks.push(tokio::spawn(photon_proxy::serve_grpc(listener, router.clone(), opts.grpc_config)));
+            tasks.spawn("gRPC proxy", photon_proxy::serve_grpc(listener, router.clone(), opts.grpc_config));
             tracing::info!("gRPC proxy listening on {addr}");
         }
         if let Some(listener) = http_listener {
@@ -168,15 +215,13 @@ impl Head {
                 drop(listener);
                 photon_proxy::serve_on_threads(addr, threads, router, opts.http_config)?;
             } else {
-                tasks.push(tokio::spawn(photon_proxy::serve(listener, router, opts.http_config)));
+                tasks.spawn("HTTP proxy", photon_proxy::serve(listener, router, opts.http_config));
             }
         }
-        tasks.push(tokio::spawn(photon_controller::rest::serve(
-            dashboard_listener,
-            controller.clone(),
-            info,
-            opts.rest_auth.clone(),
-        )));
+        tasks.spawn(
+            "REST API",
+            photon_controller::rest::serve(dashboard_listener, controller.clone(), info, opts.rest_auth.clone()),
+        );
 
         tracing::info!("controller listening on {controller_addr}");
         tracing::info!("REST API listening on http://{dashboard_addr}");
@@ -187,15 +232,30 @@ impl Head {
         Ok(Head { controller, tasks })
     }
 
+    /// Runs until a termination signal (`Ok`) or until one of the head's own tasks fails
+    /// (`Err` with what failed), then stops every replica and the head's tasks.
+    pub async fn serve_until_stopped(mut self) -> anyhow::Result<()> {
+        let failure = tokio::select! {
+            _ = terminate_signal() => None,
+            why = self.tasks.failure() => Some(why),
+        };
+        if let Some(why) = &failure {
+            tracing::error!("{why}; stopping");
+        }
+        self.shutdown().await;
+        match failure {
+            Some(why) => Err(anyhow::anyhow!(why)),
+            None => Ok(()),
+        }
+    }
+
     /// Stops every replica, then the head's own tasks.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         tracing::info!("shutting down: stopping replicas");
         if let Err(e) = self.controller.shutdown().await {
             tracing::warn!(error = %e, "controller shutdown");
         }
-        for t in self.tasks {
-            t.abort();
-        }
+        self.tasks.tasks.abort_all();
         tracing::info!("shutdown complete");
     }
 }
@@ -232,5 +292,23 @@ pub async fn terminate_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod critical_tasks {
+    use super::CriticalTasks;
+
+    #[tokio::test]
+    async fn a_task_that_ends_or_panics_is_named_in_the_failure() {
+        let mut tasks = CriticalTasks::default();
+        tasks.spawn("forever", std::future::pending());
+        tasks.spawn("short-lived", async {});
+        assert_eq!(tasks.failure().await, "the head's short-lived stopped");
+
+        let mut tasks = CriticalTasks::default();
+        tasks.spawn("forever", std::future::pending());
+        tasks.watch("controller", tokio::spawn(async { panic!("state went wrong") }));
+        assert_eq!(tasks.failure().await, "the head's controller panicked: state went wrong");
     }
 }

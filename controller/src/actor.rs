@@ -135,6 +135,9 @@ impl ControllerHandle {
 ///
 /// `store`: checkpoints go there after every change; if it holds one, the controller first
 /// re-applies its config and adopts its replicas, before it publishes any routing table.
+///
+/// Returns the handle and the actor's task: the caller watches it (the actor ends only after a
+/// shutdown; anything else, a panic included, is the controller failing).
 pub fn spawn(
     placement: Placement,
     catalog: Arc<dyn AppCatalog>,
@@ -142,7 +145,7 @@ pub fn spawn(
     replica_events: mpsc::UnboundedReceiver<ReplicaEvent>,
     proxy_router: Option<photon_router::Router>,
     store: Option<StateStore>,
-) -> Result<ControllerHandle, crate::checkpoint::CheckpointError> {
+) -> Result<(ControllerHandle, tokio::task::JoinHandle<()>), crate::checkpoint::CheckpointError> {
     let (tx, rx) = mpsc::channel(COMMANDS);
     let (table_tx, table_rx) = watch::channel(Arc::new(RoutingTable::default()));
     let mut state = State::new(placement);
@@ -157,8 +160,8 @@ pub fn spawn(
     let handle_catalog = catalog.clone();
     let saved = saver.as_ref().map(|s: &Saver| s.saved.clone());
     let actor = Actor { state, catalog, orchestrator, commands: tx.clone(), table: table_tx, proxy_router, saver };
-    tokio::spawn(actor.run(rx, replica_events));
-    Ok(ControllerHandle { commands: tx, catalog: handle_catalog, table: table_rx, saved })
+    let task = tokio::spawn(actor.run(rx, replica_events));
+    Ok((ControllerHandle { commands: tx, catalog: handle_catalog, table: table_rx, saved }, task))
 }
 
 /// Re-applies a checkpoint's config and adopts its replicas. The applications' code is learned

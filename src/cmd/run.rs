@@ -288,8 +288,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let head = Head::start(head_options(&args.head, &parsed.config, true)?, catalog).await?;
     head.controller.apply(parsed.config).await?;
-    crate::head::terminate_signal().await;
-    head.shutdown().await;
+    head.serve_until_stopped().await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -297,7 +296,6 @@ pub async fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init_from(None);
     let empty = photon_config::from_value(&serde_json::json!({ "applications": [] }))?.config;
     let head = Head::start(head_options(&args.head, &empty, false)?, super::catalog()).await?;
-    crate::head::terminate_signal().await;
-    head.shutdown().await;
+    head.serve_until_stopped().await?;
     Ok(ExitCode::SUCCESS)
 }
