@@ -283,7 +283,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
             Poll::Pending => loop {
                 let Some(deadline_ms) = this.shared.deadline_ms(&this.limits) else {
                     // Re-checked when the request ends (`RequestInProgress::drop` wakes us).
-                    *this.shared.reader.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+                    {
+                        let mut reader = this.shared.reader.lock().unwrap_or_else(|e| e.into_inner());
+                        if !reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                            *reader = Some(cx.waker().clone());
+                        }
+                    }
                     if this.shared.busy.load(Ordering::Acquire) > 0 {
                         return Poll::Pending;
                     }
@@ -296,7 +301,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
                         "connection idle, or a request arriving too slowly",
                     )));
                 }
-                if this.timer.deadline() != deadline {
+                // Deadlines mostly move later (each request pushes the idle one out): the timer is
+                // moved only when it must fire sooner, or has fired; firing early just re-checks.
+                if deadline < this.timer.deadline() || this.timer.is_elapsed() {
                     this.timer.as_mut().reset(deadline);
                 }
                 if std::future::Future::poll(this.timer.as_mut(), cx).is_pending() {
