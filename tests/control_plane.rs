@@ -166,14 +166,7 @@ async fn rest_api_speaks_rays_dashboard_contract() {
         {"name": "ok", "import_path": "photon.examples:noop", "route_prefix": "/ok"},
         {"name": "broken", "import_path": "no.such:app", "route_prefix": "/broken"}
     ]});
-    let put = request(
-        &head.rest,
-        "PUT",
-        "/api/serve/applications/",
-        &[("content-type", "application/json")],
-        body.to_string().as_bytes(),
-    )
-    .await;
+    let put = put_config(&head.rest, &body).await;
     assert_eq!(put.status, 200, "{}", put.text());
     head.wait_running(&["ok"]).await;
     // The broken app's code is imported after the PUT returned: DEPLOYING, then DEPLOY_FAILED.

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, get, python, request, Photon};
+use common::{eventually, get, put_config, python, request, Photon};
 use serde_json::{json, Value};
 
 fn lifecycle_dir() -> std::path::PathBuf {
@@ -26,15 +26,7 @@ fn start_head() -> Photon {
 }
 
 async fn deploy(photon: &Photon, config: Value) {
-    let body = config.to_string();
-    let r = request(
-        &photon.rest,
-        "PUT",
-        "/api/serve/applications/",
-        &[("content-type", "application/json")],
-        body.as_bytes(),
-    )
-    .await;
+    let r = put_config(&photon.rest, &config).await;
     assert_eq!(r.status, 200, "deploy refused: {}", r.text());
 }
 

@@ -303,14 +303,7 @@ async fn controller_restart(store_spec: &str, what: &str) {
     );
     let config = serde_json::json!({"applications": [{"name": "app", "import_path": "photon.examples:sleep", "route_prefix": "/app",
         "deployments": [{"name": "Sleep", "num_replicas": 2, "max_ongoing_requests": 10, "user_config": {"sleep_ms": 5}}]}]});
-    let put = request(
-        &head.rest,
-        "PUT",
-        "/api/serve/applications/",
-        &[("content-type", "application/json")],
-        config.to_string().as_bytes(),
-    )
-    .await;
+    let put = put_config(&head.rest, &config).await;
     assert_eq!(put.status, 200);
     head.wait_running(&["app"]).await;
     eventually(Duration::from_secs(10), "the proxy routes", || async {

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{python, request, Photon};
+use common::{put_config, python, request, Photon};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -45,11 +45,7 @@ async fn an_unbounded_duration_is_refused_and_the_controller_goes_on() {
     let head = common::start_head();
     let put = |body: serde_json::Value| {
         let rest = head.rest.clone();
-        async move {
-            let body = body.to_string();
-            request(&rest, "PUT", "/api/serve/applications/", &[("content-type", "application/json")], body.as_bytes())
-                .await
-        }
+        async move { put_config(&rest, &body).await }
     };
     let bad = serde_json::json!({"applications": [{"name": "a", "import_path": "photon.examples:noop",
         "deployments": [{"name": "Noop", "graceful_shutdown_timeout_s": 1e20}]}]});
@@ -143,15 +139,7 @@ async fn an_oversized_config_is_refused() {
     }
     let manifest =
         serde_json::json!({"apiVersion": "ray.io/v1", "kind": "RayService", "spec": {"serveConfigV2": bomb}});
-    let body = manifest.to_string();
-    let r = request(
-        &head.rest,
-        "PUT",
-        "/api/serve/applications/",
-        &[("content-type", "application/json")],
-        body.as_bytes(),
-    )
-    .await;
+    let r = put_config(&head.rest, &manifest).await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("spec.serveConfigV2") && r.text().contains("YAML aliases"), "{}", r.text());
     let status = std::fs::read_to_string(format!("/proc/{}/status", head.pid())).unwrap();
@@ -358,14 +346,7 @@ async fn only_photons_processes_reach_the_internal_ports() {
             .to_vec();
     let head = Photon::spawn_with_env(&args, &[("PHOTON_CLUSTER_TOKEN".into(), token.clone())], true, true);
     let config = serde_json::json!({"applications": [{"name": "a", "route_prefix": "/a", "import_path": "photon.examples:noop"}]});
-    let put = request(
-        &head.rest,
-        "PUT",
-        "/api/serve/applications/",
-        &[("content-type", "application/json")],
-        config.to_string().as_bytes(),
-    )
-    .await;
+    let put = put_config(&head.rest, &config).await;
     assert_eq!(put.status, 200, "{}", put.text());
     head.wait_running(&["a"]).await;
     let log = head.log_text();
@@ -471,11 +452,9 @@ async fn env_vars_cannot_inject_a_loader_or_photons_credentials() {
     let put = |env: serde_json::Value| {
         let rest = head.rest.clone();
         async move {
-            let body = serde_json::json!({"applications": [{"name": "a", "route_prefix": "/a",
-                "import_path": "photon.examples:noop", "runtime_env": {"env_vars": env}}]})
-            .to_string();
-            request(&rest, "PUT", "/api/serve/applications/", &[("content-type", "application/json")], body.as_bytes())
-                .await
+            let config = serde_json::json!({"applications": [{"name": "a", "route_prefix": "/a",
+                "import_path": "photon.examples:noop", "runtime_env": {"env_vars": env}}]});
+            put_config(&rest, &config).await
         }
     };
     assert_eq!(put(serde_json::json!({"GREETING": "hi"})).await.status, 200);
@@ -493,16 +472,11 @@ async fn env_vars_cannot_inject_a_loader_or_photons_credentials() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_grpc_message_limit_is_rays_variable() {
     use photon_proto::ray::serve as ray;
-    let config = common::TempFile::new(
-        "config.yaml",
+    let photon = Photon::run_yaml_with_env(
         "grpc_options:\n  grpc_servicer_functions: [user_defined_protos_pb2_grpc.add_UserDefinedServiceServicer_to_server]\napplications:\n  - {name: greeter, import_path: photon.examples:greeter, route_prefix: /greeter}\n",
+        &[],
+        &[("RAY_SERVE_GRPC_MAX_MESSAGE_SIZE", "1024")],
     );
-    let mut args: Vec<std::ffi::OsString> = vec!["run".into(), config.path.clone().into()];
-    args.extend(
-        ["--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1", "--grpc-port", "0"].map(Into::into),
-    );
-    let photon =
-        Photon::spawn_with_env(&args, &[("RAY_SERVE_GRPC_MAX_MESSAGE_SIZE".into(), "1024".into())], true, true);
     photon.wait_running(&["greeter"]).await;
     let port = photon.grpc_addr().unwrap().rsplit(':').next().unwrap().to_string();
     let channel =
@@ -541,16 +515,10 @@ async fn closed_within(mut stream: tokio::net::TcpStream, limit: Duration) -> Op
 async fn idle_and_slow_clients_are_disconnected() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
-    let config = common::TempFile::new(
-        "config.yaml",
+    let photon = Photon::run_yaml(
         "http_options: {keep_alive_timeout_s: 2}\ngrpc_options:\n  grpc_servicer_functions: [user_defined_protos_pb2_grpc.add_UserDefinedServiceServicer_to_server]\napplications:\n  - {name: a, route_prefix: /a, import_path: photon.examples:noop}\n",
+        &["--max-connections", "8", "--proxy-threads", "1"],
     );
-    let mut args: Vec<std::ffi::OsString> = vec!["run".into(), config.path.clone().into()];
-    args.extend(
-        ["--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1", "--grpc-port", "0"].map(Into::into),
-    );
-    args.extend(["--max-connections", "8", "--proxy-threads", "1"].map(Into::into));
-    let photon = Photon::spawn_with_env(&args, &[], true, true);
     photon.wait_running(&["a"]).await;
     let grpc = photon.grpc_addr().unwrap();
     let data = logged_address(&photon.log_text(), "data=");
@@ -645,11 +613,7 @@ async fn state_files_are_private_and_process_ids_are_checked() {
         .to_vec();
         (args, vec![("TMPDIR".to_string(), tmp.display().to_string())])
     };
-    let put = |rest: String, config: serde_json::Value| async move {
-        let body = config.to_string();
-        request(&rest, "PUT", "/api/serve/applications/", &[("content-type", "application/json")], body.as_bytes())
-            .await
-    };
+    let put = |rest: String, config: serde_json::Value| async move { put_config(&rest, &config).await };
     let noop = serde_json::json!({"applications": [{"name": "a", "route_prefix": "/a", "import_path": "photon.examples:noop"}]});
 
     // A directory others may enter, or a link where the directory should be: refused, named.
@@ -731,14 +695,10 @@ async fn state_files_are_private_and_process_ids_are_checked() {
 /// the budget is free again.
 #[tokio::test(flavor = "multi_thread")]
 async fn buffered_bodies_share_one_memory_budget() {
-    let config = common::TempFile::new(
-        "config.yaml",
+    let photon = Photon::run_yaml(
         "applications:\n  - name: slow\n    route_prefix: /slow\n    import_path: photon.examples:sleep\n    deployments:\n      - {name: Sleep, max_ongoing_requests: 1, user_config: {sleep_ms: 1500}}\n",
+        &["--max-buffered-body-bytes", "1000000"],
     );
-    let mut args: Vec<std::ffi::OsString> = vec!["run".into(), config.path.clone().into()];
-    args.extend(["--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"].map(Into::into));
-    args.extend(["--max-buffered-body-bytes", "1000000"].map(Into::into));
-    let photon = Photon::spawn_with_env(&args, &[], true, true);
     photon.wait_running(&["slow"]).await;
     let body = vec![b'x'; 400_000];
     let sends: Vec<_> = (0..4)

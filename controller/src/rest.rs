@@ -2,7 +2,6 @@
 //! can drive Photon: `GET/PUT/DELETE /api/serve/applications/` and `GET /api/ray/version`,
 //! behind Ray's token authentication when it is on (`auth`).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,32 +77,21 @@ pub async fn serve(listener: TcpListener, controller: ControllerHandle, info: In
     let limits =
         ConnectionLimits::requests(MAX_CONNECTIONS, Duration::from_secs(photon_config::defaults::KEEP_ALIVE_TIMEOUT_S));
     let guard = ConnectionGuard::new(limits);
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "REST API: accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+    photon_router::accept_loop(listener, move |stream| {
         let (rest, builder, guard) = (rest.clone(), builder.clone(), guard.clone());
-        tokio::spawn(async move {
+        async move {
             let (stream, activity) = match guard.admit(stream) {
                 Ok(admitted) => admitted,
                 Err(stream) => return photon_router::guard::refuse_http(stream, MAX_CONNECTIONS).await,
             };
-            let service = hyper::service::service_fn(move |req| {
-                let (rest, in_progress) = (rest.clone(), activity.request());
-                async move {
-                    let response = rest.handle(req).await;
-                    drop(in_progress);
-                    Ok::<_, Infallible>(response)
-                }
+            let service = photon_router::guard::busy_while(activity, move |req| {
+                let rest = rest.clone();
+                async move { rest.handle(req).await }
             });
             let _ = builder.serve_connection(TokioIo::new(stream), service).await;
-        });
-    }
+        }
+    })
+    .await
 }
 
 impl Rest {

@@ -4,7 +4,6 @@
 //! the message: the ingress deployment gets the method name and the raw request message, and
 //! its reply (one message, or a stream of them) goes back as is.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use photon_proto::ray::serve as ray;
-use photon_router::guard::{collect_body, BodyError, ConnectionGuard, ConnectionLimits, HEAD_TIMEOUT};
+use photon_router::guard::{busy_while, collect_body, BodyError, ConnectionGuard, ConnectionLimits, HEAD_TIMEOUT};
 use photon_router::wire::{self, grpc_frame, Call};
 use photon_router::Router;
 use prost::Message;
@@ -104,18 +103,14 @@ pub async fn serve(listener: TcpListener, router: Router, config: GrpcConfig) {
     let proxy = Arc::new(GrpcProxy { router, metrics, config });
     let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     let guard = ConnectionGuard::new(ConnectionLimits::requests(proxy.config.max_connections, proxy.config.keep_alive));
-    crate::http::accept_loop(listener, move |stream| {
+    photon_router::accept_loop(listener, move |stream| {
         let (proxy, builder, guard) = (proxy.clone(), builder.clone(), guard.clone());
         async move {
             // Beyond the limit the connection is closed: a gRPC client sees it unavailable.
             let Ok((stream, activity)) = guard.admit(stream) else { return };
-            let service = hyper::service::service_fn(move |req| {
-                let (proxy, in_progress) = (proxy.clone(), activity.request());
-                async move {
-                    let response = proxy.handle(req).await;
-                    drop(in_progress);
-                    Ok::<_, Infallible>(response)
-                }
+            let service = busy_while(activity, move |req| {
+                let proxy = proxy.clone();
+                async move { proxy.handle(req).await }
             });
             if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!(error = %e, "gRPC connection ended with an error");

@@ -101,7 +101,7 @@ async fn serve_guarded(listener: TcpListener, router: Router, config: HttpConfig
     // A request head fits in MAX_HEAD_BYTES (hyper answers 431 above it); how long it and the
     // idle time between requests may take is the guard's to enforce.
     builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(None).max_buf_size(MAX_HEAD_BYTES);
-    accept_loop(listener, move |stream| {
+    photon_router::accept_loop(listener, move |stream| {
         let (proxy, builder, guard) = (proxy.clone(), builder.clone(), guard.clone());
         async move {
             let (stream, activity) = match guard.admit(stream) {
@@ -118,27 +118,6 @@ async fn serve_guarded(listener: TcpListener, router: Router, config: HttpConfig
         }
     })
     .await
-}
-
-/// Accepts connections forever (Nagle off) and runs `connection` for each in its own task; a
-/// failed accept (out of file descriptors, say) is logged and retried shortly.
-pub(crate) async fn accept_loop<F, Fut>(listener: TcpListener, connection: F)
-where
-    F: Fn(tokio::net::TcpStream) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(stream));
-    }
 }
 
 /// A random UUID4, as Ray generates request ids.

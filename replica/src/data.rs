@@ -3,7 +3,6 @@
 //! HTTP response. A connection that closes mid-request (the caller gave up) drops the handler
 //! future, which cancels the deployment's work.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use photon_router::guard::{
-    collect_body, BodyError, ConnectionGuard, ConnectionLimits, DEFAULT_MAX_CONNECTIONS, HEAD_TIMEOUT,
+    busy_while, collect_body, BodyError, ConnectionGuard, ConnectionLimits, DEFAULT_MAX_CONNECTIONS, HEAD_TIMEOUT,
 };
 use photon_router::wire::grpc_frame;
 use photon_router::{wire, MAX_MESSAGE_BYTES};
@@ -36,31 +35,19 @@ pub async fn serve(listener: TcpListener, state: Arc<ReplicaState>) {
     // longer, so that it is never the one closing a connection a router is about to reuse.
     let limits = ConnectionLimits::requests(DEFAULT_MAX_CONNECTIONS, Duration::from_secs(90));
     let guard = ConnectionGuard::new(limits);
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "data port: accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let Ok((stream, activity)) = guard.admit(stream) else { continue };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let (state, in_progress) = (state.clone(), activity.request());
-                async move {
-                    let response = handle(&state, req).await;
-                    drop(in_progress);
-                    Ok::<_, Infallible>(response)
-                }
+    photon_router::accept_loop(listener, move |stream| {
+        let (state, guard) = (state.clone(), guard.clone());
+        async move {
+            let Ok((stream, activity)) = guard.admit(stream) else { return };
+            let service = busy_while(activity, move |req| {
+                let state = state.clone();
+                async move { handle(&state, req).await }
             });
             let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
             let _ = connection.with_upgrades().await;
-        });
-    }
+        }
+    })
+    .await
 }
 
 fn outcome(status: StatusCode, kind: &'static str, body: impl Into<Bytes>) -> Response<Body> {

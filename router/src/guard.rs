@@ -17,6 +17,7 @@
 //! A connection beyond `max_connections` is refused at once ([`ConnectionGuard::admit`]), and
 //! the bodies a process holds at once are bounded by one budget ([`set_body_budget`]).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -168,6 +169,16 @@ impl Shared {
         self.born.elapsed().as_millis() as u64
     }
 
+    /// Notes a write that moved bytes, and hands its result on.
+    fn wrote(&self, result: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = &result {
+            if *n > 0 {
+                self.last_write_ms.store(self.now_ms(), Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
     /// When the connection has waited too long, as milliseconds since it was accepted; `None`
     /// while a request is in progress.
     fn deadline_ms(&self, limits: &ConnectionLimits) -> Option<u64> {
@@ -209,6 +220,31 @@ impl Activity {
         self.0.head_started_ms.store(NEVER, Ordering::Relaxed);
         RequestInProgress(self.0.clone())
     }
+}
+
+/// A hyper service that answers with `handler` and marks the connection busy meanwhile.
+pub fn busy_while<F, Fut, B>(
+    activity: Activity,
+    handler: F,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<B>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<http::Response<B>, std::convert::Infallible>> + Send,
+> + Clone
+where
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = http::Response<B>> + Send,
+    B: hyper::body::Body,
+{
+    hyper::service::service_fn(move |req| {
+        let (handler, in_progress) = (handler.clone(), activity.request());
+        async move {
+            let response = handler(req).await;
+            drop(in_progress);
+            Ok(response)
+        }
+    })
 }
 
 /// A request in progress on a connection ([`Activity::request`]).
@@ -316,14 +352,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        let this = &mut *self;
-        let result = Pin::new(&mut this.io).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &result {
-            if *n > 0 {
-                this.shared.last_write_ms.store(this.shared.now_ms(), Ordering::Relaxed);
-            }
-        }
-        result
+        let result = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.shared.wrote(result)
     }
 
     fn poll_write_vectored(
@@ -331,14 +361,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let this = &mut *self;
-        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = &result {
-            if *n > 0 {
-                this.shared.last_write_ms.store(this.shared.now_ms(), Ordering::Relaxed);
-            }
-        }
-        result
+        let result = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.shared.wrote(result)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 pub use client::{new_pool, Pool, ReplicaClient, ReplicaFailure, MAX_MESSAGE_BYTES};
 pub use error::RouterError;
 pub use handle::DeploymentHandle;
-pub use net::{incoming_guarded, internal_guard, internal_server, serve_on_threads};
+pub use net::{accept_loop, incoming_guarded, internal_guard, internal_server, serve_on_threads};
 pub use queue::{DeploymentQueue, Permit};
 pub use subscribe::follow_controller;
 pub use table::{AppRoute, DeploymentId, DeploymentTargets, InvalidTable, ReplicaEndpoint, RoutingTable};

@@ -3,6 +3,29 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
+/// Accepts connections forever (Nagle off) and runs `connection` for each in its own task; a
+/// failed accept (out of file descriptors, say) is logged and retried shortly. Every HTTP
+/// listener uses it (front doors, REST API, data ports); tonic's accept their own
+/// ([`incoming_guarded`]).
+pub async fn accept_loop<F, Fut>(listener: tokio::net::TcpListener, connection: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(connection(stream));
+    }
+}
+
 /// A tonic server for an internal port: HTTP/2 pings every 30 s (10 s to answer), so that a
 /// dead peer is noticed and a live idle one (a quiet routing-table stream) keeps its connection
 /// under [`internal_guard`]'s idle rule.

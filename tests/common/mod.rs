@@ -57,20 +57,30 @@ impl Photon {
     /// Starts `photon run` on a config text with every port ephemeral, and waits until the
     /// listeners are up.
     pub fn run_yaml(yaml: &str, extra: &[&str]) -> Photon {
+        Photon::run_yaml_with_env(yaml, extra, &[])
+    }
+
+    /// [`Photon::run_yaml`] with extra environment variables.
+    pub fn run_yaml_with_env(yaml: &str, extra: &[&str], env: &[(&str, &str)]) -> Photon {
         let file = TempFile::new("config.yaml", yaml);
-        let mut p = Photon::run_file(&file.path, extra);
+        let mut p = Photon::run_file_with_env(&file.path, extra, env);
         p._config = Some(file);
         p
     }
 
     pub fn run_file(path: &std::path::Path, extra: &[&str]) -> Photon {
+        Photon::run_file_with_env(path, extra, &[])
+    }
+
+    fn run_file_with_env(path: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Photon {
         let mut args: Vec<std::ffi::OsString> = vec!["run".into(), path.into()];
         args.extend(["--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"].map(Into::into));
         if !extra.contains(&"--grpc-port") {
             args.extend(["--grpc-port", "0"].map(Into::into));
         }
         args.extend(extra.iter().map(Into::into));
-        Photon::spawn(&args)
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Photon::spawn_with_env(&args, &env, true, true)
     }
 
     /// Starts `photon ARGS...` and waits until it logs its HTTP and REST addresses.
@@ -291,6 +301,12 @@ pub async fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &st
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+}
+
+/// `PUT /api/serve/applications/` with `config` as JSON (a head without token authentication).
+pub async fn put_config(rest: &str, config: &serde_json::Value) -> Reply {
+    let body = config.to_string();
+    request(rest, "PUT", "/api/serve/applications/", &[("content-type", "application/json")], body.as_bytes()).await
 }
 
 pub async fn get(addr: &str, path: &str) -> Reply {
