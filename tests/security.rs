@@ -719,3 +719,63 @@ async fn buffered_bodies_share_one_memory_budget() {
     // Done, so free again.
     assert_eq!(request(&photon.http, "POST", "/slow", &[], &body).await.status, 200);
 }
+
+/// Paths in a config stay under the path roots (the working and temporary directories, or
+/// `PHOTON_PATH_ROOTS`): a `logs_dir` elsewhere is refused with its field path; a model path
+/// elsewhere fails its deployment saying so. A file inside them that is no model is named as
+/// such, with none of its bytes and no Rust backtrace in the status.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_paths_stay_under_the_roots_and_errors_quote_no_file() {
+    let dir = std::env::temp_dir().join(format!("photon-roots-test-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("not-a-model");
+    std::fs::write(&secret, "root:x:0:0:secret-content\n").unwrap();
+    let roots = format!("{}:{}", std::env::current_dir().unwrap().display(), dir.display());
+    let args: Vec<std::ffi::OsString> =
+        ["start", "--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"].map(Into::into).to_vec();
+    let head = Photon::spawn_with_env(&args, &[("PHOTON_PATH_ROOTS".into(), roots)], true, true);
+
+    let r = put_config(
+        &head.rest,
+        &serde_json::json!({"logging_config": {"logs_dir": "/etc/photon-logs"},
+        "applications": [{"name": "a", "route_prefix": "/a", "import_path": "photon.examples:noop"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("logging_config.logs_dir") && r.text().contains("PHOTON_PATH_ROOTS"), "{}", r.text());
+
+    let model = |path: &str| {
+        serde_json::json!({"name": path.replace('/', "_"), "route_prefix": format!("/{}", path.len()),
+            "import_path": "photon.models:TextGeneration",
+            "deployments": [{"name": "TextGeneration", "user_config": {"model_path": path}, "ray_actor_options": {"num_cpus": 0.1}}]})
+    };
+    let outside = "/etc/passwd".to_string();
+    let inside = secret.display().to_string();
+    let config = serde_json::json!({"applications": [model(&outside), model(&inside)]});
+    assert_eq!(put_config(&head.rest, &config).await.status, 200);
+    let message = |details: &Value, path: &str| {
+        details["applications"][path.replace('/', "_")]["deployments"]["TextGeneration"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let details = loop {
+        let details: Value =
+            serde_json::from_slice(&request(&head.rest, "GET", "/api/serve/applications/", &[], b"").await.body)
+                .unwrap_or(Value::Null);
+        if message(&details, &outside).contains("exited") && message(&details, &inside).contains("exited") {
+            break details;
+        }
+        assert!(std::time::Instant::now() < deadline, "the model deployments did not fail: {details:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (outside_message, inside_message) = (message(&details, &outside), message(&details, &inside));
+    assert!(outside_message.contains("outside the directories Photon may use"), "{outside_message}");
+    assert!(inside_message.contains("not a GGUF file"), "{inside_message}");
+    for text in [&outside_message, &inside_message] {
+        assert!(!text.contains("root:x") && !text.contains("secret") && !text.contains("0x746f6f72"), "{text}");
+        assert!(!text.contains("   0: ") && !text.contains(".rs:"), "a backtrace: {text}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -5,6 +5,7 @@
 
 pub mod defaults;
 mod error;
+pub mod paths;
 mod resolve;
 mod schema;
 mod validate;

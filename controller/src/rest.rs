@@ -191,7 +191,10 @@ impl Rest {
             Ok(v) => v,
             Err(e) => return text(StatusCode::BAD_REQUEST, format!("request body is not valid JSON: {e}")),
         };
-        let parsed = match photon_config::from_value(&doc) {
+        let roots = photon_config::paths::PathRoots::from_env();
+        let parsed = match photon_config::from_value(&doc)
+            .and_then(|p| photon_config::paths::check_config_paths(&p.config, &roots).map(|()| p))
+        {
             Ok(p) => p,
             Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
         };

@@ -54,7 +54,7 @@ pub struct Embedder {
 }
 
 fn load_error(dir: &Path, what: impl std::fmt::Display) -> DeploymentError {
-    DeploymentError(format!("could not load the model in {}: {what}", dir.display()))
+    DeploymentError(format!("could not load the model in {}: {}", dir.display(), crate::first_line(&what)))
 }
 
 impl Embedder {

@@ -104,7 +104,7 @@ pub struct Generator {
 }
 
 fn load_error(path: &Path, what: impl std::fmt::Display) -> DeploymentError {
-    DeploymentError(format!("could not load the model {}: {what}", path.display()))
+    DeploymentError(format!("could not load the model {}: {}", path.display(), crate::first_line(&what)))
 }
 
 impl Generator {
@@ -112,6 +112,13 @@ impl Generator {
     pub fn load(path: &Path, device: &Device) -> Result<Self, DeploymentError> {
         let mut file =
             std::fs::File::open(path).map_err(|e| load_error(path, format!("{e} (user_config.model_path)")))?;
+        // Checked here so that no error quotes the bytes of a file that is not a model.
+        let mut magic = [0u8; 4];
+        let is_gguf = std::io::Read::read_exact(&mut file, &mut magic).is_ok() && &magic == b"GGUF";
+        if !is_gguf {
+            return Err(load_error(path, "not a GGUF file (user_config.model_path)"));
+        }
+        std::io::Seek::rewind(&mut file).map_err(|e| load_error(path, e))?;
         let content =
             gguf_file::Content::read(&mut file).map_err(|e| load_error(path, format!("not a GGUF file: {e}")))?;
         let tok = gguf_tokenizer::from_gguf(&content).map_err(|e| load_error(path, e))?;

@@ -48,3 +48,10 @@ pub fn apps() -> Vec<AppDef> {
         },
     ]
 }
+
+/// The first line of an error: what a status message says of a library's error, never the
+/// backtrace some (candle's) append below it.
+pub(crate) fn first_line(error: &impl std::fmt::Display) -> String {
+    let text = error.to_string();
+    text.lines().next().unwrap_or_default().trim_end().to_string()
+}

@@ -92,7 +92,7 @@ pub fn parse(user_config: Option<&Value>, keys: Keys) -> Result<ModelOptions, De
             return Err(DeploymentError(format!("user_config.{key} is not a known option ({why})")));
         }
     }
-    let location = match cfg.get(keys.location) {
+    let configured = match cfg.get(keys.location) {
         Some(Value::String(s)) if !s.is_empty() => PathBuf::from(s),
         Some(other) => {
             return Err(DeploymentError(format!("user_config.{} must be a path string, got {other}", keys.location)))
@@ -109,8 +109,12 @@ pub fn parse(user_config: Option<&Value>, keys: Keys) -> Result<ModelOptions, De
             return Err(DeploymentError(format!("user_config.device must be \"cpu\" or \"cuda\", got {other}")))
         }
     };
+    // Only under the path roots: a config cannot have any file on the machine read.
+    let location = photon_config::paths::PathRoots::from_env()
+        .confine(&configured)
+        .map_err(|why| DeploymentError(format!("user_config.{}: {why}", keys.location)))?;
     let model_name = match cfg.get("model_name") {
-        None => location.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        None => configured.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         Some(Value::String(s)) => s.clone(),
         Some(other) => return Err(DeploymentError(format!("user_config.model_name must be a string, got {other}"))),
     };

@@ -258,7 +258,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(&args.config).with_context(|| format!("cannot read {}", args.config.display()))?;
     let catalog = super::catalog();
-    let checked = match photon_config::parse_yaml(&text) {
+    let roots = photon_config::paths::PathRoots::from_env();
+    let parsed = photon_config::parse_yaml(&text)
+        .and_then(|p| photon_config::paths::check_config_paths(&p.config, &roots).map(|()| p));
+    let checked = match parsed {
         Ok(parsed) => {
             catalog.observe(&parsed.config);
             for app in &parsed.config.applications {
