@@ -344,7 +344,13 @@ async fn only_photons_processes_reach_the_internal_ports() {
         ["start", "--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1", "--controller-port", "0"]
             .map(Into::into)
             .to_vec();
-    let head = Photon::spawn_with_env(&args, &[("PHOTON_CLUSTER_TOKEN".into(), token.clone())], true, true);
+    // Small front-door limits: the replica's data port takes nothing larger than they do.
+    let env = [
+        ("PHOTON_CLUSTER_TOKEN".to_string(), token.clone()),
+        ("PHOTON_MAX_REQUEST_BODY_BYTES".to_string(), "4096".to_string()),
+        ("RAY_SERVE_GRPC_MAX_MESSAGE_SIZE".to_string(), "2048".to_string()),
+    ];
+    let head = Photon::spawn_with_env(&args, &env, true, true);
     let config = serde_json::json!({"applications": [{"name": "a", "route_prefix": "/a", "import_path": "photon.examples:noop"}]});
     let put = put_config(&head.rest, &config).await;
     assert_eq!(put.status, 200, "{}", put.text());
@@ -405,6 +411,8 @@ async fn only_photons_processes_reach_the_internal_ports() {
     assert_eq!(r.status, 401, "{}", r.text());
     let r = request(&data, "GET", "/", &[("x-photon-cluster-token", &token)], b"").await;
     assert_eq!(r.status, 200, "{}", r.text());
+    let r = request(&data, "POST", "/", &[("x-photon-cluster-token", &token)], &[b'x'; 10_000]).await;
+    assert!(r.status == 400 && r.text().contains("larger than the limit of 4096 bytes"), "{} {}", r.status, r.text());
 
     // The application still answers through the proxy, from the same replica.
     let r = request(&head.http, "GET", "/a", &[], b"").await;

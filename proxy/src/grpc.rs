@@ -39,21 +39,6 @@ pub struct GrpcConfig {
     pub max_connections: usize,
 }
 
-/// Ray's variable for the largest gRPC message, in bytes (its default: 2 GiB - 1).
-pub const MAX_MESSAGE_SIZE_ENV: &str = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE";
-
-/// The largest gRPC request message: `RAY_SERVE_GRPC_MAX_MESSAGE_SIZE` when set, else Ray's
-/// default; a value that is not a positive byte count is an error naming the variable.
-pub fn max_message_bytes_from_env() -> Result<usize, String> {
-    match std::env::var(MAX_MESSAGE_SIZE_ENV) {
-        Err(_) => Ok(photon_router::MAX_MESSAGE_BYTES),
-        Ok(text) => match text.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n.min(photon_router::MAX_MESSAGE_BYTES)),
-            _ => Err(format!("{MAX_MESSAGE_SIZE_ENV}: must be a positive number of bytes, got {text:?}")),
-        },
-    }
-}
-
 impl Default for GrpcConfig {
     fn default() -> Self {
         GrpcConfig {

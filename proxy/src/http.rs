@@ -48,7 +48,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             root_path: String::new(),
-            max_body_bytes: 100 << 20,
+            max_body_bytes: photon_router::DEFAULT_MAX_BODY_BYTES,
             request_timeout: None,
             node_id: String::new(),
             access_log: true,

@@ -9,5 +9,5 @@ mod http;
 mod metrics;
 pub mod respond;
 
-pub use crate::grpc::{max_message_bytes_from_env as grpc_max_message_bytes_from_env, serve as serve_grpc, GrpcConfig};
+pub use crate::grpc::{serve as serve_grpc, GrpcConfig};
 pub use crate::http::{serve, serve_on_threads, HttpConfig};

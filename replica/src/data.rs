@@ -15,8 +15,8 @@ use hyper_util::rt::TokioIo;
 use photon_router::guard::{
     busy_while, collect_body, BodyError, ConnectionGuard, ConnectionLimits, DEFAULT_MAX_CONNECTIONS, HEAD_TIMEOUT,
 };
+use photon_router::wire;
 use photon_router::wire::grpc_frame;
-use photon_router::{wire, MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 
@@ -35,13 +35,15 @@ pub async fn serve(listener: TcpListener, state: Arc<ReplicaState>) {
     // longer, so that it is never the one closing a connection a router is about to reuse.
     let limits = ConnectionLimits::requests(DEFAULT_MAX_CONNECTIONS, Duration::from_secs(90));
     let guard = ConnectionGuard::new(limits);
+    // No larger than the largest body a front door forwards.
+    let max_message = photon_router::replica_max_message_bytes();
     photon_router::accept_loop(listener, move |stream| {
         let (state, guard) = (state.clone(), guard.clone());
         async move {
             let Ok((stream, activity)) = guard.admit(stream) else { return };
             let service = busy_while(activity, move |req| {
                 let state = state.clone();
-                async move { handle(&state, req).await }
+                async move { handle(&state, req, max_message).await }
             });
             let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
             let _ = connection.with_upgrades().await;
@@ -61,7 +63,7 @@ fn header_string(headers: &mut http::HeaderMap, name: &http::HeaderName) -> Opti
     headers.remove(name).and_then(|v| v.to_str().ok().map(str::to_string))
 }
 
-async fn handle(state: &Arc<ReplicaState>, mut req: Request<Incoming>) -> Response<Body> {
+async fn handle(state: &Arc<ReplicaState>, mut req: Request<Incoming>, max_message: usize) -> Response<Body> {
     // Only Photon's processes may call a replica; the deployment never sees the token.
     if !photon_router::cluster_auth::take(req.headers_mut()) {
         return outcome(StatusCode::UNAUTHORIZED, wire::OUTCOME_FAILED, "missing or wrong Photon cluster token");
@@ -75,7 +77,7 @@ async fn handle(state: &Arc<ReplicaState>, mut req: Request<Incoming>) -> Respon
     };
     let upgrade = wire::is_websocket(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let (body, _held) = match collect_body(body, MAX_MESSAGE_BYTES, HEAD_TIMEOUT).await {
+    let (body, _held) = match collect_body(body, max_message, HEAD_TIMEOUT).await {
         Ok(collected) => (collected.bytes, collected.reservation),
         // Not started: the router may try another replica.
         Err(e @ BodyError::OverBudget(_)) => {

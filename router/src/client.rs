@@ -16,6 +16,35 @@ use crate::wire::{self, Answer, AnswerBody, Call};
 /// Largest request or response body between routers and replicas (Ray allows 2 GiB - 1).
 pub const MAX_MESSAGE_BYTES: usize = (2 << 30) - 1;
 
+/// Ray's variable for the largest gRPC message, in bytes (its default: 2 GiB - 1).
+pub const MAX_MESSAGE_SIZE_ENV: &str = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE";
+
+/// The variable (and `--max-request-body-bytes`'s) for the largest HTTP request body.
+pub const MAX_BODY_ENV: &str = "PHOTON_MAX_REQUEST_BODY_BYTES";
+/// The HTTP front door's default body limit.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 100 << 20;
+
+/// The largest body a replica's data port takes: the larger of what the two front doors
+/// forward (`PHOTON_MAX_REQUEST_BODY_BYTES`, `RAY_SERVE_GRPC_MAX_MESSAGE_SIZE`, as the
+/// replica's environment, inherited from the head, sets them), and never more.
+pub fn replica_max_message_bytes() -> usize {
+    let http = std::env::var(MAX_BODY_ENV).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    let grpc = max_message_bytes_from_env().unwrap_or(MAX_MESSAGE_BYTES);
+    http.max(grpc).min(MAX_MESSAGE_BYTES)
+}
+
+/// The largest gRPC message: `RAY_SERVE_GRPC_MAX_MESSAGE_SIZE` when set, else Ray's default;
+/// a value that is not a positive byte count is an error naming the variable.
+pub fn max_message_bytes_from_env() -> Result<usize, String> {
+    match std::env::var(MAX_MESSAGE_SIZE_ENV) {
+        Err(_) => Ok(MAX_MESSAGE_BYTES),
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n.min(MAX_MESSAGE_BYTES)),
+            _ => Err(format!("{MAX_MESSAGE_SIZE_ENV}: must be a positive number of bytes, got {text:?}")),
+        },
+    }
+}
+
 /// The connection pool shared by every replica client of one router.
 pub type Pool = Client<HttpConnector, Full<Bytes>>;
 

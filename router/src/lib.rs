@@ -24,7 +24,10 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-pub use client::{new_pool, Pool, ReplicaClient, ReplicaFailure, MAX_MESSAGE_BYTES};
+pub use client::{
+    max_message_bytes_from_env, new_pool, replica_max_message_bytes, Pool, ReplicaClient, ReplicaFailure,
+    DEFAULT_MAX_BODY_BYTES, MAX_BODY_ENV, MAX_MESSAGE_BYTES, MAX_MESSAGE_SIZE_ENV,
+};
 pub use error::RouterError;
 pub use handle::DeploymentHandle;
 pub use net::{accept_loop, incoming_guarded, internal_guard, internal_server, serve_on_threads};

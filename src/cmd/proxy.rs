@@ -70,7 +70,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         let config = GrpcConfig {
             request_timeout: timeout,
             node_id: node_id.clone(),
-            max_message_bytes: photon_proxy::grpc_max_message_bytes_from_env().map_err(anyhow::Error::msg)?,
+            max_message_bytes: photon_router::max_message_bytes_from_env().map_err(anyhow::Error::msg)?,
             keep_alive: std::time::Duration::from_secs(args.keep_alive_timeout_s),
             max_connections: args.max_connections,
             ..Default::default()

@@ -66,7 +66,7 @@ pub struct HeadArgs {
     #[arg(long, env = "PHOTON_PROXY_THREADS")]
     proxy_threads: Option<usize>,
     /// Largest accepted request body in bytes (413 above it).
-    #[arg(long, env = "PHOTON_MAX_REQUEST_BODY_BYTES", default_value_t = 100 << 20)]
+    #[arg(long, env = photon_router::MAX_BODY_ENV, default_value_t = photon_router::DEFAULT_MAX_BODY_BYTES)]
     max_request_body_bytes: usize,
     /// Bytes of request bodies the head may hold at once (read, queued, in flight); more are
     /// refused with 503 until some are done.
@@ -204,7 +204,7 @@ fn head_options(args: &HeadArgs, config: &ServeConfig, new_local_instance: bool)
             request_timeout: timeout(config.grpc_options.request_timeout_s),
             node_id: node_id.clone(),
             access_log,
-            max_message_bytes: photon_proxy::grpc_max_message_bytes_from_env().map_err(anyhow::Error::msg)?,
+            max_message_bytes: photon_router::max_message_bytes_from_env().map_err(anyhow::Error::msg)?,
             keep_alive,
             max_connections: args.max_connections,
         },
