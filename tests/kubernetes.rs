@@ -70,23 +70,15 @@ fn kubernetes_head_with(
     .map(|(k, v)| (k.to_string(), v))
     .to_vec();
     env.extend_from_slice(extra_env);
-    let args: Vec<std::ffi::OsString> = [
-        "start",
+    let store = format!("file:{}", dir.path.display());
+    let args = head_args(&[
         "--orchestrator",
         "kubernetes",
-        "--http-port",
-        "0",
-        "--dashboard-port",
-        "0",
-        "--http-host",
-        "127.0.0.1",
         "--controller-port",
         &controller_port.to_string(),
         "--state-store",
-        &format!("file:{}", dir.path.display()),
-    ]
-    .map(Into::into)
-    .to_vec();
+        &store,
+    ]);
     Photon::spawn_in(cwd, &args, &env, true, true)
 }
 

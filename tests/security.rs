@@ -340,10 +340,7 @@ async fn only_photons_processes_reach_the_internal_ports() {
     use photon_proto::v1::replica_service_client::ReplicaServiceClient;
 
     let token = format!("security-test-{}", fastrand::u64(..));
-    let args: Vec<std::ffi::OsString> =
-        ["start", "--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1", "--controller-port", "0"]
-            .map(Into::into)
-            .to_vec();
+    let args = common::head_args(&["--controller-port", "0"]);
     // Small front-door limits: the replica's data port takes nothing larger than they do.
     let env = [
         ("PHOTON_CLUSTER_TOKEN".to_string(), token.clone()),
@@ -606,19 +603,7 @@ async fn state_files_are_private_and_process_ids_are_checked() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let uid = std::fs::metadata("/proc/self").unwrap().uid();
     let start = |tmp: &std::path::Path, port: u16| {
-        let args: Vec<std::ffi::OsString> = [
-            "start",
-            "--http-port",
-            "0",
-            "--dashboard-port",
-            "0",
-            "--http-host",
-            "127.0.0.1",
-            "--controller-port",
-            &port.to_string(),
-        ]
-        .map(Into::into)
-        .to_vec();
+        let args = common::head_args(&["--controller-port", &port.to_string()]);
         (args, vec![("TMPDIR".to_string(), tmp.display().to_string())])
     };
     let put = |rest: String, config: serde_json::Value| async move { put_config(&rest, &config).await };

@@ -370,9 +370,15 @@ where
 
 /// A running `photon start` (no applications).
 pub fn start_head() -> Photon {
-    let args: Vec<std::ffi::OsString> =
+    Photon::spawn(&head_args(&[]))
+}
+
+/// `photon start` on ephemeral ports on 127.0.0.1, then `extra`.
+pub fn head_args(extra: &[&str]) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> =
         ["start", "--http-port", "0", "--dashboard-port", "0", "--http-host", "127.0.0.1"].map(Into::into).to_vec();
-    Photon::spawn(&args)
+    args.extend(extra.iter().map(Into::into));
+    args
 }
 
 /// Runs a `photon` CLI command without blocking the test's runtime (load tasks keep running);
