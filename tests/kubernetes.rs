@@ -411,9 +411,14 @@ async fn the_operator_creates_updates_upgrades_and_deletes_a_photon_service() {
         let mut env = vec![("RAY_AUTH_MODE".to_string(), String::new())];
         for var in pod["spec"]["containers"][0]["env"].as_array().unwrap() {
             let Some(key) = var["valueFrom"]["secretKeyRef"].as_object() else { continue };
-            let secret = secrets.object(&Collection::of("", "v1", "secrets"), NS, key["name"].as_str().unwrap());
-            let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(secret.unwrap()).unwrap();
-            let value = secret.data.unwrap().remove(key["key"].as_str().unwrap()).unwrap();
+            // The operator makes the Secret before the pod; the test checks it below, and a
+            // kubelet thread that panicked here would only hide what went wrong.
+            let Some(secret) = secrets.object(&Collection::of("", "v1", "secrets"), NS, key["name"].as_str().unwrap())
+            else {
+                continue;
+            };
+            let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(secret).unwrap();
+            let value = secret.data.unwrap_or_default().remove(key["key"].as_str().unwrap()).unwrap_or_default();
             env.push((var["name"].as_str().unwrap().to_string(), String::from_utf8(value.0).unwrap()));
         }
         let head = Photon::spawn_with_env(
