@@ -152,26 +152,22 @@ impl Head {
                 (Arc::new(backend), url, photon_orchestrator::NodeResources::cluster())
             }
         };
-        // The internal credentials outlive a restart with a state store: adopted replicas hold them.
-        let stored = match &opts.state_store {
-            Some(store) => store.load()?.and_then(|c| c.secrets),
+        // Read once: the controller recovers from it, and the internal credentials outlive a
+        // restart with a state store (adopted replicas hold them).
+        let store = match &opts.state_store {
+            Some(store) => Some((store.clone(), store.load()?)),
             None => None,
         };
-        let secrets = photon_controller::checkpoint::ClusterSecrets::resolve(stored.as_ref())?;
+        let stored = store.as_ref().and_then(|(_, checkpoint)| checkpoint.as_ref()?.secrets.as_ref());
+        let secrets = photon_controller::checkpoint::ClusterSecrets::resolve(stored)?;
         photon_router::cluster_auth::install(&secrets.cluster_token)?;
         let registration_key = secrets.registration_key.clone();
         let placement = Placement { controller_url, nodes: 1, node, secrets };
         let router = Router::new();
         let proxy_router = http_listener.as_ref().map(|_| router.clone());
         let mut tasks = CriticalTasks::default();
-        let (controller, actor) = photon_controller::spawn(
-            placement,
-            catalog,
-            orchestrator,
-            events_rx,
-            proxy_router,
-            opts.state_store.clone(),
-        )?;
+        let (controller, actor) =
+            photon_controller::spawn(placement, catalog, orchestrator, events_rx, proxy_router, store);
         tasks.watch("controller", actor);
 
         let grpc = ControllerServiceServer::with_interceptor(

@@ -133,8 +133,9 @@ impl ControllerHandle {
 /// `proxy_router`, when the proxy runs in this process, tells the autoscaler how many requests
 /// wait in the proxy's queues.
 ///
-/// `store`: checkpoints go there after every change; if it holds one, the controller first
-/// re-applies its config and adopts its replicas, before it publishes any routing table.
+/// `store`: where checkpoints go after every change, and the checkpoint it held at start (the
+/// caller reads it, since the placement's credentials come from it); with one, the controller
+/// first re-applies its config and adopts its replicas, before it publishes any routing table.
 ///
 /// Returns the handle and the actor's task: the caller watches it (the actor ends only after a
 /// shutdown; anything else, a panic included, is the controller failing).
@@ -144,14 +145,14 @@ pub fn spawn(
     orchestrator: Arc<dyn Orchestrator>,
     replica_events: mpsc::UnboundedReceiver<ReplicaEvent>,
     proxy_router: Option<photon_router::Router>,
-    store: Option<StateStore>,
-) -> Result<(ControllerHandle, tokio::task::JoinHandle<()>), crate::checkpoint::CheckpointError> {
+    store: Option<(StateStore, Option<Checkpoint>)>,
+) -> (ControllerHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(COMMANDS);
     let (table_tx, table_rx) = watch::channel(Arc::new(RoutingTable::default()));
     let mut state = State::new(placement);
     let mut saver = None;
-    if let Some(store) = store {
-        if let Some(checkpoint) = store.load()? {
+    if let Some((store, checkpoint)) = store {
+        if let Some(checkpoint) = checkpoint {
             recover(&mut state, &checkpoint, catalog.as_ref(), orchestrator.as_ref());
         }
         saver = Some(Saver::spawn(store, state.checkpoint()));
@@ -161,7 +162,7 @@ pub fn spawn(
     let saved = saver.as_ref().map(|s: &Saver| s.saved.clone());
     let actor = Actor { state, catalog, orchestrator, commands: tx.clone(), table: table_tx, proxy_router, saver };
     let task = tokio::spawn(actor.run(rx, replica_events));
-    Ok((ControllerHandle { commands: tx, catalog: handle_catalog, table: table_rx, saved }, task))
+    (ControllerHandle { commands: tx, catalog: handle_catalog, table: table_rx, saved }, task)
 }
 
 /// Re-applies a checkpoint's config and adopts its replicas. The applications' code is learned
