@@ -140,13 +140,22 @@ impl RestAuth {
             .or_else(|| header("x-ray-authorization"))
             .map(str::to_string)
             .or_else(|| cookie(headers, COOKIE).map(|t| format!("Bearer {t}")));
-        let Some(presented) = presented else {
-            return Err(Refusal { status: 401, body: "Unauthorized: Missing authentication token" });
-        };
-        match presented.strip_prefix("Bearer ") {
-            Some(given) if photon_router::cluster_auth::same(given.as_bytes(), token.as_bytes()) => Ok(()),
-            _ => Err(Refusal { status: 403, body: "Forbidden: Invalid authentication token" }),
+        match presented {
+            Some(presented) => bearer_of(&presented, token).map(|_| ()),
+            None => Err(MISSING),
         }
+    }
+}
+
+const MISSING: Refusal = Refusal { status: 401, body: "Unauthorized: Missing authentication token" };
+const INVALID: Refusal = Refusal { status: 403, body: "Forbidden: Invalid authentication token" };
+
+/// The token of a header value in Ray's one accepted form, `Bearer <token>`, if it is `token`
+/// (compared in constant time).
+fn bearer_of<'a>(presented: &'a str, token: &str) -> Result<&'a str, Refusal> {
+    match presented.strip_prefix("Bearer ") {
+        Some(given) if photon_router::cluster_auth::same(given.as_bytes(), token.as_bytes()) => Ok(given),
+        _ => Err(INVALID),
     }
 }
 
@@ -162,17 +171,9 @@ impl RestAuth {
         };
         let header = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
         if header.is_empty() {
-            return Err(Refusal { status: 401, body: "Unauthorized: Missing authentication token" });
+            return Err(MISSING);
         }
-        let given = match header.get(..7) {
-            Some(prefix) if prefix.eq_ignore_ascii_case("Bearer ") => &header[7..],
-            _ => header,
-        };
-        if photon_router::cluster_auth::same(given.as_bytes(), token.as_bytes()) {
-            Ok(given.to_string())
-        } else {
-            Err(Refusal { status: 403, body: "Forbidden: Invalid authentication token" })
-        }
+        bearer_of(header, token).map(str::to_string)
     }
 }
 
@@ -283,7 +284,8 @@ mod tests {
     fn authenticate_hands_back_a_valid_token_only() {
         let auth = RestAuth::Token("secret".into());
         assert_eq!(auth.authenticate(&headers(&[("authorization", "Bearer secret")])), Ok("secret".into()));
-        assert_eq!(auth.authenticate(&headers(&[("authorization", "bearer secret")])), Ok("secret".into()));
+        // Ray's validation takes the one form `Bearer <token>`.
+        assert_eq!(auth.authenticate(&headers(&[("authorization", "bearer secret")])).unwrap_err().status, 403);
         assert_eq!(auth.authenticate(&headers(&[("authorization", "Bearer guess")])).unwrap_err().status, 403);
         assert_eq!(auth.authenticate(&HeaderMap::new()).unwrap_err().status, 401);
         let off = RestAuth::Disabled.authenticate(&headers(&[("authorization", "Bearer secret")])).unwrap_err();
