@@ -17,7 +17,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use photon_proto::v1 as pb;
-use photon_replica::{BuildContext, ChunkStream, Deployment, DeploymentError, Protocol, Reply, Request};
+use photon_replica::{BuildContext, ChunkStream, Deployment, DeploymentError, Piece, Protocol, Reply, Request};
 use prost::Message;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -429,13 +429,13 @@ impl TextGeneration {
         let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         if stream {
             let chunks: ChunkStream = Box::pin(async_stream(events, move |event| match event {
-                Event::Text(text) => Some(Ok(sse(&completion_json(&id, created, &model, &text, None)))),
+                Event::Text(text) => Some(Ok(Piece::Chunk(sse(&completion_json(&id, created, &model, &text, None))))),
                 Event::Done { finish, completion_tokens } => {
                     let mut last = completion_json(&id, created, &model, "", Some(finish));
                     last["usage"] = usage(prompt_tokens, completion_tokens);
                     let mut bytes = sse(&last).to_vec();
                     bytes.extend_from_slice(b"data: [DONE]\n\n");
-                    Some(Ok(Bytes::from(bytes)))
+                    Some(Ok(Piece::Chunk(Bytes::from(bytes))))
                 }
                 Event::Failed(why) => Some(Err(DeploymentError(why))),
                 Event::Started { .. } | Event::Rejected(_) => None,
@@ -473,9 +473,9 @@ impl TextGeneration {
         };
         if streamed {
             let chunks: ChunkStream = Box::pin(async_stream(events, move |event| match event {
-                Event::Text(text) => Some(Ok(message(text, None, 0))),
+                Event::Text(text) => Some(Ok(Piece::Chunk(message(text, None, 0)))),
                 Event::Done { finish, completion_tokens } => {
-                    Some(Ok(message(String::new(), Some(finish), completion_tokens)))
+                    Some(Ok(Piece::Chunk(message(String::new(), Some(finish), completion_tokens))))
                 }
                 Event::Failed(why) => Some(Err(DeploymentError(why))),
                 Event::Started { .. } | Event::Rejected(_) => None,
@@ -509,8 +509,8 @@ fn sse(value: &Value) -> Bytes {
 /// the stream (the client went away) closes the channel, which stops the generation.
 fn async_stream(
     events: mpsc::Receiver<Event>,
-    f: impl FnMut(Event) -> Option<Result<Bytes, DeploymentError>> + Send + 'static,
-) -> impl tokio_stream::Stream<Item = Result<Bytes, DeploymentError>> + Send + 'static {
+    f: impl FnMut(Event) -> Option<Result<Piece, DeploymentError>> + Send + 'static,
+) -> impl tokio_stream::Stream<Item = Result<Piece, DeploymentError>> + Send + 'static {
     tokio_stream::StreamExt::filter_map(tokio_stream::wrappers::ReceiverStream::new(events), f)
 }
 

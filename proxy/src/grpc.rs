@@ -151,17 +151,114 @@ fn unary<M: Message>(message: &M, request_id: &str) -> Response<Body> {
 /// `body` (already framed messages), then trailers with OK, the request id and the
 /// deployment's own trailing metadata.
 fn with_trailers(body: Body, request_id: &str, extra: Vec<(HeaderName, HeaderValue)>) -> Response<Body> {
+    let trailers = final_trailers(grpc_code::OK, "", request_id, extra);
+    grpc_response(body.with_trailers(async move { Some(Ok(trailers)) }).boxed_unsync())
+}
+
+/// The trailers that end a call: status, message, request id, the deployment's metadata.
+fn final_trailers(code: u16, message: &str, request_id: &str, extra: Vec<(HeaderName, HeaderValue)>) -> HeaderMap {
     let mut trailers = HeaderMap::new();
-    status_headers(&mut trailers, grpc_code::OK, "");
+    status_headers(&mut trailers, code, message);
     if let Ok(v) = HeaderValue::from_str(request_id) {
         trailers.insert("request_id", v);
     }
     trailers.extend(extra);
-    grpc_response(body.with_trailers(async move { Some(Ok(trailers)) }).boxed_unsync())
+    trailers
 }
 
 fn metadata<'a>(headers: &'a HeaderMap, key: &str) -> Option<&'a str> {
     headers.get(key).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty())
+}
+
+/// The status a deployment set: in a unary answer's headers, or in a stream's end
+/// ([`wire::GrpcEnd::Status`]), in the same vocabulary.
+struct DeploymentStatus {
+    code: Option<u16>,
+    details: String,
+    trailing_metadata: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl DeploymentStatus {
+    fn read(headers: &HeaderMap) -> Self {
+        let details = headers.get("grpc-message").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        DeploymentStatus {
+            code: metadata(headers, "grpc-status").and_then(|c| c.parse::<u16>().ok()),
+            details: details.unwrap_or_default(),
+            trailing_metadata: headers
+                .iter()
+                .filter_map(|(k, v)| {
+                    let key = k.as_str().strip_prefix(wire::GRPC_TRAILER_PREFIX)?;
+                    Some((HeaderName::from_bytes(key.as_bytes()).ok()?, v.clone()))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A streamed answer on its way to the client: messages pass through, and its end becomes the
+/// call's trailers: the status the deployment set while streaming, the error it raised
+/// (INTERNAL, as a unary call's), a replica that broke off (INTERNAL), or else OK.
+struct StreamedAnswer {
+    inner: wire::AnswerBody,
+    request_id: String,
+    /// Trailing metadata the deployment sent with its answer's head.
+    head_metadata: Vec<(HeaderName, HeaderValue)>,
+    ended: bool,
+}
+
+impl StreamedAnswer {
+    fn end(&mut self, code: u16, message: &str, metadata: Vec<(HeaderName, HeaderValue)>) -> hyper::body::Frame<Bytes> {
+        self.ended = true;
+        let mut extra = std::mem::take(&mut self.head_metadata);
+        extra.extend(metadata);
+        hyper::body::Frame::trailers(final_trailers(code, message, &self.request_id, extra))
+    }
+
+    fn end_with(&mut self, end: Option<wire::GrpcEnd>) -> hyper::body::Frame<Bytes> {
+        match end {
+            Some(wire::GrpcEnd::Status(headers)) => {
+                let status = DeploymentStatus::read(&headers);
+                self.end(status.code.unwrap_or(grpc_code::OK), &status.details, status.trailing_metadata)
+            }
+            Some(wire::GrpcEnd::Error(message)) => {
+                let (code, message) = respond::grpc_status(&photon_router::RouterError::Deployment(message));
+                self.end(code, &message, Vec::new())
+            }
+            None => self.end(grpc_code::OK, "", Vec::new()),
+        }
+    }
+}
+
+impl hyper::body::Body for StreamedAnswer {
+    type Data = Bytes;
+    type Error = respond::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let frame = match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => match frame.into_trailers() {
+                Ok(trailers) => {
+                    let end = trailers.get(wire::GRPC_END).and_then(wire::GrpcEnd::from_header);
+                    self.end_with(end)
+                }
+                Err(data) => return Poll::Ready(Some(Ok(data))),
+            },
+            Poll::Ready(None) => self.end_with(None),
+            Poll::Ready(Some(Err(e))) => self.end(
+                grpc_code::INTERNAL,
+                &format!("The replica failed while streaming the response: {e}"),
+                Vec::new(),
+            ),
+        };
+        Poll::Ready(Some(Ok(frame)))
+    }
 }
 
 impl GrpcProxy {
@@ -279,7 +376,9 @@ impl GrpcProxy {
         let mut headers = parts.headers;
         wire::strip_hop_by_hop(&mut headers);
         wire::strip_internal(&mut headers);
-        headers.remove("te");
+        // The replica sends a stream's status as an HTTP/1.1 trailer, which it may only do when
+        // asked so.
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
         headers.insert(wire::PROTOCOL, HeaderValue::from_static(wire::PROTOCOL_GRPC));
         let call = Call {
             request_id: request_id.to_string(),
@@ -302,27 +401,22 @@ impl GrpcProxy {
         };
         match result {
             Ok(answer) => {
-                let status = metadata(&answer.headers, "grpc-status").and_then(|c| c.parse::<u16>().ok());
-                let details = metadata(&answer.headers, "grpc-message").unwrap_or("").to_string();
-                let user_trailers: Vec<(HeaderName, HeaderValue)> = answer
-                    .headers
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        let key = k.as_str().strip_prefix(wire::GRPC_TRAILER_PREFIX)?;
-                        Some((HeaderName::from_bytes(key.as_bytes()).ok()?, v.clone()))
-                    })
-                    .collect();
-                match status {
+                let status = DeploymentStatus::read(&answer.headers);
+                match status.code {
                     // The deployment set a failing status: a trailers-only answer.
                     Some(code) if code != grpc_code::OK => {
-                        let mut r = error(code, &details, request_id);
-                        r.headers_mut().extend(user_trailers);
+                        let mut r = error(code, &status.details, request_id);
+                        r.headers_mut().extend(status.trailing_metadata);
                         r
                     }
-                    _ => with_trailers(
-                        answer.body.map_err(respond::BoxError::from).boxed_unsync(),
-                        request_id,
-                        user_trailers,
+                    _ => grpc_response(
+                        StreamedAnswer {
+                            inner: answer.body,
+                            request_id: request_id.to_string(),
+                            head_metadata: status.trailing_metadata,
+                            ended: false,
+                        }
+                        .boxed_unsync(),
                     ),
                 }
             }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use photon_replica::{
-    BuildContext, ChunkStream, Deployment, DeploymentError, Protocol, Reply, ReplyBody, Request, Upgrade,
+    BuildContext, ChunkStream, Deployment, DeploymentError, Piece, Protocol, Reply, ReplyBody, Request, Upgrade,
 };
 use photon_router::wire::{self, Call};
 use photon_router::Router;
@@ -69,6 +69,9 @@ enum Inbound {
         end: bool,
     },
     Chunk(Bytes),
+    /// The gRPC status a streaming method set (`grpc-status`, `grpc-message`, trailing
+    /// metadata), sent just before its `End`.
+    GrpcStatus(http::HeaderMap),
     End(Option<String>),
     /// A WebSocket message (text or binary).
     Message {
@@ -256,7 +259,7 @@ impl Connection {
             frame::REPLY_START => {
                 let status = f.meta.get("status").and_then(Value::as_u64).unwrap_or(500) as u16;
                 let end = f.meta.get("end").and_then(Value::as_bool).unwrap_or(false);
-                let headers = header_map(&f.meta);
+                let headers = header_map(f.meta.get("headers"));
                 let mut calls = lock(&self.shared.calls);
                 let tx = if end { calls.remove(&f.id) } else { calls.get(&f.id).cloned() };
                 if let Some(tx) = tx {
@@ -281,6 +284,9 @@ impl Connection {
                         ),
                         None => Inbound::End(error()),
                     };
+                    if let Some(status) = f.meta.get("grpc_status") {
+                        let _ = tx.send(Inbound::GrpcStatus(header_map(Some(status))));
+                    }
                     let _ = tx.send(inbound);
                 }
             }
@@ -308,13 +314,17 @@ impl Connection {
     }
 }
 
-fn header_map(meta: &Value) -> http::HeaderMap {
+/// Headers from a frame's `[[name, value], ...]`; values beyond ASCII are kept as bytes (a
+/// gRPC status message may hold any text).
+fn header_map(pairs: Option<&Value>) -> http::HeaderMap {
     let mut headers = http::HeaderMap::new();
-    for pair in meta.get("headers").and_then(Value::as_array).into_iter().flatten() {
+    for pair in pairs.and_then(Value::as_array).into_iter().flatten() {
         let (Some(k), Some(v)) = (pair.get(0).and_then(Value::as_str), pair.get(1).and_then(Value::as_str)) else {
             continue;
         };
-        if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v)) {
+        if let (Ok(k), Ok(v)) =
+            (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_bytes(v.as_bytes()))
+        {
             headers.append(k, v);
         }
     }
@@ -407,7 +417,7 @@ struct ReplyChunks {
 }
 
 impl tokio_stream::Stream for ReplyChunks {
-    type Item = Result<Bytes, DeploymentError>;
+    type Item = Result<Piece, DeploymentError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.guard.done {
@@ -415,7 +425,8 @@ impl tokio_stream::Stream for ReplyChunks {
         }
         match self.rx.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Inbound::Chunk(b))) => Poll::Ready(Some(Ok(b))),
+            Poll::Ready(Some(Inbound::Chunk(b))) => Poll::Ready(Some(Ok(Piece::Chunk(b)))),
+            Poll::Ready(Some(Inbound::GrpcStatus(status))) => Poll::Ready(Some(Ok(Piece::GrpcStatus(status)))),
             Poll::Ready(Some(Inbound::End(None))) => {
                 self.guard.done = true;
                 Poll::Ready(None)
@@ -487,7 +498,7 @@ async fn websocket_session(upgraded: Upgrade, mut rx: mpsc::UnboundedReceiver<In
                     let _ = sink.send(Message::Close(Some(frame))).await;
                     break;
                 }
-                Some(Inbound::Start { .. } | Inbound::Chunk(_)) => {}
+                Some(Inbound::Start { .. } | Inbound::Chunk(_) | Inbound::GrpcStatus(_)) => {}
                 None => break,
             }
         }
@@ -574,7 +585,7 @@ impl Deployment for PythonDeployment {
                     let chunks: ChunkStream = if body.is_empty() {
                         Box::pin(rest)
                     } else {
-                        Box::pin(tokio_stream::StreamExt::chain(tokio_stream::once(Ok(body)), rest))
+                        Box::pin(tokio_stream::StreamExt::chain(tokio_stream::once(Ok(Piece::Chunk(body))), rest))
                     };
                     ReplyBody::Stream(chunks)
                 };

@@ -20,7 +20,7 @@ use photon_router::wire::grpc_frame;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 
-use crate::deployment::{self, DeploymentError, Protocol, ReplyBody};
+use crate::deployment::{self, DeploymentError, Piece, Protocol, ReplyBody};
 use crate::server::ReplicaState;
 
 type Body = UnsyncBoxBody<Bytes, DeploymentError>;
@@ -57,6 +57,33 @@ fn outcome(status: StatusCode, kind: &'static str, body: impl Into<Bytes>) -> Re
     *r.status_mut() = status;
     r.headers_mut().insert(wire::OUTCOME, HeaderValue::from_static(kind));
     r
+}
+
+/// A streamed reply's pieces as body frames. Over gRPC each chunk is one framed message, and
+/// the stream ends with the [`wire::GRPC_END`] trailer: the deployment's status, or the error
+/// it raised mid-stream (which a gRPC client must see as a status, not as a broken stream).
+/// Over HTTP a raised error breaks the response off, as Ray's proxy does.
+fn stream_frames(
+    pieces: deployment::ChunkStream,
+    grpc: bool,
+) -> impl tokio_stream::Stream<Item = Result<Frame<Bytes>, DeploymentError>> {
+    let mut ended = false;
+    pieces.filter_map(move |piece| {
+        if ended {
+            return None; // nothing follows the trailers
+        }
+        let end = match piece {
+            Ok(Piece::Chunk(c)) => return Some(Ok(Frame::data(if grpc { grpc_frame::encode(&c) } else { c }))),
+            Ok(Piece::GrpcStatus(_)) if !grpc => return None,
+            Ok(Piece::GrpcStatus(status)) => wire::GrpcEnd::Status(status),
+            Err(e) if !grpc => return Some(Err(e)),
+            Err(e) => wire::GrpcEnd::Error(e.0),
+        };
+        ended = true;
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert(wire::GRPC_END, end.to_header());
+        Some(Ok(Frame::trailers(trailers)))
+    })
 }
 
 fn header_string(headers: &mut http::HeaderMap, name: &http::HeaderName) -> Option<String> {
@@ -131,15 +158,14 @@ async fn handle(state: &Arc<ReplicaState>, mut req: Request<Incoming>, max_messa
     match result {
         Ok(reply) => {
             let grpc = protocol == Protocol::Grpc;
+            let streamed = matches!(reply.body, ReplyBody::Stream(_));
             let body = match reply.body {
                 ReplyBody::Full(b) if grpc => full(grpc_frame::encode(&b)),
                 ReplyBody::Full(b) => full(b),
-                ReplyBody::Stream(chunks) => {
-                    let frames = chunks
-                        .map(move |chunk| chunk.map(|c| Frame::data(if grpc { grpc_frame::encode(&c) } else { c })));
+                ReplyBody::Stream(pieces) => {
                     // The admission slot lives as long as the stream.
                     let slot = admission;
-                    let frames = frames.map(move |f| {
+                    let frames = stream_frames(pieces, grpc).map(move |f| {
                         let _ = &slot;
                         f
                     });
@@ -149,6 +175,9 @@ async fn handle(state: &Arc<ReplicaState>, mut req: Request<Incoming>, max_messa
             let mut r = Response::new(body);
             *r.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             *r.headers_mut() = reply.headers;
+            if grpc && streamed {
+                r.headers_mut().insert(http::header::TRAILER, HeaderValue::from(wire::GRPC_END));
+            }
             r
         }
         Err(e) => {

@@ -78,8 +78,20 @@ impl Request {
     }
 }
 
-/// Chunks of a streamed reply, produced as the deployment goes.
-pub type ChunkStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Bytes, DeploymentError>> + Send>>;
+/// Pieces of a streamed reply, produced as the deployment goes.
+pub type ChunkStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Piece, DeploymentError>> + Send>>;
+
+/// One piece of a streamed reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    /// Body bytes (over gRPC, one message).
+    Chunk(Bytes),
+    /// The gRPC status the deployment set while streaming, known only after its last message:
+    /// `grpc-status`, `grpc-message` and trailing metadata, named as a unary reply's headers
+    /// name them (`photon_router::wire::GRPC_TRAILER_PREFIX`). The stream's last piece; ignored
+    /// over HTTP.
+    GrpcStatus(http::HeaderMap),
+}
 
 /// A reply's body: whole, or streamed chunk by chunk (chunked over HTTP, one message per chunk
 /// over gRPC).

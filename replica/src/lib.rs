@@ -24,7 +24,8 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 pub use deployment::{
-    call_handle, BuildContext, ChunkStream, Deployment, DeploymentError, Protocol, Reply, ReplyBody, Request, Upgrade,
+    call_handle, BuildContext, ChunkStream, Deployment, DeploymentError, Piece, Protocol, Reply, ReplyBody, Request,
+    Upgrade,
 };
 pub use registry::{AppDef, Constructor, DeploymentDef, FallbackBuilder, Registry};
 pub use server::{user_config_json, Admission, ReplicaServer, ReplicaState};

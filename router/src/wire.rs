@@ -24,6 +24,64 @@ pub const PROTOCOL_GRPC: &str = "grpc";
 /// headers (the message not yet percent-encoded) and its trailing metadata as headers with
 /// this prefix; the gRPC front door turns them into trailers.
 pub const GRPC_TRAILER_PREFIX: &str = "x-photon-grpc-trailer-";
+/// The one trailer of a streamed gRPC answer from a replica: how the stream ended ([`GrpcEnd`]),
+/// known only after the last message. The replica declares it in `Trailer` and sends it when the
+/// router asked with `TE: trailers` (HTTP/1.1 chunked trailers must be named up front, and the
+/// deployment's own trailing metadata is not known then, hence one field that carries them all).
+pub const GRPC_END: HeaderName = HeaderName::from_static("x-photon-grpc-end");
+
+/// How a streamed gRPC answer ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GrpcEnd {
+    /// The deployment's own status, in the answer-head vocabulary: `grpc-status`,
+    /// `grpc-message` and [`GRPC_TRAILER_PREFIX`] headers (empty: it set none).
+    Status(HeaderMap),
+    /// The deployment's code raised after the stream began; the message, as a unary call's
+    /// error body would carry it.
+    Error(String),
+}
+
+impl GrpcEnd {
+    /// The [`GRPC_END`] trailer's value: JSON, `{"status": [[name, value], ...]}` or
+    /// `{"error": message}`.
+    pub fn to_header(&self) -> http::HeaderValue {
+        let json = match self {
+            GrpcEnd::Status(headers) => {
+                let pairs: Vec<(&str, String)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect();
+                serde_json::json!({ "status": pairs })
+            }
+            GrpcEnd::Error(message) => serde_json::json!({ "error": message }),
+        };
+        // JSON escapes control characters, so the value is a valid header value (UTF-8 beyond
+        // ASCII is allowed as obs-text).
+        http::HeaderValue::from_bytes(json.to_string().as_bytes()).unwrap_or(http::HeaderValue::from_static("{}"))
+    }
+
+    /// Reads a [`GRPC_END`] trailer; `None` when it is not one.
+    pub fn from_header(value: &http::HeaderValue) -> Option<GrpcEnd> {
+        let json: serde_json::Value = serde_json::from_slice(value.as_bytes()).ok()?;
+        if let Some(message) = json.get("error").and_then(serde_json::Value::as_str) {
+            return Some(GrpcEnd::Error(message.to_string()));
+        }
+        let mut headers = HeaderMap::new();
+        for pair in json.get("status")?.as_array()? {
+            let (Some(name), Some(value)) =
+                (pair.get(0).and_then(|v| v.as_str()), pair.get(1).and_then(|v| v.as_str()))
+            else {
+                return None;
+            };
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).ok()?,
+                http::HeaderValue::from_bytes(value.as_bytes()).ok()?,
+            );
+        }
+        Some(GrpcEnd::Status(headers))
+    }
+}
+
 /// Marks a handle call whose arguments are pickled Python objects (value `pickle`); only
 /// Python replicas' routers set it, and the front doors strip it from clients (unpickling a
 /// client's body would run the client's code).
@@ -253,5 +311,25 @@ mod properties {
             let decoded = grpc_frame::decode_all(Bytes::from(wire)).unwrap();
             prop_assert_eq!(decoded.iter().map(|b| b.to_vec()).collect::<Vec<_>>(), messages);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grpc_end_survives_the_trailer() {
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-status", "5".parse().unwrap());
+        headers.insert("grpc-message", http::HeaderValue::from_bytes("ü \"quoted\"\tand more".as_bytes()).unwrap());
+        headers.append("x-photon-grpc-trailer-k", "a".parse().unwrap());
+        headers.append("x-photon-grpc-trailer-k", "b".parse().unwrap());
+        for end in
+            [GrpcEnd::Status(headers), GrpcEnd::Status(HeaderMap::new()), GrpcEnd::Error("line 1\nline 2: ü".into())]
+        {
+            assert_eq!(GrpcEnd::from_header(&end.to_header()), Some(end));
+        }
+        assert_eq!(GrpcEnd::from_header(&http::HeaderValue::from_static("not json")), None);
     }
 }

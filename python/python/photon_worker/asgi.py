@@ -114,9 +114,14 @@ class Reply:
         self.finished = True
         await self.connection.send(protocol.REPLY_END, self.call_id, {"code": code, "reason": reason or ""})
 
-    async def finish(self, error=None):
+    async def finish(self, error=None, grpc_status=None):
+        """Ends the reply: with the error the code raised, or with the gRPC status (header pairs)
+        a streaming method set."""
         self.finished = True
-        await self.connection.send(protocol.REPLY_END, self.call_id, {"error": error} if error else {})
+        meta = {"error": error} if error else {}
+        if grpc_status:
+            meta["grpc_status"] = [[_text(k), _text(v)] for k, v in grpc_status]
+        await self.connection.send(protocol.REPLY_END, self.call_id, meta)
 
 
 def _text(v):

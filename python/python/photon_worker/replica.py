@@ -511,12 +511,14 @@ class Worker:
             logs.logger.error("gRPC method raised:\n%s", traceback.format_exc().rstrip())
             await reply.begin(200, context._status_headers(), b"", end=True)
             return
-        status = context._status_headers() if context is not None else []
         if not (inspect.isasyncgen(result) or inspect.isgenerator(result)):
+            status = context._status_headers() if context is not None else []
             await reply.begin(200, status, serialize(result), end=True)
             return
-        await reply.begin(200, status)
-        await _stream(result, reply, serialize)
+        await reply.begin(200, [])
+        # As in Ray, the status a streaming method sets applies when the stream has ended (also
+        # one set after its last message).
+        await _stream(result, reply, serialize, context._status_headers if context is not None else None)
 
     async def websocket_request(self, call_id, meta, reply):
         if self.asgi_app is None:
@@ -600,8 +602,9 @@ def _run_to_end(generator_function, *args):
 _DONE = object()
 
 
-async def _stream(generator, reply, encode):
-    """Sends each item a (sync or async) generator yields as one chunk, then ends the reply."""
+async def _stream(generator, reply, encode, grpc_status=None):
+    """Sends each item a (sync or async) generator yields as one chunk, then ends the reply (with
+    the gRPC status `grpc_status()` returns then, when given)."""
     if inspect.isasyncgen(generator):
         async for item in generator:
             await reply.chunk(encode(item))
@@ -611,7 +614,7 @@ async def _stream(generator, reply, encode):
             if item is _DONE:
                 break
             await reply.chunk(encode(item))
-    await reply.finish()
+    await reply.finish(grpc_status=grpc_status() if grpc_status else None)
 
 
 def _iterate_off_loop(generator):

@@ -14,7 +14,7 @@ use prost::Message;
 use serde_json::{json, Value};
 
 use super::config_get;
-use crate::deployment::{ChunkStream, Deployment, DeploymentError, Protocol, Reply, Request};
+use crate::deployment::{ChunkStream, Deployment, DeploymentError, Piece, Protocol, Reply, Request};
 use crate::registry::{AppDef, DeploymentDef};
 
 /// `ok` over HTTP; over gRPC an empty message (which decodes as any message type's default).
@@ -88,7 +88,7 @@ impl Deployment for Stream {
                 if i > 0 {
                     tokio::time::sleep(Duration::from_millis(interval)).await;
                 }
-                Ok(Bytes::from(if sse { format!("data: {i}\n\n") } else { format!("{i}\n") }))
+                Ok(Piece::Chunk(Bytes::from(if sse { format!("data: {i}\n\n") } else { format!("{i}\n") })))
             }));
         Ok(Reply::stream(if sse { "text/event-stream" } else { "text/plain; charset=utf-8" }, chunks))
     }
@@ -124,7 +124,9 @@ impl Deployment for Greeter {
                             if i > 0 && interval > 0 {
                                 tokio::time::sleep(Duration::from_millis(interval)).await;
                             }
-                            Ok(Bytes::from(UserDefinedResponse { greeting, num_x2: input.num * 2 + i }.encode_to_vec()))
+                            Ok(Piece::Chunk(Bytes::from(
+                                UserDefinedResponse { greeting, num_x2: input.num * 2 + i }.encode_to_vec(),
+                            )))
                         }
                     }));
                 Ok(Reply::stream("application/grpc", chunks))

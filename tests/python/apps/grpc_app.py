@@ -21,9 +21,20 @@ class GrpcGreeter:
         grpc_context.set_trailing_metadata([("x-served-by", "photon")])
         return UserDefinedResponse(greeting=f"Method1 {user_message.name} for {client}", num_x2=-1)
 
-    def Streaming(self, user_message: UserDefinedMessage):
+    def Streaming(self, user_message: UserDefinedMessage, grpc_context):
+        # `foo` picks where the method sets its own status: before the last reply, after it, or
+        # not at all; `raise` raises after the first reply.
         for i in range(user_message.num):
+            if i == user_message.num - 1 and user_message.foo == "status-before-last":
+                grpc_context.set_code(grpc.StatusCode.NOT_FOUND)
+                grpc_context.set_details(f"stopped at {i}")
+                grpc_context.set_trailing_metadata([("x-stopped-at", str(i))])
+            if i == 1 and user_message.foo == "raise":
+                raise ValueError(f"failed at {i}")
             yield UserDefinedResponse(greeting=f"{i}: {user_message.name}", num_x2=i * 2)
+        if user_message.foo == "status-after-last":
+            grpc_context.set_code(grpc.StatusCode.ABORTED)
+            grpc_context.set_details("set after the last reply")
 
 
 app = GrpcGreeter.bind()
