@@ -382,7 +382,16 @@ impl State {
                 importing_since: now,
             };
             match resolved {
-                Err(e) => app.deploy_error = Some(e),
+                // As in Ray, a build that fails leaves the deployments of the version before
+                // it running (Ray halts reconciliation until a build succeeds).
+                Err(e) => {
+                    app.deploy_error = Some(e);
+                    if let Some(i) = existing {
+                        app.ingress.clone_from(&self.apps[i].ingress);
+                        app.docs_path.clone_from(&self.apps[i].docs_path);
+                        app.deployments.clone_from(&previous);
+                    }
+                }
                 Ok((ingress, deps)) => {
                     app.ingress = Some(ingress);
                     for spec in deps {
