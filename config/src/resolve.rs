@@ -21,6 +21,9 @@ pub struct AppBlueprint {
     /// Environment every replica of the application gets besides `runtime_env.env_vars` (how
     /// a Python replica finds its code).
     pub replica_env: BTreeMap<String, String>,
+    /// Per deployment, what replaces entries of `replica_env` for its replicas (a deployment
+    /// whose own `runtime_env` gives it other code or packages).
+    pub deployment_env: BTreeMap<String, BTreeMap<String, String>>,
     /// `runtime_env` keys the application's loader applies (besides `env_vars`).
     pub applied_runtime_env: Vec<String>,
     /// Where the ingress serves its API docs (FastAPI's `docs_url`), if it does.
@@ -137,7 +140,8 @@ pub fn resolve_app(app: &ApplicationConfig, blueprint: &AppBlueprint) -> Result<
             {
                 return Err(format!("deployment '{}': runtime_env.env_vars.{name}: {why}", code.name));
             }
-            for (k, v) in &blueprint.replica_env {
+            let own = blueprint.deployment_env.get(&code.name);
+            for (k, v) in blueprint.replica_env.iter().chain(own.into_iter().flatten()) {
                 resolved.env_vars.insert(k.clone(), v.clone());
             }
             Ok(resolved)

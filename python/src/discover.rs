@@ -10,7 +10,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use photon_config::{AppBlueprint, AppCatalog, ApplicationConfig, ServeConfig};
+use photon_config::{AppBlueprint, AppCatalog, ApplicationConfig, DeploymentOverride, ServeConfig};
 use photon_replica::Registry;
 use serde_json::{json, Map, Value};
 
@@ -39,8 +39,12 @@ pub struct CodeSpec {
     pub args: Map<String, Value>,
     /// `runtime_env.working_dir`: an absolute directory (a `.zip` URL until it is fetched).
     pub working_dir: Option<String>,
-    /// `runtime_env.py_modules`: absolute directories (`.zip` URLs until they are fetched).
+    /// `runtime_env.py_modules`: absolute directories (`.zip` and `.whl` URLs until they are
+    /// fetched).
     pub py_modules: Vec<String>,
+    /// Directories wheels of `py_modules` were installed into, put on the import path as they
+    /// are (a module directory's parent goes there instead).
+    pub site_dirs: Vec<String>,
     /// `runtime_env.pip` or `runtime_env.uv`.
     pub packages: Option<crate::env::EnvSpec>,
     /// The interpreter of the application's environment (`pip`'s or `uv`'s), once made; else the default.
@@ -51,22 +55,33 @@ impl CodeSpec {
     /// The spec of `app`, with `runtime_env` paths made absolute against `base` (the directory
     /// Photon was started from); a `runtime_env` Photon cannot use is named.
     pub fn of(app: &ApplicationConfig, base: &Path) -> Result<CodeSpec, String> {
-        let local_dir = |field: &str, value: &Value| -> Result<String, String> {
+        // `wheels`: a `.whl` may be given too (py_modules), as a local file or by URL.
+        let local_dir = |field: &str, value: &Value, wheels: bool| -> Result<String, String> {
             let Some(text) = value.as_str() else {
                 return Err(format!("runtime_env.{field}: must be a string, got {value}"));
             };
+            let wheel = wheels && text.ends_with(".whl");
             // Ray's `local://` names a directory already on the machine (validation has made
-            // sure there is a scheme); a `.zip` by URL is fetched before the import (`look`).
+            // sure there is a scheme); a `.zip` or wheel by URL is fetched before the import
+            // (`look`).
             let Some(local) = text.strip_prefix("local://") else {
                 let remote = ["https://", "http://", "file://"].iter().any(|s| text.starts_with(s));
-                if remote && text.ends_with(".zip") {
+                if remote && (text.ends_with(".zip") || wheel) {
                     return Ok(text.to_string());
                 }
+                let what =
+                    if wheels { "directories, .zip archives and .whl files" } else { "directories and .zip archives" };
                 return Err(format!(
-                    "runtime_env.{field}: {text:?}: only local:// directories and .zip archives by https://, http:// or file:// are supported"
+                    "runtime_env.{field}: {text:?}: only local:// {what} (archives by https://, http:// or file://) are supported"
                 ));
             };
             let path = base.join(local);
+            if wheel {
+                if !path.is_file() {
+                    return Err(format!("runtime_env.{field}: {text:?} is not a file"));
+                }
+                return Ok(format!("file://{}", path.to_string_lossy()));
+            }
             if !path.is_dir() {
                 return Err(format!("runtime_env.{field}: {text:?} is not a directory"));
             }
@@ -74,14 +89,14 @@ impl CodeSpec {
         };
         let working_dir = match app.runtime_env.get("working_dir") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(local_dir("working_dir", v)?),
+            Some(v) => Some(local_dir("working_dir", v, false)?),
         };
         let py_modules = match app.runtime_env.get("py_modules") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| local_dir(&format!("py_modules[{i}]"), v))
+                .map(|(i, v)| local_dir(&format!("py_modules[{i}]"), v, true))
                 .collect::<Result<_, _>>()?,
             Some(other) => return Err(format!("runtime_env.py_modules: must be a list, got {other}")),
         };
@@ -102,6 +117,7 @@ impl CodeSpec {
             args: app.args.clone(),
             working_dir,
             py_modules,
+            site_dirs: Vec::new(),
             packages,
             python: None,
         })
@@ -114,6 +130,7 @@ impl CodeSpec {
             "args": self.args,
             "working_dir": self.working_dir,
             "py_modules": self.py_modules,
+            "site_dirs": self.site_dirs,
             "python": self.python,
         })
     }
@@ -124,7 +141,7 @@ impl CodeSpec {
         if self.working_dir.is_some() {
             keys.push("working_dir".to_string());
         }
-        if !self.py_modules.is_empty() {
+        if !self.py_modules.is_empty() || !self.site_dirs.is_empty() {
             keys.push("py_modules".to_string());
         }
         match self.packages.as_ref().map(|p| &p.installer) {
@@ -148,6 +165,23 @@ fn setup_timeout(app: &ApplicationConfig) -> std::time::Duration {
         .filter(|s| *s > 0.0 && *s <= 1e6)
         .unwrap_or(600.0);
     std::time::Duration::from_secs_f64(seconds)
+}
+
+/// The `runtime_env` a deployment's replicas run in, merged as Ray merges it: the application's,
+/// each key the deployment gives (`ray_actor_options.runtime_env`, the config's options over
+/// the code's) replacing the application's; `env_vars` are merged with the replica's
+/// environment elsewhere. `None` when the deployment gives no key but `env_vars`.
+fn deployment_runtime_env(app: &ApplicationConfig, code: &DeploymentOverride) -> Option<Map<String, Value>> {
+    let configured = app.deployments.iter().find(|d| d.name == code.name).and_then(|d| d.ray_actor_options.as_ref());
+    let own = configured.or(code.ray_actor_options.as_ref())?.runtime_env.as_ref()?;
+    if own.keys().all(|k| k == "env_vars") {
+        return None;
+    }
+    let mut merged = app.runtime_env.clone();
+    for (k, v) in own.iter().filter(|(k, _)| *k != "env_vars") {
+        merged.insert(k.clone(), v.clone());
+    }
+    Some(merged)
 }
 
 /// Runs discovery for `spec` and turns its answer into a blueprint.
@@ -202,7 +236,14 @@ fn blueprint_from(app_name: &str, spec: &CodeSpec, answer: &Value) -> Result<App
         .and_then(|d| d.get("docs_path").and_then(Value::as_str))
         .map(str::to_string);
     let replica_env = BTreeMap::from([(CODE_ENV.to_string(), spec.to_json().to_string())]);
-    Ok(AppBlueprint { ingress, deployments, replica_env, applied_runtime_env: spec.applied(), docs_path })
+    Ok(AppBlueprint {
+        ingress,
+        deployments,
+        replica_env,
+        deployment_env: BTreeMap::new(),
+        applied_runtime_env: spec.applied(),
+        docs_path,
+    })
 }
 
 /// The built-in applications, and Python code for every other import path. Blueprints of
@@ -226,7 +267,12 @@ impl PythonCatalog {
     }
 
     fn key(app: &ApplicationConfig) -> String {
-        json!([app.name, app.import_path, app.args, app.runtime_env]).to_string()
+        let own_envs: Vec<_> = app
+            .deployments
+            .iter()
+            .map(|d| (&d.name, d.ray_actor_options.as_ref().and_then(|o| o.runtime_env.as_ref())))
+            .collect();
+        json!([app.name, app.import_path, app.args, app.runtime_env, own_envs]).to_string()
     }
 
     fn keep_grpc_servicers(&self, servicers: &[String]) {
@@ -240,14 +286,27 @@ impl PythonCatalog {
         self.builtin.find(&app.import_path).is_none()
     }
 
-    async fn look(&self, app: &ApplicationConfig) -> Result<AppBlueprint, String> {
-        let failed = |e: String| format!("Deploying app '{}' failed: {e}", app.name);
-        let mut spec = CodeSpec::of(app, &self.base).map_err(failed)?;
+    /// The code spec of `app` with its `runtime_env` made real: archives and wheels fetched,
+    /// packages installed.
+    async fn prepare(&self, app: &ApplicationConfig) -> Result<CodeSpec, String> {
+        let mut spec = CodeSpec::of(app, &self.base)?;
         let python = embedded::python();
-        for dir in spec.working_dir.iter_mut().chain(spec.py_modules.iter_mut()) {
-            if dir.contains("://") {
-                *dir = crate::env::fetch_archive(&python, dir).await.map_err(failed)?.to_string_lossy().into_owned();
+        let fetch = |uri: String| {
+            let python = python.clone();
+            async move {
+                if !uri.contains("://") {
+                    return Ok(uri);
+                }
+                Ok::<_, String>(crate::env::fetch_archive(&python, &uri).await?.to_string_lossy().into_owned())
             }
+        };
+        if let Some(dir) = spec.working_dir.take() {
+            spec.working_dir = Some(fetch(dir).await?);
+        }
+        for module in std::mem::take(&mut spec.py_modules) {
+            let wheel = module.ends_with(".whl");
+            let dir = fetch(module).await?;
+            if wheel { &mut spec.site_dirs } else { &mut spec.py_modules }.push(dir);
         }
         if let Some(packages) = &spec.packages {
             tracing::info!(application = %app.name, packages = %packages.packages.join(" "), "preparing runtime_env packages");
@@ -255,15 +314,34 @@ impl PythonCatalog {
             let python = tokio::time::timeout(timeout, crate::env::ensure(&embedded::python(), packages))
                 .await
                 .map_err(|_| {
-                    failed(format!(
+                    format!(
                         "runtime_env setup timed out after {}s (runtime_env.config.setup_timeout_seconds)",
                         timeout.as_secs()
-                    ))
-                })?
-                .map_err(failed)?;
+                    )
+                })??;
             spec.python = Some(python.to_string_lossy().into_owned());
         }
-        discover(&app.name, &spec).await
+        Ok(spec)
+    }
+
+    async fn look(&self, app: &ApplicationConfig) -> Result<AppBlueprint, String> {
+        let failed = |e: String| format!("Deploying app '{}' failed: {e}", app.name);
+        let spec = self.prepare(app).await.map_err(failed)?;
+        let mut blueprint = discover(&app.name, &spec).await?;
+        // Deployments with a runtime_env of their own run in it (packages, code), as in Ray.
+        for code in blueprint.deployments.clone() {
+            let Some(runtime_env) = deployment_runtime_env(app, &code) else { continue };
+            let own = ApplicationConfig { runtime_env, ..app.clone() };
+            let own_spec = self.prepare(&own).await.map_err(|e| failed(format!("deployment '{}': {e}", code.name)))?;
+            for key in own_spec.applied() {
+                if !blueprint.applied_runtime_env.contains(&key) {
+                    blueprint.applied_runtime_env.push(key);
+                }
+            }
+            let env = BTreeMap::from([(CODE_ENV.to_string(), own_spec.to_json().to_string())]);
+            blueprint.deployment_env.insert(code.name.clone(), env);
+        }
+        Ok(blueprint)
     }
 }
 
@@ -317,6 +395,7 @@ mod tests {
             args: Map::new(),
             working_dir: None,
             py_modules: Vec::new(),
+            site_dirs: Vec::new(),
             packages: None,
             python: None,
         }

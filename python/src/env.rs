@@ -270,9 +270,19 @@ fn dir_size(dir: &Path) -> u64 {
 pub const MAX_ARCHIVE_BYTES: u64 = 512 << 20;
 
 /// A remote `.zip` archive (`https://`, `http://`, `file://`) unpacked once into the cache;
-/// the directory to use (its single top-level directory if it has one, as Ray does).
+/// the directory to use (its single top-level directory if it has one, as Ray does). A `.whl`
+/// (a `py_modules` wheel, by URL or a local file) is installed once into a directory of the
+/// cache with pip, as Ray installs one (`pip install --target`, dependencies included); a
+/// local wheel is known by its contents, so a rebuilt one is installed again.
 pub async fn fetch_archive(base_python: &str, url: &str) -> Result<PathBuf, String> {
-    let dir = crate::embedded::cache_root().join("archives").join(key(&[url]));
+    let identity = match url.strip_prefix("file://").filter(|_| url.ends_with(".whl")) {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+            format!("{url}\0{:x}", Sha256::digest(&bytes))
+        }
+        None => url.to_string(),
+    };
+    let dir = crate::embedded::cache_root().join("archives").join(key(&[&identity]));
     let root_file = dir.join(".root");
     once(&dir, async {
         let root = crate::embedded::install().map_err(|e| format!("cannot write Photon's Python package: {e}"))?;

@@ -1,20 +1,25 @@
-"""`python -m photon_worker.fetch URL DEST LIMIT`: downloads a `.zip` archive (`https://`,
+"""`python -m photon_worker fetch URL DEST LIMIT`: downloads a `.zip` archive (`https://`,
 `http://`, `file://`, as Ray's remote `working_dir` and `py_modules`), refusing one larger than
 LIMIT bytes or with a member outside DEST, unpacks it into DEST and prints the directory to
-use: the archive's single top-level directory if it has one (as Ray does), else DEST."""
+use: the archive's single top-level directory if it has one (as Ray does), else DEST.
+
+A `.whl` URL (a `py_modules` wheel) is installed into DEST instead, as Ray installs one:
+`pip install WHEEL --target DEST`, its dependencies included; prints DEST."""
 
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
+import urllib.parse
 import urllib.request
 import zipfile
 
 MACOS = "__MACOSX"
 
 
-def main(url, dest, limit):
-    archive = dest + ".zip"
-    with urllib.request.urlopen(url) as response, open(archive, "wb") as out:
+def download(url, path, limit):
+    with urllib.request.urlopen(url) as response, open(path, "wb") as out:
         size = 0
         while True:
             chunk = response.read(1 << 20)
@@ -24,6 +29,26 @@ def main(url, dest, limit):
             if size > limit:
                 sys.exit(f"{url} is larger than the limit of {limit // (1 << 20)} MiB")
             out.write(chunk)
+
+
+def install_wheel(url, dest, limit):
+    with tempfile.TemporaryDirectory() as work:
+        # pip reads the name, version and tags from the file name.
+        wheel = os.path.join(work, os.path.basename(urllib.parse.urlparse(url).path))
+        download(url, wheel, limit)
+        command = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q"]
+        done = subprocess.run(command + [wheel, "--target", dest], capture_output=True, text=True)
+        if done.returncode != 0:
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            sys.exit(f"pip could not install {os.path.basename(wheel)}: " + (lines[-1] if lines else f"exit {done.returncode}"))
+    print(dest)
+
+
+def main(url, dest, limit):
+    if urllib.parse.urlparse(url).path.endswith(".whl"):
+        return install_wheel(url, dest, limit)
+    archive = dest + ".zip"
+    download(url, archive, limit)
     try:
         with zipfile.ZipFile(archive) as z:
             names = [n for n in z.namelist() if n.split("/")[0] != MACOS]

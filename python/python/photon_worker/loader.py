@@ -42,12 +42,14 @@ def install_import_hook():
 
 def add_code_paths(code):
     """Puts the app's code first on the import path: `runtime_env.working_dir`, then its
-    `py_modules` (their parent directories), then the directory Photon was started from."""
+    `py_modules` (their parent directories, and the directories their wheels were installed
+    into), then the directory Photon was started from."""
     paths = []
     if code.get("working_dir"):
         paths.append(code["working_dir"])
     for module_dir in code.get("py_modules") or []:
         paths.append(os.path.dirname(os.path.abspath(module_dir)))
+    paths.extend(code.get("site_dirs") or [])
     paths.append(os.getcwd())
     for p in reversed(paths):
         if p in sys.path:
