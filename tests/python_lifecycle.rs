@@ -521,6 +521,57 @@ async fn one_environment_is_built_once_for_concurrent_deploys() {
     let _ = std::fs::remove_dir_all(&cache);
 }
 
+/// Writes a pure-Python wheel of `photon_wheel_mod` (`VALUE = value`) into `dir`.
+fn make_wheel(dir: &std::path::Path, value: &str) -> std::path::PathBuf {
+    let wheel = dir.join("photon_wheel_mod-1.0-py3-none-any.whl");
+    let script = format!(
+        "import base64, hashlib, zipfile\n\
+         files = {{'photon_wheel_mod/__init__.py': 'VALUE = {value:?}\\n',\n\
+         \x20   'photon_wheel_mod-1.0.dist-info/METADATA': 'Metadata-Version: 2.1\\nName: photon-wheel-mod\\nVersion: 1.0\\n',\n\
+         \x20   'photon_wheel_mod-1.0.dist-info/WHEEL': 'Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n'}}\n\
+         record = ''.join(f'{{n}},sha256={{base64.urlsafe_b64encode(hashlib.sha256(c.encode()).digest()).rstrip(b\"=\").decode()}},{{len(c)}}\\n' for n, c in files.items())\n\
+         with zipfile.ZipFile({wheel:?}, 'w') as z:\n\
+         \x20   [z.writestr(n, c) for n, c in files.items()]\n\
+         \x20   z.writestr('photon_wheel_mod-1.0.dist-info/RECORD', record + 'photon_wheel_mod-1.0.dist-info/RECORD,,\\n')\n"
+    );
+    let made = std::process::Command::new(python::interpreter()).args(["-c", &script]).status().unwrap();
+    assert!(made.success());
+    wheel
+}
+
+/// A deployment's own `runtime_env` (`ray_actor_options.runtime_env` in the config: `pip`
+/// packages and a wheel in `py_modules`) applies to its replicas only, merged with the
+/// application's as Ray merges them; a wrong wheel fails the application naming the deployment.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_runs_in_its_own_runtime_env() {
+    let dir = std::env::temp_dir().join(format!("photon-own-env-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wheel = make_wheel(&dir, "from a wheel");
+    let photon = start_head_with_cache(&dir.join("cache"));
+    let app = |py_module: String| {
+        json!({"name": "own", "route_prefix": "/own", "import_path": "own_env:app",
+               "deployments": [{"name": "Packaged", "ray_actor_options": {"num_cpus": 0.1, "runtime_env": {
+                   "pip": ["six==1.17.0"], "py_modules": [py_module], "env_vars": {"X": "1"}}}}]})
+    };
+    deploy(&photon, json!({"applications": [app(format!("local://{}", wheel.display()))]})).await;
+    photon.wait_running_for(&["own"], Duration::from_secs(180)).await;
+    let r = get(&photon.http, "/own").await;
+    assert_eq!(r.text(), r#"{"front_has_six":false,"packaged":{"six":"1.17.0","wheel":"from a wheel"}}"#);
+    let (_, message) = app_status(&photon, "own").await;
+    assert!(!message.contains("ignored"), "{message}");
+
+    let missing = dir.join("nothing-1.0-py3-none-any.whl");
+    deploy(&photon, json!({"applications": [app(format!("local://{}", missing.display()))]})).await;
+    eventually(Duration::from_secs(60), "the app to fail", || async {
+        app_status(&photon, "own").await.1.contains("deployment 'Packaged': runtime_env.py_modules[0]")
+    })
+    .await;
+    // The running version keeps serving.
+    assert_eq!(get(&photon.http, "/own").await.status, 200);
+    drop(photon);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `working_dir` and `py_modules` as `.zip` archives by URL (here `file://`): fetched once,
 /// unpacked (a single top-level directory is the one used, as in Ray), and imported from.
 #[tokio::test(flavor = "multi_thread")]
