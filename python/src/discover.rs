@@ -45,6 +45,9 @@ pub struct CodeSpec {
     /// Directories wheels of `py_modules` were installed into, put on the import path as they
     /// are (a module directory's parent goes there instead).
     pub site_dirs: Vec<String>,
+    /// `runtime_env.excludes`: gitignore-style patterns of files of local directories that
+    /// replicas do not get.
+    pub excludes: Vec<String>,
     /// `runtime_env.pip` or `runtime_env.uv`.
     pub packages: Option<crate::env::EnvSpec>,
     /// The interpreter of the application's environment (`pip`'s or `uv`'s), once made; else the default.
@@ -106,6 +109,19 @@ impl CodeSpec {
             }
         }
         let given = |key: &str| app.runtime_env.get(key).filter(|v| !v.is_null());
+        let excludes = match given("excludes") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or(format!("runtime_env.excludes[{i}]: must be a string, got {v}"))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => return Err(format!("runtime_env.excludes: must be a list of patterns, got {other}")),
+        };
         let packages = match (given("pip"), given("uv")) {
             (Some(_), Some(_)) => return Err("runtime_env: pip and uv cannot both be given".into()),
             (Some(pip), None) => Some(crate::env::EnvSpec::pip(pip, base)?),
@@ -118,6 +134,7 @@ impl CodeSpec {
             working_dir,
             py_modules,
             site_dirs: Vec::new(),
+            excludes,
             packages,
             python: None,
         })
@@ -143,6 +160,9 @@ impl CodeSpec {
         }
         if !self.py_modules.is_empty() || !self.site_dirs.is_empty() {
             keys.push("py_modules".to_string());
+        }
+        if !self.excludes.is_empty() {
+            keys.push("excludes".to_string());
         }
         match self.packages.as_ref().map(|p| &p.installer) {
             Some(crate::env::Installer::Pip) => keys.push("pip".to_string()),
@@ -291,13 +311,18 @@ impl PythonCatalog {
     async fn prepare(&self, app: &ApplicationConfig) -> Result<CodeSpec, String> {
         let mut spec = CodeSpec::of(app, &self.base)?;
         let python = embedded::python();
+        // Archives and wheels by URL are fetched; local directories are copied as Ray uploads
+        // them (`excludes`, ignore files, the size limit).
+        let excludes = spec.excludes.clone();
         let fetch = |uri: String| {
-            let python = python.clone();
+            let (python, excludes) = (python.clone(), excludes.clone());
             async move {
-                if !uri.contains("://") {
-                    return Ok(uri);
-                }
-                Ok::<_, String>(crate::env::fetch_archive(&python, &uri).await?.to_string_lossy().into_owned())
+                let path = if uri.contains("://") {
+                    crate::env::fetch_archive(&python, &uri).await?
+                } else {
+                    crate::env::snapshot(&python, &uri, &excludes).await?
+                };
+                Ok::<_, String>(path.to_string_lossy().into_owned())
             }
         };
         if let Some(dir) = spec.working_dir.take() {
@@ -396,6 +421,7 @@ mod tests {
             working_dir: None,
             py_modules: Vec::new(),
             site_dirs: Vec::new(),
+            excludes: Vec::new(),
             packages: None,
             python: None,
         }

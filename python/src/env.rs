@@ -266,8 +266,11 @@ fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
-/// The largest archive a remote `working_dir` or `py_modules` may be (Ray's package limit).
-pub const MAX_ARCHIVE_BYTES: u64 = 512 << 20;
+/// The largest package a `working_dir` or `py_modules` may be: Ray's limit, its gRPC message
+/// size (`RAY_max_grpc_message_size`, default 512 MiB), read as Ray reads it.
+pub fn package_limit() -> u64 {
+    std::env::var("RAY_max_grpc_message_size").ok().and_then(|v| v.parse().ok()).unwrap_or(512 << 20)
+}
 
 /// A remote `.zip` archive (`https://`, `http://`, `file://`) unpacked once into the cache;
 /// the directory to use (its single top-level directory if it has one, as Ray does). A `.whl`
@@ -288,7 +291,7 @@ pub async fn fetch_archive(base_python: &str, url: &str) -> Result<PathBuf, Stri
         let root = crate::embedded::install().map_err(|e| format!("cannot write Photon's Python package: {e}"))?;
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let out = crate::embedded::worker_command(&root, Some(base_python))
-            .args(["fetch", url, &dir.to_string_lossy(), &MAX_ARCHIVE_BYTES.to_string()])
+            .args(["fetch", url, &dir.to_string_lossy(), &package_limit().to_string()])
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
             .output()
@@ -303,6 +306,34 @@ pub async fn fetch_archive(base_python: &str, url: &str) -> Result<PathBuf, Stri
     .await
     .map_err(|e| format!("cannot fetch {url}: {e}"))?;
     std::fs::read_to_string(&root_file).map(PathBuf::from).map_err(|e| format!("{}: {e}", root_file.display()))
+}
+
+/// A local `working_dir` or `py_modules` directory as Ray uploads it: copied into the cache
+/// without what `excludes` or its `.gitignore` / `.rayignore` files exclude, at most
+/// [`package_limit`], named by what it holds (so an unchanged directory is copied once);
+/// the copy's path, with the directory's own name. Replicas run from the copy, as Ray's run from
+/// the package uploaded at deploy time.
+pub async fn snapshot(base_python: &str, dir: &str, excludes: &[String]) -> Result<PathBuf, String> {
+    let root = crate::embedded::install().map_err(|e| format!("cannot write Photon's Python package: {e}"))?;
+    let snapshots = crate::embedded::cache_root().join("snapshots");
+    let out = crate::embedded::worker_command(&root, Some(base_python))
+        .args(["snapshot", dir, &snapshots.to_string_lossy()])
+        .arg(serde_json::to_string(excludes).unwrap_or_else(|_| "[]".into()))
+        .arg(package_limit().to_string())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {base_python}: {e}"))?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stderr);
+        return Err(text.lines().last().unwrap_or("").to_string());
+    }
+    let copy = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if let Some(made) = copy.parent() {
+        evict(&snapshots, cache_bound(), made);
+    }
+    Ok(copy)
 }
 
 /// uv itself: from `PATH` when no version is asked for, else installed once from PyPI into a

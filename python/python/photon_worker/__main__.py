@@ -23,10 +23,14 @@ if __name__ == "__main__":
         from photon_worker import fetch
 
         fetch.main(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif command == "snapshot" and len(sys.argv) == 6:
+        from photon_worker import snapshot
+
+        snapshot.main(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     elif command == "serve" and len(sys.argv) == 3:
         from photon_worker import replica
 
         replica.main(sys.argv[2], _spec())
     else:
-        sys.stderr.write("usage: python -m photon_worker discover | serve SOCKET | fetch URL DEST LIMIT\n")
+        sys.stderr.write("usage: python -m photon_worker discover | serve SOCKET | fetch URL DEST LIMIT | snapshot SRC ROOT EXCLUDES LIMIT\n")
         sys.exit(2)
