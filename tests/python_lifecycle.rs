@@ -572,6 +572,64 @@ async fn a_deployment_runs_in_its_own_runtime_env() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A local `working_dir` reaches replicas as Ray uploads it: without what `excludes` and the
+/// `.gitignore` / `.rayignore` files (each for its own directory) exclude, as it was at deploy
+/// time; one over the package limit (Ray's `RAY_max_grpc_message_size`, small here) fails its
+/// application with what to do, while the other keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_working_dir_is_copied_without_what_it_excludes() {
+    let dir = std::env::temp_dir().join(format!("photon-excludes-{}", std::process::id()));
+    let files: &[(&str, &str)] = &[
+        (
+            "listed.py",
+            "import os\nfrom ray import serve\n\n@serve.deployment\ndef listed(request):\n    return sorted(os.path.relpath(os.path.join(d, f)) for d, ds, fs in os.walk('.') if '__pycache__' not in d for f in fs)\n\napp = listed.bind()\n",
+        ),
+        ("secret.txt", "not for replicas"),
+        ("data/rows.csv", "1,2"),
+        (".rayignore", "*.tmp\n"),
+        ("scratch.tmp", "x"),
+        ("sub/.gitignore", "local.cfg\n"),
+        ("sub/local.cfg", "x"),
+        ("sub/kept.txt", "x"),
+        ("big/blob.bin", &"x".repeat(8192)),
+    ];
+    for (name, content) in files {
+        let path = dir.join("app").join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    let mut env = python::env();
+    env.push(("PHOTON_CACHE_DIR".to_string(), dir.join("cache").to_string_lossy().into_owned()));
+    env.push(("RAY_max_grpc_message_size".to_string(), "4096".to_string()));
+    let photon = head_with(&env);
+    let app = |name: &str, excludes: Value| {
+        json!({"name": name, "route_prefix": format!("/{name}"), "import_path": "listed:app",
+               "runtime_env": {"working_dir": format!("local://{}", dir.join("app").display()), "excludes": excludes}})
+    };
+    deploy(&photon, json!({"applications": [app("listed", json!(["secret.txt", "data/", "/big"]))]})).await;
+    photon.wait_running_for(&["listed"], Duration::from_secs(60)).await;
+    let expected = r#"[".rayignore","listed.py","sub/.gitignore","sub/kept.txt"]"#;
+    assert_eq!(get(&photon.http, "/listed").await.text(), expected);
+    let (_, message) = app_status(&photon, "listed").await;
+    assert!(!message.contains("ignored"), "{message}");
+
+    deploy(
+        &photon,
+        json!({"applications": [app("listed", json!(["secret.txt", "data/", "/big"])), app("whole", json!([]))]}),
+    )
+    .await;
+    eventually(Duration::from_secs(60), "the oversized app to fail", || async {
+        app_status(&photon, "whole").await.0 == "DEPLOY_FAILED"
+    })
+    .await;
+    let (_, message) = app_status(&photon, "whole").await;
+    assert!(message.contains("over the package limit of 4096 bytes"), "{message}");
+    assert!(message.contains("runtime_env.excludes"), "{message}");
+    assert_eq!(get(&photon.http, "/listed").await.text(), expected);
+    drop(photon);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `working_dir` and `py_modules` as `.zip` archives by URL (here `file://`): fetched once,
 /// unpacked (a single top-level directory is the one used, as in Ray), and imported from.
 #[tokio::test(flavor = "multi_thread")]
