@@ -167,11 +167,11 @@ impl Head {
         let proxy_router = http_listener.as_ref().map(|_| router.clone());
         let mut tasks = CriticalTasks::default();
         let (controller, actor) =
-            photon_controller::spawn(placement, catalog, orchestrator, events_rx, proxy_router, store);
+            photon_controller::spawn(placement, catalog.clone(), orchestrator, events_rx, proxy_router, store);
         tasks.watch("controller", actor);
 
         let grpc = ControllerServiceServer::with_interceptor(
-            ControllerGrpc::new(controller.clone(), registration_key),
+            ControllerGrpc::new(controller.clone(), registration_key, catalog.clone()),
             photon_router::cluster_auth::require_token,
         );
         tasks.spawn("controller service", async move {

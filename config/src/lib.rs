@@ -14,7 +14,7 @@ pub mod yaml;
 use serde_json::Value;
 
 pub use error::{ConfigError, FieldError};
-pub use resolve::{resolve_app, AppBlueprint, AppCatalog, ReplicaTarget, ResolvedDeployment};
+pub use resolve::{resolve_app, AppBlueprint, AppCatalog, PackageLookup, ReplicaTarget, ResolvedDeployment};
 pub use schema::*;
 
 /// A config that passed validation, with what was accepted but ignored.

@@ -30,11 +30,21 @@ pub struct AppBlueprint {
     pub docs_path: Option<String>,
 }
 
+/// What [`AppCatalog::package`] answers, when it has looked: the archive, or why there is none.
+pub type PackageLookup<'a> = Pin<Box<dyn Future<Output = Option<Result<std::path::PathBuf, String>>> + Send + 'a>>;
+
 /// Looks applications up by `import_path` (the replica registry implements it).
 pub trait AppCatalog: Send + Sync {
     /// The blueprint of the application's code, or why there is none; `None` while the code
     /// is not known yet (Python code is imported first, by [`AppCatalog::learn`]).
     fn blueprint(&self, app: &ApplicationConfig) -> Option<Result<AppBlueprint, String>>;
+
+    /// The `.zip` archive of package `name` (a directory of code that replicas' code specs
+    /// name) for a replica on another machine, or why there is none; `None` when this catalog
+    /// has no packages.
+    fn package<'a>(&'a self, _name: &'a str) -> PackageLookup<'a> {
+        Box::pin(async { None })
+    }
 
     /// Learns the code of `app` (a Python import), after which `blueprint` answers for it. The
     /// controller runs this off its actor, which must not wait on a slow import.

@@ -1,8 +1,12 @@
-//! The internal ControllerService: replicas register, routers watch the routing table. Every
+//! The internal ControllerService: replicas register, routers watch the routing table, replicas
+//! on other machines fetch packages of application code. Every
 //! call carries the cluster token (checked by `photon_router::cluster_auth::require_token` in
 //! front of this service); a registration also carries the registering replica's own secret.
 
 use std::pin::Pin;
+use std::sync::Arc;
+
+use photon_config::AppCatalog;
 
 use photon_proto::v1 as pb;
 use photon_proto::v1::controller_service_server::ControllerService;
@@ -16,12 +20,15 @@ pub struct ControllerGrpc {
     controller: ControllerHandle,
     /// The key of the replicas' registration secrets.
     registration_key: String,
+    /// Where packages of application code come from.
+    catalog: Arc<dyn AppCatalog>,
 }
 
 impl ControllerGrpc {
-    /// The service of `controller`, checking registrations against `registration_key`.
-    pub fn new(controller: ControllerHandle, registration_key: String) -> Self {
-        ControllerGrpc { controller, registration_key }
+    /// The service of `controller`, checking registrations against `registration_key`, serving
+    /// the packages of `catalog`.
+    pub fn new(controller: ControllerHandle, registration_key: String, catalog: Arc<dyn AppCatalog>) -> Self {
+        ControllerGrpc { controller, registration_key, catalog }
     }
 
     /// Refuses a call about `replica_id` that does not carry that replica's secret: without it,
@@ -38,6 +45,10 @@ impl ControllerGrpc {
 }
 
 type TableStream = Pin<Box<dyn Stream<Item = Result<pb::RoutingTable, Status>> + Send>>;
+type PackageStream = Pin<Box<dyn Stream<Item = Result<pb::PackageChunk, Status>> + Send>>;
+
+/// The pieces a package travels in (gRPC messages stay well under their 4 MiB default limit).
+const PACKAGE_CHUNK: usize = 1 << 20;
 
 #[tonic::async_trait]
 impl ControllerService for ControllerGrpc {
@@ -70,6 +81,47 @@ impl ControllerService for ControllerGrpc {
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(pb::ReportModelsResponse {}))
+    }
+
+    type FetchPackageStream = PackageStream;
+
+    async fn fetch_package(
+        &self,
+        request: Request<pb::FetchPackageRequest>,
+    ) -> Result<Response<PackageStream>, Status> {
+        let name = request.into_inner().name;
+        let archive = match self.catalog.package(&name).await {
+            Some(Ok(path)) => path,
+            Some(Err(e)) => return Err(Status::not_found(e)),
+            None => return Err(Status::not_found("this controller serves no packages")),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut file = match std::fs::File::open(&archive) {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Status::internal(format!("{}: {e}", archive.display()))));
+                    return;
+                }
+            };
+            let mut buffer = vec![0u8; PACKAGE_CHUNK];
+            loop {
+                match file.read(&mut buffer) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        if tx.blocking_send(Ok(pb::PackageChunk { data: buffer[..n].to_vec().into() })).is_err() {
+                            return; // the replica went away
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Status::internal(e.to_string())));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     type WatchRoutingTableStream = TableStream;

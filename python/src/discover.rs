@@ -10,7 +10,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use photon_config::{AppBlueprint, AppCatalog, ApplicationConfig, DeploymentOverride, ServeConfig};
+use photon_config::{AppBlueprint, AppCatalog, ApplicationConfig, DeploymentOverride, PackageLookup, ServeConfig};
 use photon_replica::Registry;
 use serde_json::{json, Map, Value};
 
@@ -140,7 +140,22 @@ impl CodeSpec {
         })
     }
 
-    /// As JSON, for the worker.
+    /// As replicas get it (`CODE_ENV`): directories as [`crate::package`] names them, so that a
+    /// replica on another machine can fetch them, and the runtime_env packages as what to
+    /// install (a replica finds or makes its environment where it runs).
+    pub fn to_replica_json(&self) -> Value {
+        let portable = |dirs: &[String]| dirs.iter().map(|d| crate::package::portable(d)).collect::<Vec<_>>();
+        json!({
+            "import_path": self.import_path,
+            "args": self.args,
+            "working_dir": self.working_dir.as_deref().map(crate::package::portable),
+            "py_modules": portable(&self.py_modules),
+            "site_dirs": portable(&self.site_dirs),
+            "env": self.packages.as_ref().map(crate::env::EnvSpec::to_json),
+        })
+    }
+
+    /// As JSON, for the import on this machine (discovery).
     pub fn to_json(&self) -> Value {
         json!({
             "import_path": self.import_path,
@@ -255,7 +270,7 @@ fn blueprint_from(app_name: &str, spec: &CodeSpec, answer: &Value) -> Result<App
         .find(|d| d.get("name").and_then(Value::as_str) == Some(ingress.as_str()))
         .and_then(|d| d.get("docs_path").and_then(Value::as_str))
         .map(str::to_string);
-    let replica_env = BTreeMap::from([(CODE_ENV.to_string(), spec.to_json().to_string())]);
+    let replica_env = BTreeMap::from([(CODE_ENV.to_string(), spec.to_replica_json().to_string())]);
     Ok(AppBlueprint {
         ingress,
         deployments,
@@ -363,7 +378,7 @@ impl PythonCatalog {
                     blueprint.applied_runtime_env.push(key);
                 }
             }
-            let env = BTreeMap::from([(CODE_ENV.to_string(), own_spec.to_json().to_string())]);
+            let env = BTreeMap::from([(CODE_ENV.to_string(), own_spec.to_replica_json().to_string())]);
             blueprint.deployment_env.insert(code.name.clone(), env);
         }
         Ok(blueprint)
@@ -407,6 +422,10 @@ impl AppCatalog for PythonCatalog {
 
     fn observe(&self, config: &ServeConfig) {
         self.keep_grpc_servicers(&config.grpc_options.grpc_servicer_functions);
+    }
+
+    fn package<'a>(&'a self, name: &'a str) -> PackageLookup<'a> {
+        Box::pin(async move { Some(crate::package::packed(name).await) })
     }
 }
 

@@ -94,6 +94,34 @@ impl EnvSpec {
     }
 }
 
+impl EnvSpec {
+    /// As JSON, for replicas that make the environment themselves (Kubernetes pods).
+    pub fn to_json(&self) -> Value {
+        let (installer, version, options) = match &self.installer {
+            Installer::Pip => ("pip", None, Vec::new()),
+            Installer::Uv { version, options } => ("uv", version.clone(), options.clone()),
+        };
+        serde_json::json!({"installer": installer, "uv_version": version, "options": options,
+                           "packages": self.packages, "check": self.check})
+    }
+
+    /// Reads [`EnvSpec::to_json`]'s form.
+    pub fn from_json(v: &Value) -> Option<EnvSpec> {
+        let strings = |key: &str| -> Option<Vec<String>> {
+            v.get(key)?.as_array()?.iter().map(|s| s.as_str().map(str::to_string)).collect()
+        };
+        let installer = match v.get("installer")?.as_str()? {
+            "pip" => Installer::Pip,
+            "uv" => Installer::Uv {
+                version: v.get("uv_version").and_then(Value::as_str).map(str::to_string),
+                options: strings("options")?,
+            },
+            _ => return None,
+        };
+        Some(EnvSpec { installer, packages: strings("packages")?, check: v.get("check")?.as_bool()? })
+    }
+}
+
 /// Where the environments live.
 fn envs_root() -> PathBuf {
     crate::embedded::cache_root().join("envs")
@@ -150,7 +178,8 @@ async fn once<F: std::future::Future<Output = Result<(), String>>>(dir: &Path, m
     made
 }
 
-fn key(parts: &[&str]) -> String {
+/// A short hash of `parts`, for names in the cache.
+pub(crate) fn key(parts: &[&str]) -> String {
     let mut hash = Sha256::new();
     for p in parts {
         hash.update(p.as_bytes());
@@ -173,6 +202,9 @@ pub async fn ensure(base_python: &str, spec: &EnvSpec) -> Result<PathBuf, String
     let dir = envs_root().join(key(&parts));
     let python = dir.join("bin").join("python");
     mark_used(&python);
+    if dir.join(".ready").exists() {
+        return Ok(python); // made before: no install, and the cache did not grow
+    }
     let made = once(&dir, async {
         let dir_text = dir.to_string_lossy().into_owned();
         run(Path::new(base_python), &["-m", "venv", &dir_text]).await?;
@@ -404,6 +436,17 @@ mod tests {
         assert_eq!(from_file.packages, ["six==1.17.0", "tomli"]);
         let _ = std::fs::remove_file(file);
         assert!(EnvSpec::pip(&serde_json::json!(5), &base).unwrap_err().contains("runtime_env.pip"));
+    }
+
+    #[test]
+    fn an_env_spec_survives_json() {
+        let base = std::env::temp_dir();
+        let pip = EnvSpec::pip(&serde_json::json!({"packages": ["six"], "pip_check": true}), &base).unwrap();
+        let uv = EnvSpec::uv(&serde_json::json!({"packages": ["six"], "uv_version": "==0.9.0"}), &base).unwrap();
+        for spec in [pip, uv] {
+            assert_eq!(EnvSpec::from_json(&spec.to_json()), Some(spec));
+        }
+        assert_eq!(EnvSpec::from_json(&serde_json::json!({"installer": "conda"})), None);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! - [`env`]: `runtime_env.pip` environments, made once per requirement list in the cache.
 //! - [`discover`]: the controller's view of an application's code (its deployments, their code
 //!   options, the ingress), learned from a short-lived Python import; [`PythonCatalog`].
+//! - [`package`]: code directories named by their place in the cache, fetched by replicas on
+//!   other machines from the controller.
 //! - [`worker`]: the replica side: a [`PythonDeployment`] runs the user's code in one Python
 //!   worker process per replica, over [`frame`]s on a Unix socket.
 
@@ -14,6 +16,7 @@ pub mod discover;
 pub mod embedded;
 pub mod env;
 pub mod frame;
+pub mod package;
 pub mod worker;
 
 pub use discover::{CodeSpec, PythonCatalog, CODE_ENV, GRPC_SERVICERS_ENV};

@@ -46,6 +46,8 @@ pub struct WorkerSpec {
     pub log_encoding: String,
     /// Python logging level.
     pub log_level: Option<String>,
+    /// The controller's address, where packages of code this machine lacks are fetched.
+    pub controller: Option<String>,
 }
 
 impl WorkerSpec {
@@ -136,32 +138,16 @@ pub struct PythonDeployment {
 }
 
 impl PythonDeployment {
-    /// Starts the worker; it builds the deployment in the background (calls wait for it).
-    pub fn start(spec: WorkerSpec, ctx: &BuildContext) -> Result<Self, DeploymentError> {
+    /// Starts the worker: in the background, makes its code usable here (packages fetched,
+    /// its environment found or made), then starts the Python process, which builds the
+    /// deployment (calls wait for all of it).
+    pub fn start(mut spec: WorkerSpec, ctx: &BuildContext) -> Result<Self, DeploymentError> {
         let root = crate::embedded::install()
             .map_err(|e| DeploymentError(format!("cannot write Photon's Python package: {e}")))?;
         let socket = std::env::temp_dir().join(format!("photon-{}-{:x}.sock", std::process::id(), fastrand::u64(..)));
         let _ = std::fs::remove_file(&socket);
         let listener = UnixListener::bind(&socket)
             .map_err(|e| DeploymentError(format!("cannot listen on {}: {e}", socket.display())))?;
-        let interpreter = spec.code.get("python").and_then(Value::as_str).map(str::to_string);
-        if let Some(python) = &interpreter {
-            crate::env::mark_used(std::path::Path::new(python));
-        }
-        let child = crate::embedded::worker_command(&root, interpreter.as_deref())
-            .arg("serve")
-            .arg(&socket)
-            .env(crate::CODE_ENV, spec.to_json().to_string())
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&socket);
-                DeploymentError(format!(
-                    "Python deployments need a Python 3.9 or newer interpreter (PHOTON_PYTHON, else python3 on PATH): cannot run {:?}: {e}",
-                    crate::embedded::python()
-                ))
-            })?;
         let (out, out_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready) = watch::channel(None);
         let shared = Arc::new(Shared {
@@ -175,7 +161,35 @@ impl PythonDeployment {
             models: watch::Sender::new(Vec::new()),
         });
         let connection = Connection { shared: shared.clone(), router: ctx.router().clone(), ready: ready_tx };
-        tokio::spawn(connection.run(listener, socket, child, out_rx));
+        tokio::spawn(async move {
+            let resolved = crate::package::resolve(&mut spec.code, spec.controller.as_deref()).await;
+            let child = resolved.and_then(|()| {
+                let interpreter = spec.code.get("python").and_then(Value::as_str).map(str::to_string);
+                if let Some(python) = &interpreter {
+                    crate::env::mark_used(std::path::Path::new(python));
+                }
+                crate::embedded::worker_command(&root, interpreter.as_deref())
+                    .arg("serve")
+                    .arg(&socket)
+                    .env(crate::CODE_ENV, spec.to_json().to_string())
+                    .stdin(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .map_err(|e| {
+                        format!(
+                            "Python deployments need a Python 3.9 or newer interpreter (PHOTON_PYTHON, else python3 on PATH): cannot run {:?}: {e}",
+                            crate::embedded::python()
+                        )
+                    })
+            });
+            match child {
+                Ok(child) => connection.run(listener, socket, child, out_rx).await,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&socket);
+                    let _ = connection.ready.send(Some(Err(e)));
+                }
+            }
+        });
         Ok(PythonDeployment { shared })
     }
 }

@@ -106,8 +106,8 @@ pub async fn run(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
 /// Builds Python deployments: the controller hands a Python application's replicas where its
 /// code is (`photon_python::CODE_ENV`); other import paths are unknown.
 fn python_builder(args: &ReplicaArgs) -> photon_replica::FallbackBuilder {
-    let (max_ongoing_requests, log_encoding, log_level) =
-        (args.max_ongoing_requests, args.log_encoding.clone(), args.log_level.clone());
+    let (max_ongoing_requests, log_encoding, log_level, controller) =
+        (args.max_ongoing_requests, args.log_encoding.clone(), args.log_level.clone(), args.controller.clone());
     Box::new(move |_import_path, ctx| {
         let code = std::env::var(photon_python::CODE_ENV).ok()?;
         let spec = serde_json::from_str(&code)
@@ -120,6 +120,7 @@ fn python_builder(args: &ReplicaArgs) -> photon_replica::FallbackBuilder {
                 max_ongoing_requests,
                 log_encoding: log_encoding.clone(),
                 log_level: log_level.clone(),
+                controller: Some(controller.clone()),
             });
         Some(spec.and_then(|spec| {
             photon_python::PythonDeployment::start(spec, ctx)

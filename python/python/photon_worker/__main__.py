@@ -23,6 +23,10 @@ if __name__ == "__main__":
         from photon_worker import fetch
 
         fetch.main(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif command == "pack" and len(sys.argv) == 4:
+        from photon_worker import fetch
+
+        fetch.pack(sys.argv[2], sys.argv[3])
     elif command == "snapshot" and len(sys.argv) == 6:
         from photon_worker import snapshot
 
@@ -32,5 +36,5 @@ if __name__ == "__main__":
 
         replica.main(sys.argv[2], _spec())
     else:
-        sys.stderr.write("usage: python -m photon_worker discover | serve SOCKET | fetch URL DEST LIMIT | snapshot SRC ROOT EXCLUDES LIMIT\n")
+        sys.stderr.write("usage: python -m photon_worker discover | serve SOCKET | fetch URL DEST LIMIT | snapshot SRC ROOT EXCLUDES LIMIT | pack DIR OUT\n")
         sys.exit(2)

@@ -4,7 +4,11 @@ LIMIT bytes or with a member outside DEST, unpacks it into DEST and prints the d
 use: the archive's single top-level directory if it has one (as Ray does), else DEST.
 
 A `.whl` URL (a `py_modules` wheel) is installed into DEST instead, as Ray installs one:
-`pip install WHEEL --target DEST`, its dependencies included; prints DEST."""
+`pip install WHEEL --target DEST`, its dependencies included; prints DEST.
+
+`python -m photon_worker pack DIR OUT` is the other way round, for replicas on other machines:
+DIR as a `.zip` archive whose single top-level directory is DIR's name (so that unpacking it
+gives DIR back, name included), written to OUT."""
 
 import os
 import shutil
@@ -42,6 +46,20 @@ def install_wheel(url, dest, limit):
             lines = (done.stderr or done.stdout).strip().splitlines()
             sys.exit(f"pip could not install {os.path.basename(wheel)}: " + (lines[-1] if lines else f"exit {done.returncode}"))
     print(dest)
+
+
+def pack(directory, out):
+    directory = os.path.realpath(directory)
+    top = os.path.basename(directory)
+    work = out + f".{os.getpid()}.tmp"
+    with zipfile.ZipFile(work, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(directory, top)
+        for parent, dirs, files in os.walk(directory):
+            dirs.sort()
+            for name in sorted(dirs) + sorted(files):
+                path = os.path.join(parent, name)
+                z.write(path, os.path.join(top, os.path.relpath(path, directory)))
+    os.replace(work, out)
 
 
 def main(url, dest, limit):
