@@ -247,6 +247,75 @@ async fn python_applications_run_in_replica_pods_of_the_template_image() {
     assert_eq!((reply.status, reply.text()), (200, r#"{"label":"(x+1)*3","result":15}"#.to_string()));
 }
 
+/// A Python application whose code and packages the config names (`runtime_env.working_dir`,
+/// `pip`), not the image: replica pods fetch the working_dir from the head (content-named, into
+/// their own cache, as Ray's workers fetch packages from the head) and build the pip
+/// environment themselves; their image holds neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_pods_fetch_the_working_dir_and_build_the_environment() {
+    let server = Arc::new(FakeApiServer::start().await);
+    let owner = owner_head_pod(&server);
+    let _kubelet = replica_kubelet(&server);
+    let state = TempFile::new("state.json", "");
+    std::fs::remove_file(&state.path).unwrap();
+    let [head_cache, pod_cache, pod_dir] = ["head-cache", "pod-cache", "pod-dir"].map(|name| {
+        let file = TempFile::new(name, "");
+        std::fs::remove_file(&file.path).unwrap();
+        file
+    });
+    std::fs::create_dir_all(&pod_dir.path).unwrap();
+    let python = python::interpreter();
+    let template = json!({"spec": {"containers": [{
+        "name": "replica",
+        "image": "photon-python:test",
+        "workingDir": pod_dir.path.display().to_string(),
+        "env": [
+            {"name": "PHOTON_PYTHON", "value": python.display().to_string()},
+            {"name": "PHOTON_CACHE_DIR", "value": pod_cache.path.display().to_string()}
+        ]
+    }]}});
+    let mut env = python::env();
+    env.push(("PHOTON_CACHE_DIR".to_string(), head_cache.path.display().to_string()));
+    let code = python::apps_dir().join("lifecycle");
+    let head = kubernetes_head_with(&server, &state, free_port(), &owner, &template, None, &env);
+    let config = json!({"applications": [{"name": "six", "route_prefix": "/six", "import_path": "uses_six:app",
+        "runtime_env": {"working_dir": format!("local://{}", code.display()), "pip": ["six==1.17.0"]},
+        "deployments": [{"name": "versions", "ray_actor_options": {"num_cpus": 0.1}}]}]});
+    put_config(&head.rest, &config.to_string()).await;
+    eventually(Duration::from_secs(300), "the application RUNNING", || {
+        let rest = head.rest.clone();
+        async move {
+            let v: Value =
+                serde_json::from_slice(&get(&rest, "/api/serve/applications/").await.body).unwrap_or_default();
+            v["applications"]["six"]["status"] == "RUNNING"
+        }
+    })
+    .await;
+    let reply = get(&head.http, "/six").await;
+    assert_eq!((reply.status, reply.text()), (200, r#"{"six":"1.17.0","fastapi_from_base":"fastapi"}"#.to_string()));
+
+    // The pod's spec names the code as a package; the pod's own cache got it, and an
+    // environment of its own.
+    let pods = replica_pods(&server);
+    let env_of = |pod: &Value, name: &str| {
+        pod["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    let spec: Value =
+        serde_json::from_str(env_of(&pods[0], photon_python::CODE_ENV).unwrap().as_str().unwrap()).unwrap();
+    let working_dir = spec["working_dir"].as_str().unwrap();
+    assert!(working_dir.starts_with("package:snapshots/") && working_dir.ends_with("/lifecycle"), "{spec}");
+    let fetched = pod_cache.path.join(working_dir.trim_start_matches("package:"));
+    assert!(fetched.join("uses_six.py").is_file(), "{} was not fetched", fetched.display());
+    let envs = std::fs::read_dir(pod_cache.path.join("envs")).unwrap().flatten().filter(|e| e.path().is_dir()).count();
+    assert_eq!(envs, 1, "the pod made its environment");
+    let _ = [head_cache, pod_cache, pod_dir].map(|f| std::fs::remove_dir_all(&f.path));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_pod_that_cannot_be_scheduled_says_why_in_the_status() {
     let server = Arc::new(FakeApiServer::start().await);
