@@ -502,7 +502,15 @@ async fn the_operator_creates_updates_upgrades_and_deletes_a_photon_service() {
     let client = server.client();
     let operator = tokio::spawn(photon_operator::run(
         client.clone(),
-        OperatorSettings { image: "photon:test".into(), ..Default::default() },
+        OperatorSettings {
+            image: "photon:test".into(),
+            builtin_import_paths: photon_replica::Registry::builtin()
+                .import_paths()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            ..Default::default()
+        },
         Arc::new(heads.clone()),
         Some(NS.into()),
     ));

@@ -64,12 +64,21 @@ pub const DEFAULT_DELETION_DELAY_S: i32 = 60;
 
 /// The Photon image of this version, when the operator is given none.
 pub const DEFAULT_IMAGE: &str = concat!("photon:", env!("CARGO_PKG_VERSION"));
+/// The Photon image with Python (the Dockerfile's `python` target) of this version.
+pub const DEFAULT_PYTHON_IMAGE: &str = concat!("photon-python:", env!("CARGO_PKG_VERSION"));
 
 /// What the operator was started with.
 #[derive(Debug, Clone)]
 pub struct OperatorSettings {
     /// The Photon image for containers that name a Ray image (or none).
     pub image: String,
+    /// The image with Python for the head and replica pods of a service with Python
+    /// applications, where their containers name a Ray image (or none): the head imports the
+    /// code, the replicas run it.
+    pub python_image: String,
+    /// The import paths Photon serves without Python (its built-in applications); any other
+    /// names Python code.
+    pub builtin_import_paths: Vec<String>,
     /// The cluster DNS domain (`cluster.local`).
     pub cluster_domain: String,
     /// Zero-downtime upgrades when `upgradeStrategy.type` is unset (`ENABLE_ZERO_DOWNTIME`).
@@ -78,7 +87,13 @@ pub struct OperatorSettings {
 
 impl Default for OperatorSettings {
     fn default() -> Self {
-        OperatorSettings { image: DEFAULT_IMAGE.into(), cluster_domain: "cluster.local".into(), zero_downtime: true }
+        OperatorSettings {
+            image: DEFAULT_IMAGE.into(),
+            python_image: DEFAULT_PYTHON_IMAGE.into(),
+            builtin_import_paths: Vec::new(),
+            cluster_domain: "cluster.local".into(),
+            zero_downtime: true,
+        }
     }
 }
 
@@ -278,6 +293,29 @@ pub fn head_selector(cluster: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// Whether the service's serve config names Python code: an `import_path` that is not one of
+/// Photon's built-in applications (`module:attr` and `module.attr` alike).
+pub fn has_python_code(svc: &PhotonService, settings: &OperatorSettings) -> bool {
+    let Some(text) = &svc.spec.serve_config_v2 else { return false };
+    let Ok(config) = photon_config::yaml::from_str(text) else { return false };
+    let builtin: Vec<String> = settings.builtin_import_paths.iter().map(|p| p.replace(':', ".")).collect();
+    config["applications"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["import_path"].as_str())
+        .any(|path| !builtin.contains(&path.replace(':', ".")))
+}
+
+/// The image for a head or replica container: the Python image for a service with Python code.
+fn code_image(current: Option<&str>, svc: &PhotonService, settings: &OperatorSettings) -> String {
+    if has_python_code(svc, settings) {
+        let python = OperatorSettings { image: settings.python_image.clone(), ..settings.clone() };
+        return photon_image(current, &python);
+    }
+    photon_image(current, settings)
+}
+
 /// The Photon image for a container: Ray images (and none) are replaced, others kept.
 fn photon_image(current: Option<&str>, settings: &OperatorSettings) -> String {
     match current {
@@ -436,7 +474,7 @@ pub fn replica_template(svc: &PhotonService, settings: &OperatorSettings) -> Pod
         .map(|g| g.template.clone())
         .unwrap_or_else(|| cluster.head_group_spec.template.clone());
     let container = first_container(&mut template);
-    container.image = Some(photon_image(container.image.as_deref(), settings));
+    container.image = Some(code_image(container.image.as_deref(), svc, settings));
     template
 }
 
@@ -480,7 +518,7 @@ pub fn head_pod(svc: &PhotonService, cluster: &str, settings: &OperatorSettings)
         ..Default::default()
     });
     let container = first_container(&mut template);
-    container.image = Some(photon_image(container.image.as_deref(), settings));
+    container.image = Some(code_image(container.image.as_deref(), svc, settings));
     container.command = Some(vec!["photon".into()]);
     let mut args: Vec<String> = vec![
         "start".into(),
@@ -931,10 +969,41 @@ pub(crate) mod tests {
         assert_eq!(cluster_hash(&spec, None), cluster_hash(&appended, Some(1)));
     }
 
+    /// Settings that know the sample's applications as built in, as the operator's do.
+    pub(crate) fn settings() -> OperatorSettings {
+        let builtin_import_paths = vec!["fruit.deployment_graph".into(), "conditional_dag.serve_dag".into()];
+        OperatorSettings { builtin_import_paths, ..Default::default() }
+    }
+
+    #[test]
+    fn a_service_with_python_code_runs_its_head_and_replicas_on_the_python_image() {
+        let settings = settings();
+        let builtin = sample();
+        let head_image = |svc: &PhotonService| {
+            head_pod(svc, "c", &settings).spec.unwrap().containers[0].image.clone().unwrap_or_default()
+        };
+        let replica_image = |svc: &PhotonService| {
+            replica_template(svc, &settings).spec.unwrap().containers[0].image.clone().unwrap_or_default()
+        };
+        assert_eq!((head_image(&builtin), replica_image(&builtin)), (settings.image.clone(), settings.image.clone()));
+        let mut python = sample();
+        let config =
+            python.spec.serve_config_v2.clone().unwrap().replace("fruit.deployment_graph", "serve_app:deployment");
+        python.spec.serve_config_v2 = Some(config);
+        assert_eq!(
+            (head_image(&python), replica_image(&python)),
+            (settings.python_image.clone(), settings.python_image.clone())
+        );
+        // An image of the user's own is kept.
+        python.spec.ray_cluster_config.head_group_spec.template.spec.as_mut().unwrap().containers[0].image =
+            Some("my-app:1".into());
+        assert_eq!(head_image(&python), "my-app:1");
+    }
+
     #[test]
     fn objects_carry_kuberay_names_labels_ports_and_selectors() {
         let svc = sample();
-        let settings = OperatorSettings::default();
+        let settings = settings();
         let cluster = "rayservice-sample-x7k2p";
         let head = head_pod(&svc, cluster, &settings);
         assert_eq!(head.metadata.name.as_deref(), Some("rayservice-sample-x7k2p-head"));

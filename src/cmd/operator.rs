@@ -19,6 +19,10 @@ pub struct OperatorArgs {
     /// Image for containers that name a Ray image (rayproject/ray...) or none.
     #[arg(long, env = "PHOTON_IMAGE", default_value = photon_operator::cluster::DEFAULT_IMAGE)]
     image: String,
+    /// Image for the head and replica pods of a service with Python applications, where they
+    /// name a Ray image or none (the Dockerfile's `python` target).
+    #[arg(long, env = "PHOTON_PYTHON_IMAGE", default_value = photon_operator::cluster::DEFAULT_PYTHON_IMAGE)]
+    python_image: String,
     /// Cluster DNS domain.
     #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
@@ -44,8 +48,13 @@ enum OperatorCommand {
 }
 
 pub async fn run(args: OperatorArgs) -> anyhow::Result<ExitCode> {
-    let settings =
-        OperatorSettings { image: args.image, cluster_domain: args.cluster_domain, zero_downtime: args.zero_downtime };
+    let settings = OperatorSettings {
+        image: args.image,
+        python_image: args.python_image,
+        builtin_import_paths: photon_replica::Registry::builtin().import_paths().into_iter().map(Into::into).collect(),
+        cluster_domain: args.cluster_domain,
+        zero_downtime: args.zero_downtime,
+    };
     match args.command {
         Some(OperatorCommand::Crd) => {
             print!("{}", serde_yaml_ng::to_string(&photon_operator::crd())?);
