@@ -485,6 +485,38 @@ async fn runtime_env_pip_installs_once_and_names_what_failed() {
     let _ = std::fs::remove_dir_all(&cache);
 }
 
+/// Setup failures as Ray reports them: requirements that conflict (the installer's own words)
+/// and a setup longer than `config.setup_timeout_seconds` make their application DEPLOY_FAILED;
+/// the same application deployed again with a fixed config runs, without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn runtime_env_setup_failures_and_a_fixed_config_recovering() {
+    let cache = std::env::temp_dir().join(format!("photon-setup-fail-{}", std::process::id()));
+    let photon = start_head_with_cache(&cache);
+    let app = |name: &str, runtime_env: Value| json!({"name": name, "route_prefix": format!("/{name}"), "import_path": "uses_six:app", "runtime_env": runtime_env});
+    let conflict = app("conflict", json!({"pip": ["six==1.17.0", "six==1.16.0"]}));
+    let slow = app("slow", json!({"pip": ["six==1.16.0"], "config": {"setup_timeout_seconds": 1}}));
+    deploy(&photon, json!({"applications": [conflict, slow]})).await;
+    eventually(Duration::from_secs(180), "both apps to fail", || async {
+        app_status(&photon, "conflict").await.0 == "DEPLOY_FAILED"
+            && app_status(&photon, "slow").await.0 == "DEPLOY_FAILED"
+    })
+    .await;
+    let (_, message) = app_status(&photon, "conflict").await;
+    assert!(message.contains("runtime_env.pip: installing six==1.17.0 six==1.16.0 failed"), "{message}");
+    assert!(message.contains("conflicting dependencies"), "{message}");
+    let (_, message) = app_status(&photon, "slow").await;
+    assert!(message.contains("runtime_env setup timed out after 1s"), "{message}");
+
+    let fixed = app("conflict", json!({"pip": ["six==1.17.0"]}));
+    let slow = app("slow", json!({"pip": ["six==1.16.0"], "config": {"setup_timeout_seconds": 600}}));
+    deploy(&photon, json!({"applications": [fixed, slow]})).await;
+    photon.wait_running_for(&["conflict", "slow"], Duration::from_secs(180)).await;
+    assert_eq!(get(&photon.http, "/conflict").await.text(), r#"{"six":"1.17.0","fastapi_from_base":"fastapi"}"#);
+    assert_eq!(get(&photon.http, "/slow").await.text(), r#"{"six":"1.16.0","fastapi_from_base":"fastapi"}"#);
+    drop(photon);
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
 /// `runtime_env.uv`: the same environment, installed by uv (from `PATH`, else installed once
 /// into the cache from PyPI).
 #[tokio::test(flavor = "multi_thread")]
