@@ -116,6 +116,9 @@ async fn failing_python_apps_leave_the_others_serving_and_updates_reconfigure_in
          "runtime_env": {"working_dir": working_dir}},
         {"name": "raising", "route_prefix": "/raising", "import_path": "raising_init:app"},
         {"name": "conda", "route_prefix": "/conda", "import_path": "lifecycle:app", "runtime_env": {"conda": "env.yaml"}},
+        {"name": "plugin", "route_prefix": "/plugin", "import_path": "lifecycle:app", "runtime_env": {"my_plugin": {"x": 1}}},
+        {"name": "timeout", "route_prefix": "/timeout", "import_path": "lifecycle:app",
+         "runtime_env": {"config": {"setup_timeout_seconds": 0}}},
     ]});
     deploy(&photon, config).await;
     eventually(Duration::from_secs(60), "both broken apps DEPLOY_FAILED", || async {
@@ -129,6 +132,17 @@ async fn failing_python_apps_leave_the_others_serving_and_updates_reconfigure_in
     .await;
     let (_, message) = app_status(&photon, "conda").await;
     assert!(message.contains("runtime_env.conda: conda environments are not supported"), "{message}");
+    for (app, reason) in [
+        ("plugin", "runtime_env.my_plugin: unknown field (Ray's runtime_env plugins are not supported"),
+        ("timeout", "runtime_env.config.setup_timeout_seconds: must be an integer greater than zero, or -1, got 0"),
+    ] {
+        eventually(Duration::from_secs(30), "the app to fail", || async {
+            app_status(&photon, app).await.0 == "DEPLOY_FAILED"
+        })
+        .await;
+        let (_, message) = app_status(&photon, app).await;
+        assert!(message.contains(reason), "{app}: {message}");
+    }
     let (_, message) = app_status(&photon, "syntax").await;
     assert!(message.contains("Traceback (most recent call last)") && message.contains("SyntaxError"), "{message}");
     let details = photon.details().await;
@@ -148,7 +162,7 @@ async fn failing_python_apps_leave_the_others_serving_and_updates_reconfigure_in
     assert_eq!(pid_of(&photon, "/life").await, Some(pid), "reconfigure restarted the replica");
     eventually(Duration::from_secs(30), "the broken apps are deleted", || async {
         let d = photon.details().await;
-        ["syntax", "raising", "conda"].iter().all(|a| d["applications"].get(*a).is_none())
+        ["syntax", "raising", "conda", "plugin", "timeout"].iter().all(|a| d["applications"].get(*a).is_none())
     })
     .await;
 }

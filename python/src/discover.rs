@@ -28,7 +28,40 @@ const UNSUPPORTED_RUNTIME_ENV: &[(&str, &str)] = &[
     ("container", "containers are not supported; on Kubernetes, use the worker group's image"),
     ("image_uri", "images are not supported; on Kubernetes, use the worker group's image"),
     ("java_jars", "Java deployments are not supported"),
+    ("py_executable", "another interpreter per application is not supported; Photon runs PHOTON_PYTHON"),
+    ("worker_process_setup_hook", "setup hooks are not supported; run the setup in the deployment's constructor"),
+    ("_nsight", "profiling with Nsight is not supported"),
+    ("_rocprof_sys", "profiling with rocprof is not supported"),
 ];
+
+/// `runtime_env` keys Photon applies to Python applications (besides the unsupported ones
+/// above, and Ray's internal `_ray_*` / `_inject_current_ray` marks, which mean nothing here).
+const APPLIED_RUNTIME_ENV: &[&str] = &["pip", "uv", "working_dir", "py_modules", "excludes", "env_vars", "config"];
+
+/// `runtime_env.config` as Ray reads it: `setup_timeout_seconds` an integer > 0 or -1,
+/// `eager_install` a boolean (environments are always made before replicas start, as with
+/// Ray's default `true`), `log_files` a list of strings; other keys are ignored, as Ray does.
+fn check_runtime_env_config(config: &Value) -> Result<(), String> {
+    let Value::Object(o) = config else {
+        return Err(format!("runtime_env.config: must be a mapping, got {config}"));
+    };
+    match o.get("setup_timeout_seconds") {
+        None => {}
+        Some(Value::Number(n)) if n.as_i64().is_some_and(|t| t > 0 || t == -1) => {}
+        Some(other) => {
+            return Err(format!(
+                "runtime_env.config.setup_timeout_seconds: must be an integer greater than zero, or -1, got {other}"
+            ))
+        }
+    }
+    if let Some(v) = o.get("eager_install").filter(|v| !v.is_boolean()) {
+        return Err(format!("runtime_env.config.eager_install: must be a boolean, got {v}"));
+    }
+    if let Some(v) = o.get("log_files").filter(|v| !v.as_array().is_some_and(|a| a.iter().all(Value::is_string))) {
+        return Err(format!("runtime_env.config.log_files: must be a list of strings, got {v}"));
+    }
+    Ok(())
+}
 
 /// Where an application's Python code is and how to build it.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,9 +136,19 @@ impl CodeSpec {
                 .collect::<Result<_, _>>()?,
             Some(other) => return Err(format!("runtime_env.py_modules: must be a list, got {other}")),
         };
-        for (key, why) in UNSUPPORTED_RUNTIME_ENV {
-            if app.runtime_env.get(*key).is_some_and(|v| !v.is_null()) {
+        for (key, value) in app.runtime_env.iter().filter(|(_, v)| !v.is_null()) {
+            if let Some((_, why)) = UNSUPPORTED_RUNTIME_ENV.iter().find(|(k, _)| k == key) {
                 return Err(format!("runtime_env.{key}: {why}"));
+            }
+            let internal = key.starts_with("_ray_") || key == "_inject_current_ray";
+            if !internal && !APPLIED_RUNTIME_ENV.contains(&key.as_str()) {
+                return Err(format!(
+                    "runtime_env.{key}: unknown field (Ray's runtime_env plugins are not supported; Photon applies {})",
+                    APPLIED_RUNTIME_ENV.join(", ")
+                ));
+            }
+            if key == "config" {
+                check_runtime_env_config(value)?;
             }
         }
         let given = |key: &str| app.runtime_env.get(key).filter(|v| !v.is_null());
@@ -368,6 +411,9 @@ impl PythonCatalog {
         let failed = |e: String| format!("Deploying app '{}' failed: {e}", app.name);
         let spec = self.prepare(app).await.map_err(failed)?;
         let mut blueprint = discover(&app.name, &spec).await?;
+        if app.runtime_env.get("config").is_some_and(|v| !v.is_null()) {
+            blueprint.applied_runtime_env.push("config".to_string());
+        }
         // Deployments with a runtime_env of their own run in it (packages, code), as in Ray.
         for code in blueprint.deployments.clone() {
             let Some(runtime_env) = deployment_runtime_env(app, &code) else { continue };
