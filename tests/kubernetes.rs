@@ -200,7 +200,8 @@ async fn replicas_run_as_pods_are_replaced_when_deleted_and_adopted_after_a_head
 /// A Python application on Kubernetes: the head imports it from its image (here, its working
 /// directory), and its replica pods run the worker group's template: an image with Python and
 /// the app's code, whose working directory and `PHOTON_PYTHON` are what such an image sets
-/// (the fake kubelet honours `workingDir`). Handle calls go from pod to pod.
+/// (the fake kubelet honours `workingDir`), or the image a deployment's `runtime_env.image_uri`
+/// names. Handle calls go from pod to pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_applications_run_in_replica_pods_of_the_template_image() {
     let server = Arc::new(FakeApiServer::start().await);
@@ -225,7 +226,7 @@ async fn python_applications_run_in_replica_pods_of_the_template_image() {
     let config = json!({"applications": [{"name": "composition", "route_prefix": "/compose",
         "import_path": "apps.composition:app",
         "deployments": [{"name": "Ingress", "ray_actor_options": {"num_cpus": 0.1}},
-                        {"name": "Adder", "ray_actor_options": {"num_cpus": 0.1}},
+                        {"name": "Adder", "ray_actor_options": {"num_cpus": 0.1, "runtime_env": {"image_uri": "team/adder:2"}}},
                         {"name": "Multiplier", "ray_actor_options": {"num_cpus": 0.1}}]}]});
     put_config(&head.rest, &config.to_string()).await;
     head.wait_running(&["composition"]).await;
@@ -234,7 +235,13 @@ async fn python_applications_run_in_replica_pods_of_the_template_image() {
     assert_eq!(names(&pods).len(), 3, "one pod per deployment");
     for pod in &pods {
         let container = &pod["spec"]["containers"][0];
-        assert_eq!(container["image"], "my-serve-app:1", "the template's image");
+        // A deployment's `runtime_env.image_uri` is its pods' image; the others run the template's.
+        let expected = if pod["metadata"]["labels"]["photon.io/deployment"] == "Adder" {
+            "team/adder:2"
+        } else {
+            "my-serve-app:1"
+        };
+        assert_eq!(container["image"], expected);
         assert_eq!(container["workingDir"], apps.display().to_string());
         let env = container["env"].as_array().unwrap();
         let value = |name: &str| env.iter().find(|e| e["name"] == name).map(|e| e["value"].clone());

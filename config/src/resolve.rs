@@ -113,6 +113,9 @@ pub struct ResolvedDeployment {
     pub memory: f64,
     /// Environment of the replica process (`runtime_env.env_vars`, app merged with deployment).
     pub env_vars: BTreeMap<String, String>,
+    /// `runtime_env.image_uri` (the deployment's over the application's): the image its
+    /// replicas run in, where the orchestrator can honour one (Kubernetes).
+    pub image: Option<String>,
     /// At most this many replicas per node.
     pub max_replicas_per_node: Option<u32>,
     /// One access-log line per request (`logging_config.enable_access_log`, deployment over
@@ -249,6 +252,8 @@ fn resolve_one(
     let mut env_vars = BTreeMap::new();
     env_vars_of(Some(&app.runtime_env), &mut env_vars);
     env_vars_of(actor.runtime_env.as_ref(), &mut env_vars);
+    let image_of = |env: Option<&Map<String, Value>>| env?.get("image_uri")?.as_str().map(str::to_string);
+    let image = image_of(actor.runtime_env.as_ref()).or_else(|| image_of(Some(&app.runtime_env)));
     ResolvedDeployment {
         app: app.name.clone(),
         name: code.name.clone(),
@@ -266,6 +271,7 @@ fn resolve_one(
         num_gpus: actor.num_gpus.unwrap_or(0.0),
         memory: actor.memory.unwrap_or(0.0),
         env_vars,
+        image,
         max_replicas_per_node: eff.max_replicas_per_node,
         access_log: eff
             .logging_config

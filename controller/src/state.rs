@@ -796,6 +796,7 @@ impl State {
                         max_ongoing_requests: d.spec.max_ongoing_requests,
                         user_config: d.spec.user_config.clone(),
                         env_vars: d.spec.env_vars.clone(),
+                        image: d.spec.image.clone(),
                         secret_env: self.placement.replica_credentials(&replica_id),
                         graceful_shutdown_timeout: secs(d.spec.graceful_shutdown_timeout_s),
                         graceful_shutdown_wait_loop: secs(d.spec.graceful_shutdown_wait_loop_s),

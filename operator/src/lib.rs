@@ -114,6 +114,7 @@ pub fn render(
         max_ongoing_requests: 5,
         user_config: Some(serde_json::json!({"price": 3})),
         env_vars: Default::default(),
+        image: None,
         secret_env: Default::default(),
         graceful_shutdown_timeout: std::time::Duration::from_secs(20),
         graceful_shutdown_wait_loop: std::time::Duration::from_secs(2),

@@ -188,6 +188,10 @@ pub fn replica_pod(settings: &KubernetesSettings, spec: &ReplicaSpec) -> Pod {
     pod_spec.restart_policy = Some("Never".into());
     pod_spec.termination_grace_period_seconds = Some(spec.graceful_shutdown_timeout.as_secs() as i64 + 5);
     let container = &mut pod_spec.containers[0];
+    if let Some(image) = &spec.image {
+        // `runtime_env.image_uri`: the deployment's own image, with Photon and its code in it.
+        container.image = Some(image.clone());
+    }
     container.command = Some(vec!["photon".into()]);
     let mut args = spec.replica_args();
     args.extend(["--bind".into(), "0.0.0.0:0".into(), "--advertise-host".into(), "$(PHOTON_POD_IP)".into()]);
@@ -714,6 +718,7 @@ mod tests {
             max_ongoing_requests: 5,
             user_config: Some(serde_json::json!({"price": 3})),
             env_vars: [("A".to_string(), "1".to_string())].into(),
+            image: None,
             secret_env: Default::default(),
             graceful_shutdown_timeout: Duration::from_secs(20),
             graceful_shutdown_wait_loop: Duration::from_secs(2),
@@ -794,6 +799,24 @@ mod tests {
         assert_eq!(a.len(), 1, "the deployment's env var replaces the template's");
         assert_eq!(a[0].value.as_deref(), Some("1"));
         assert!(env.iter().any(|e| e.name == USER_CONFIG_ENV && e.value.as_deref() == Some(r#"{"price":3}"#)));
+    }
+
+    #[test]
+    fn a_runtime_env_image_uri_is_the_replica_pods_image() {
+        let settings = KubernetesSettings {
+            namespace: "ns".into(),
+            cluster: "svc-x7k2p".into(),
+            service: "svc".into(),
+            template: serde_json::from_value(serde_json::json!({
+                "spec": {"containers": [{"name": "worker", "image": "photon:1"}]}
+            }))
+            .unwrap(),
+            owner: None,
+        };
+        let pod = replica_pod(&settings, &ReplicaSpec { image: Some("team/model:7".into()), ..spec() });
+        assert_eq!(pod.spec.unwrap().containers[0].image.as_deref(), Some("team/model:7"));
+        let pod = replica_pod(&settings, &spec());
+        assert_eq!(pod.spec.unwrap().containers[0].image.as_deref(), Some("photon:1"));
     }
 
     #[test]

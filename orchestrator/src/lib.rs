@@ -65,6 +65,8 @@ pub struct ReplicaSpec {
     pub user_config: Option<Value>,
     /// Environment of the replica (`runtime_env.env_vars`).
     pub env_vars: BTreeMap<String, String>,
+    /// The image to run the replica in (`runtime_env.image_uri`; Kubernetes only).
+    pub image: Option<String>,
     /// Environment entries that authenticate the replica to the other processes (the cluster
     /// token, its registration secret): set after `env_vars`, never from the config.
     pub secret_env: SecretEnv,

@@ -26,7 +26,7 @@ pub const GRPC_SERVICERS_ENV: &str = "PHOTON_GRPC_SERVICER_FUNCTIONS";
 const UNSUPPORTED_RUNTIME_ENV: &[(&str, &str)] = &[
     ("conda", "conda environments are not supported; name the packages in runtime_env.pip"),
     ("container", "containers are not supported; on Kubernetes, use the worker group's image"),
-    ("image_uri", "images are not supported; on Kubernetes, use the worker group's image"),
+    ("image_uri", "images are honoured on Kubernetes only (there, the replica pods' image)"),
     ("java_jars", "Java deployments are not supported"),
     ("py_executable", "another interpreter per application is not supported; Photon runs PHOTON_PYTHON"),
     ("worker_process_setup_hook", "setup hooks are not supported; run the setup in the deployment's constructor"),
@@ -335,13 +335,28 @@ pub struct PythonCatalog {
     /// The instance's `grpc_servicer_functions` (from the first config that names any, as Ray
     /// keeps the gRPC options Serve started with).
     grpc_servicers: Mutex<Vec<String>>,
+    /// Whether `runtime_env.image_uri` can be honoured (replicas are Kubernetes pods, which run
+    /// it as their image).
+    images: bool,
 }
 
 impl PythonCatalog {
     /// A catalog over `builtin`, finding Python code relative to the current directory.
     pub fn new(builtin: Arc<Registry>) -> Self {
         let base = std::env::current_dir().unwrap_or_default();
-        PythonCatalog { builtin, base, known: Mutex::new(HashMap::new()), grpc_servicers: Mutex::default() }
+        PythonCatalog {
+            builtin,
+            base,
+            known: Mutex::new(HashMap::new()),
+            grpc_servicers: Mutex::default(),
+            images: false,
+        }
+    }
+
+    /// The same catalog, for replicas that run `runtime_env.image_uri` as their image.
+    pub fn honouring_images(mut self) -> Self {
+        self.images = true;
+        self
     }
 
     fn key(app: &ApplicationConfig) -> String {
@@ -367,7 +382,31 @@ impl PythonCatalog {
     /// The code spec of `app` with its `runtime_env` made real: archives and wheels fetched,
     /// packages installed.
     async fn prepare(&self, app: &ApplicationConfig) -> Result<CodeSpec, String> {
-        let mut spec = CodeSpec::of(app, &self.base)?;
+        let mut spec = match app.runtime_env.get("image_uri").filter(|v| !v.is_null()) {
+            // The replicas run the image (its orchestrator honours it); the head imports the code
+            // from its own environment. As in Ray, an image goes with `config` and `env_vars` only.
+            Some(image) if self.images => {
+                if !image.is_string() {
+                    return Err(format!("runtime_env.image_uri: must be a string, got {image}"));
+                }
+                let others: Vec<&str> = app
+                    .runtime_env
+                    .iter()
+                    .filter(|(k, v)| !v.is_null() && !["image_uri", "config", "env_vars"].contains(&k.as_str()))
+                    .map(|(k, _)| k.as_str())
+                    .collect();
+                if !others.is_empty() {
+                    return Err(format!(
+                        "runtime_env.image_uri cannot be used together with other fields of runtime_env (as in Ray): {}",
+                        others.join(", ")
+                    ));
+                }
+                let mut rest = app.clone();
+                rest.runtime_env.remove("image_uri");
+                CodeSpec::of(&rest, &self.base)?
+            }
+            _ => CodeSpec::of(app, &self.base)?,
+        };
         let python = embedded::python();
         // Archives and wheels by URL are fetched; local directories are copied as Ray uploads
         // them (`excludes`, ignore files, the size limit).
@@ -411,8 +450,11 @@ impl PythonCatalog {
         let failed = |e: String| format!("Deploying app '{}' failed: {e}", app.name);
         let spec = self.prepare(app).await.map_err(failed)?;
         let mut blueprint = discover(&app.name, &spec).await?;
-        if app.runtime_env.get("config").is_some_and(|v| !v.is_null()) {
-            blueprint.applied_runtime_env.push("config".to_string());
+        for key in ["config", "image_uri"] {
+            let honoured = key != "image_uri" || self.images;
+            if honoured && app.runtime_env.get(key).is_some_and(|v| !v.is_null()) {
+                blueprint.applied_runtime_env.push(key.to_string());
+            }
         }
         // Deployments with a runtime_env of their own run in it (packages, code), as in Ray.
         for code in blueprint.deployments.clone() {

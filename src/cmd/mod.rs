@@ -24,7 +24,8 @@ pub fn registry() -> Registry {
 }
 
 /// What the controller builds applications from: the built-in ones, and Python code for every
-/// other import path.
-pub fn catalog() -> Arc<PythonCatalog> {
-    Arc::new(PythonCatalog::new(Arc::new(registry())))
+/// other import path; `runtime_env.image_uri` is honoured when replicas are Kubernetes pods.
+pub fn catalog(pods: bool) -> Arc<PythonCatalog> {
+    let catalog = PythonCatalog::new(Arc::new(registry()));
+    Arc::new(if pods { catalog.honouring_images() } else { catalog })
 }

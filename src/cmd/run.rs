@@ -257,7 +257,7 @@ fn backend(args: &HeadArgs) -> anyhow::Result<crate::head::Backend> {
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let text =
         std::fs::read_to_string(&args.config).with_context(|| format!("cannot read {}", args.config.display()))?;
-    let catalog = super::catalog();
+    let catalog = super::catalog(args.head.orchestrator == "kubernetes");
     let roots = photon_config::paths::PathRoots::from_env();
     let parsed = photon_config::parse_yaml(&text)
         .and_then(|p| photon_config::paths::check_config_paths(&p.config, &roots).map(|()| p));
@@ -298,7 +298,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 pub async fn start(args: StartArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init_from(None);
     let empty = photon_config::from_value(&serde_json::json!({ "applications": [] }))?.config;
-    let head = Head::start(head_options(&args.head, &empty, false)?, super::catalog()).await?;
+    let catalog = super::catalog(args.head.orchestrator == "kubernetes");
+    let head = Head::start(head_options(&args.head, &empty, false)?, catalog).await?;
     head.serve_until_stopped().await?;
     Ok(ExitCode::SUCCESS)
 }
