@@ -618,9 +618,9 @@ async fn a_deployment_runs_in_its_own_runtime_env() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A local `working_dir` reaches replicas as Ray uploads it: without what `excludes` and the
-/// `.gitignore` / `.rayignore` files (each for its own directory) exclude, as it was at deploy
-/// time; one over the package limit (Ray's `RAY_max_grpc_message_size`, small here) fails its
+/// A local `working_dir` (and a `py_modules` directory) reaches replicas as Ray uploads it:
+/// without what `excludes` and the `.gitignore` / `.rayignore` files (each for its own
+/// directory) exclude, as it was at deploy time; one over the package limit (Ray's `RAY_max_grpc_message_size`, small here) fails its
 /// application with what to do, while the other keeps serving.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_working_dir_is_copied_without_what_it_excludes() {
@@ -628,7 +628,7 @@ async fn a_working_dir_is_copied_without_what_it_excludes() {
     let files: &[(&str, &str)] = &[
         (
             "listed.py",
-            "import os\nfrom ray import serve\n\n@serve.deployment\ndef listed(request):\n    return sorted(os.path.relpath(os.path.join(d, f)) for d, ds, fs in os.walk('.') if '__pycache__' not in d for f in fs)\n\napp = listed.bind()\n",
+            "import os\nimport helper_pkg\nfrom ray import serve\n\n@serve.deployment\ndef listed(request):\n    files = sorted(os.path.relpath(os.path.join(d, f)) for d, ds, fs in os.walk('.') if '__pycache__' not in d for f in fs)\n    return {'files': files, 'helper': helper_pkg.VALUE, 'helper_files': sorted(f for f in os.listdir(helper_pkg.__path__[0]) if f != '__pycache__')}\n\napp = listed.bind()\n",
         ),
         ("secret.txt", "not for replicas"),
         ("data/rows.csv", "1,2"),
@@ -638,6 +638,8 @@ async fn a_working_dir_is_copied_without_what_it_excludes() {
         ("sub/local.cfg", "x"),
         ("sub/kept.txt", "x"),
         ("big/blob.bin", &"x".repeat(8192)),
+        ("../mods/helper_pkg/__init__.py", "VALUE = 'from py_modules'\n"),
+        ("../mods/helper_pkg/secret.txt", "not for replicas"),
     ];
     for (name, content) in files {
         let path = dir.join("app").join(name);
@@ -650,11 +652,12 @@ async fn a_working_dir_is_copied_without_what_it_excludes() {
     let photon = head_with(&env);
     let app = |name: &str, excludes: Value| {
         json!({"name": name, "route_prefix": format!("/{name}"), "import_path": "listed:app",
-               "runtime_env": {"working_dir": format!("local://{}", dir.join("app").display()), "excludes": excludes}})
+               "runtime_env": {"working_dir": format!("local://{}", dir.join("app").display()), "excludes": excludes,
+                               "py_modules": [format!("local://{}", dir.join("mods/helper_pkg").display())]}})
     };
     deploy(&photon, json!({"applications": [app("listed", json!(["secret.txt", "data/", "/big"]))]})).await;
     photon.wait_running_for(&["listed"], Duration::from_secs(60)).await;
-    let expected = r#"[".rayignore","listed.py","sub/.gitignore","sub/kept.txt"]"#;
+    let expected = r#"{"files":[".rayignore","listed.py","sub/.gitignore","sub/kept.txt"],"helper":"from py_modules","helper_files":["__init__.py"]}"#;
     assert_eq!(get(&photon.http, "/listed").await.text(), expected);
     let (_, message) = app_status(&photon, "listed").await;
     assert!(!message.contains("ignored"), "{message}");
