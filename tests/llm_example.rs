@@ -48,7 +48,8 @@ async fn the_llm_example_answers_on_the_cpu_as_plain_transformers_does() {
     ]
     .map(Into::into)
     .to_vec();
-    let photon = Photon::spawn_in(Some(&root), &args, &env, true, true);
+    // `photon run` installs the packages (minutes the first time) before it listens.
+    let photon = Photon::spawn_in_within(Some(&root), &args, &env, true, true, Duration::from_secs(1200));
     photon.wait_running_for(&["llm"], Duration::from_secs(1200)).await;
     let body = json!({"prompt": PROMPT, "max_new_tokens": 16}).to_string();
     let r = request(&photon.http, "POST", "/", &[("content-type", "application/json")], body.as_bytes()).await;

@@ -112,6 +112,19 @@ impl Photon {
         wait_http: bool,
         wait_rest: bool,
     ) -> Photon {
+        Photon::spawn_in_within(dir, args, env, wait_http, wait_rest, Duration::from_secs(30))
+    }
+
+    /// [`Photon::spawn_in`], allowing `limit` for the listeners to come up (`photon run`
+    /// installs runtime_env packages before it listens).
+    pub fn spawn_in_within(
+        dir: Option<&std::path::Path>,
+        args: &[std::ffi::OsString],
+        env: &[(String, String)],
+        wait_http: bool,
+        wait_rest: bool,
+        limit: Duration,
+    ) -> Photon {
         let mut command = Command::new(PHOTON);
         if let Some(dir) = dir {
             command.current_dir(dir);
@@ -150,7 +163,7 @@ impl Photon {
                 sink.lock().unwrap().push(line);
             }
         });
-        let (http, rest) = match rx.recv_timeout(Duration::from_secs(30)) {
+        let (http, rest) = match rx.recv_timeout(limit) {
             Ok(addrs) => addrs,
             Err(_) => {
                 let _ = child.kill();
