@@ -265,14 +265,35 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(parsed) => {
             catalog.observe(&parsed.config);
             for app in &parsed.config.applications {
-                if ["pip", "uv"].iter().any(|k| app.runtime_env.get(*k).is_some_and(|v| !v.is_null())) {
-                    eprintln!(
-                        "photon: {}: installing the runtime_env packages of application {}",
-                        args.config.display(),
-                        app.name
-                    );
+                let installing = ["pip", "uv"].iter().any(|k| app.runtime_env.get(*k).is_some_and(|v| !v.is_null()));
+                let step = if installing {
+                    "installing its runtime_env packages and importing its code"
+                } else {
+                    "importing its code"
+                };
+                let started = std::time::Instant::now();
+                let learned = catalog.learn(app);
+                tokio::pin!(learned);
+                // What it is doing, and for how long, every 10 s while it takes long (installs
+                // can take minutes).
+                let mut ticks = tokio::time::interval_at(
+                    tokio::time::Instant::now() + std::time::Duration::from_secs(10),
+                    std::time::Duration::from_secs(10),
+                );
+                if installing {
+                    eprintln!("photon: {}: application {}: {step}", args.config.display(), app.name);
                 }
-                catalog.learn(app).await;
+                loop {
+                    tokio::select! {
+                        () = &mut learned => break,
+                        _ = ticks.tick() => eprintln!(
+                            "photon: {}: application {}: {step} ({} s so far)",
+                            args.config.display(),
+                            app.name,
+                            started.elapsed().as_secs()
+                        ),
+                    }
+                }
             }
             check_against_code(&parsed.config, catalog.as_ref()).map(|()| parsed)
         }
