@@ -8,13 +8,13 @@ use std::time::Duration;
 use photon_config::{AppCatalog, ApplicationConfig, ServeConfig};
 use photon_orchestrator::{Orchestrator, ReplicaEvent};
 use photon_proto::v1 as pb;
-use photon_proto::v1::replica_service_client::ReplicaServiceClient;
 use photon_router::RoutingTable;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::checkpoint::{Checkpoint, StateStore};
+use crate::replica_client::ReplicaClients;
 use crate::state::{Action, Placement, State};
 use crate::status::InstanceStatus;
 use crate::ControllerError;
@@ -66,9 +66,18 @@ pub struct ControllerHandle {
     table: watch::Receiver<Arc<RoutingTable>>,
     /// What the state store holds, when there is one.
     saved: Option<watch::Receiver<Saved>>,
+    /// The replicas' control clients (the actor's too).
+    clients: ReplicaClients,
 }
 
 impl ControllerHandle {
+    /// One scrape of the whole instance's metrics (this process's and every running
+    /// replica's), for `/metrics`.
+    pub async fn metrics_text(&self) -> Result<String, ControllerError> {
+        let status = self.status().await?;
+        Ok(crate::metrics::scrape(&status, &self.clients).await)
+    }
+
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ControllerError> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(make(tx)).await.map_err(|_| ControllerError::Stopped)?;
@@ -160,9 +169,19 @@ pub fn spawn(
     orchestrator.adoption_done();
     let handle_catalog = catalog.clone();
     let saved = saver.as_ref().map(|s: &Saver| s.saved.clone());
-    let actor = Actor { state, catalog, orchestrator, commands: tx.clone(), table: table_tx, proxy_router, saver };
+    let clients = ReplicaClients::default();
+    let actor = Actor {
+        state,
+        catalog,
+        orchestrator,
+        commands: tx.clone(),
+        table: table_tx,
+        proxy_router,
+        saver,
+        clients: clients.clone(),
+    };
     let task = tokio::spawn(actor.run(rx, replica_events));
-    (ControllerHandle { commands: tx, catalog: handle_catalog, table: table_rx, saved }, task)
+    (ControllerHandle { commands: tx, catalog: handle_catalog, table: table_rx, saved, clients }, task)
 }
 
 /// Re-applies a checkpoint's config and adopts its replicas. The applications' code is learned
@@ -267,6 +286,8 @@ struct Actor {
     table: watch::Sender<Arc<RoutingTable>>,
     proxy_router: Option<photon_router::Router>,
     saver: Option<Saver>,
+    /// The replicas' control clients (shared with the metrics scrape).
+    clients: ReplicaClients,
 }
 
 impl Actor {
@@ -349,6 +370,9 @@ impl Actor {
         for action in actions {
             self.execute(action);
         }
+        // Replicas gone for good take their control clients along.
+        let live = self.state.control_addresses();
+        self.clients.retain(|address| live.contains(address));
         self.checkpoint();
     }
 
@@ -379,9 +403,9 @@ impl Actor {
                 self.orchestrator.stop(&replica_id, grace);
             }
             Action::CheckHealth { replica_id, address, timeout } => {
-                let commands = self.commands.clone();
+                let (commands, clients) = (self.commands.clone(), self.clients.clone());
                 tokio::spawn(async move {
-                    let mut client = control_client(&address);
+                    let mut client = clients.get(&address);
                     let result = match tokio::time::timeout(timeout, client.health(pb::HealthRequest {})).await {
                         Ok(Ok(_)) => Ok(()),
                         Ok(Err(status)) => Err(status.message().to_string()),
@@ -391,9 +415,9 @@ impl Actor {
                 });
             }
             Action::PollLoad { replica_id, address } => {
-                let commands = self.commands.clone();
+                let (commands, clients) = (self.commands.clone(), self.clients.clone());
                 tokio::spawn(async move {
-                    let mut client = control_client(&address);
+                    let mut client = clients.get(&address);
                     let call = client.load(pb::LoadRequest {});
                     let ongoing = match tokio::time::timeout(Duration::from_secs(1), call).await {
                         Ok(Ok(r)) => Some(r.into_inner().ongoing_requests),
@@ -403,9 +427,9 @@ impl Actor {
                 });
             }
             Action::Reconfigure { replica_id, address, user_config, max_ongoing_requests } => {
-                let commands = self.commands.clone();
+                let (commands, clients) = (self.commands.clone(), self.clients.clone());
                 tokio::spawn(async move {
-                    let mut client = control_client(&address);
+                    let mut client = clients.get(&address);
                     let request = pb::ReconfigureRequest {
                         user_config_json: user_config.as_ref().map(Value::to_string).unwrap_or_default(),
                         max_ongoing_requests,
@@ -426,21 +450,4 @@ impl Actor {
         let grace = Duration::from_secs(30);
         self.orchestrator.shutdown(grace).await;
     }
-}
-
-/// A client of a replica's control service that presents the cluster token.
-pub(crate) type ControlClient = ReplicaServiceClient<
-    tonic::service::interceptor::InterceptedService<
-        tonic::transport::Channel,
-        photon_router::cluster_auth::AttachToken,
-    >,
->;
-
-/// A lazily connected client of a replica's control service.
-pub(crate) fn control_client(address: &str) -> ControlClient {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .unwrap_or_else(|_| tonic::transport::Endpoint::from_static("http://127.0.0.1:1"))
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(2));
-    ReplicaServiceClient::with_interceptor(endpoint.connect_lazy(), photon_router::cluster_auth::AttachToken)
 }

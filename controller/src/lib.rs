@@ -10,6 +10,7 @@ pub mod autoscale;
 pub mod checkpoint;
 mod grpc;
 pub mod metrics;
+mod replica_client;
 pub mod rest;
 pub mod state;
 pub mod status;

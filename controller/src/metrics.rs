@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use prometheus::{register_int_counter_vec, register_int_gauge_vec, IntCounterVec, IntGaugeVec};
 
+use crate::replica_client::ReplicaClients;
 use crate::status::{ApplicationStatus, DeploymentStatus, InstanceStatus, ReplicaState};
 
 struct Families {
@@ -93,7 +94,7 @@ fn record_status(status: &InstanceStatus) {
 /// One scrape of the whole instance: this process's metrics and each running replica's,
 /// fetched over the replicas' control service (a replica that does not answer within a second
 /// is left out of this scrape).
-pub async fn scrape(status: &InstanceStatus) -> String {
+pub(crate) async fn scrape(status: &InstanceStatus, clients: &ReplicaClients) -> String {
     record_status(status);
     let addresses: Vec<String> = status
         .applications
@@ -104,8 +105,8 @@ pub async fn scrape(status: &InstanceStatus) -> String {
         .filter_map(|r| r.address.clone())
         .collect();
     let fetches = addresses.into_iter().map(|address| {
+        let mut client = clients.get(&address);
         tokio::spawn(async move {
-            let mut client = crate::actor::control_client(&address);
             let call = client.metrics(photon_proto::v1::MetricsRequest {});
             match tokio::time::timeout(Duration::from_secs(1), call).await {
                 Ok(Ok(r)) => Some(r.into_inner().text),

@@ -118,12 +118,8 @@ impl Rest {
             })),
             (Method::GET, "/api/gcs_healthz") | (Method::GET, "/api/healthz") => text(StatusCode::OK, "success"),
             (Method::POST, "/api/authenticate") => self.authenticate(req.headers()),
-            (Method::GET, "/metrics") => match self.controller.status().await {
-                Ok(status) => respond(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    crate::metrics::scrape(&status).await,
-                ),
+            (Method::GET, "/metrics") => match self.controller.metrics_text().await {
+                Ok(metrics) => respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics),
                 Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             },
             (Method::GET, "/api/serve/applications/") => self.get(req.uri().query()).await,

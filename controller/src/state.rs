@@ -596,6 +596,11 @@ impl State {
         None
     }
 
+    /// The control addresses of the replicas it knows that registered one.
+    pub fn control_addresses(&self) -> std::collections::HashSet<&str> {
+        self.deployments.values().flat_map(|d| d.replicas.values()).filter_map(|r| r.address.as_deref()).collect()
+    }
+
     /// What a restarted controller needs: the applied config and the registered replicas.
     pub fn checkpoint(&self) -> crate::checkpoint::Checkpoint {
         let mut replicas = Vec::new();
