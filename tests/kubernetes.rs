@@ -511,7 +511,7 @@ async fn the_operator_creates_updates_upgrades_and_deletes_a_photon_service() {
         client.clone(),
         OperatorSettings {
             image: "photon:test".into(),
-            builtin_import_paths: photon_replica::Registry::builtin()
+            builtin_import_paths: photon_replica::builtin_registry()
                 .import_paths()
                 .into_iter()
                 .map(Into::into)

@@ -28,6 +28,7 @@ pub use deployment::{
     Upgrade,
 };
 pub use registry::{AppDef, Constructor, DeploymentDef, FallbackBuilder, Registry};
+pub use samples::builtin_registry;
 pub use server::{user_config_json, Admission, ReplicaServer, ReplicaState};
 
 /// Why a replica could not start or serve.

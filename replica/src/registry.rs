@@ -51,15 +51,6 @@ fn normalise(import_path: &str) -> String {
 }
 
 impl Registry {
-    /// The built-in applications: the KubeRay samples and `photon.examples`.
-    pub fn builtin() -> Self {
-        let mut r = Registry::default();
-        for app in crate::samples::all() {
-            r.register(app);
-        }
-        r
-    }
-
     /// Adds an application (for binaries that bring their own deployments).
     pub fn register(&mut self, app: AppDef) {
         self.apps.push(app);
@@ -125,26 +116,5 @@ impl Registry {
             deployments.push(defaults);
         }
         Ok(AppBlueprint { ingress: app.ingress.to_string(), deployments, ..Default::default() })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn app(import_path: &str) -> ApplicationConfig {
-        let doc = serde_json::json!({ "applications": [{ "import_path": import_path }] });
-        photon_config::from_value(&doc).unwrap().config.applications.remove(0)
-    }
-
-    #[test]
-    fn every_builtin_blueprint_is_valid() {
-        let r = Registry::builtin();
-        for path in r.import_paths() {
-            let bp = r.builtin_blueprint(&app(path)).unwrap();
-            assert!(bp.deployments.iter().any(|d| d.name == bp.ingress), "{path}: ingress missing");
-        }
-        assert!(r.find("photon.examples.noop").is_some());
-        assert!(r.builtin_blueprint(&app("nope.app")).unwrap_err().contains("unknown import path"));
     }
 }

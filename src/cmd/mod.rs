@@ -16,7 +16,7 @@ use photon_replica::Registry;
 
 /// Every application this binary serves: the built-in samples and the model deployments.
 pub fn registry() -> Registry {
-    let mut registry = Registry::builtin();
+    let mut registry = photon_replica::builtin_registry();
     for app in photon_models::apps() {
         registry.register(app);
     }

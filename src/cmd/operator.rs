@@ -51,7 +51,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<ExitCode> {
     let settings = OperatorSettings {
         image: args.image,
         python_image: args.python_image,
-        builtin_import_paths: photon_replica::Registry::builtin().import_paths().into_iter().map(Into::into).collect(),
+        builtin_import_paths: photon_replica::builtin_registry().import_paths().into_iter().map(Into::into).collect(),
         cluster_domain: args.cluster_domain,
         zero_downtime: args.zero_downtime,
     };
