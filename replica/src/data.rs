@@ -138,9 +138,13 @@ async fn handle(state: &Arc<ReplicaState>, mut req: Request<Incoming>, max_messa
     let (log_method, log_path) = (request.method.clone(), request.path.clone());
     let (result, admission) = match upgrade {
         // An open WebSocket keeps its request slot, as Ray counts it an ongoing request.
-        Some(on_upgrade) => {
-            (state.deployment().websocket(request, deployment::Upgrade::new(on_upgrade, admission)).await, None)
-        }
+        Some(on_upgrade) => (
+            state
+                .deployment()
+                .websocket(request, deployment::Upgrade::new(on_upgrade, deployment::RequestSlot::new(admission)))
+                .await,
+            None,
+        ),
         None => (state.deployment().call(request).await, Some(admission)),
     };
     state.metrics().record(&route, started.elapsed(), result.as_ref().err().map(|e| e.0.as_str()));

@@ -160,21 +160,34 @@ impl Reply {
     }
 }
 
+/// A request's place among the replica's `max_ongoing_requests`, given back when dropped.
+pub struct RequestSlot {
+    // Only held: its drop gives the place back.
+    _held: Box<dyn Send + Sync>,
+}
+
+impl RequestSlot {
+    /// A slot whose `held` value gives the place back when it is dropped.
+    pub(crate) fn new(held: impl Send + Sync + 'static) -> Self {
+        RequestSlot { _held: Box::new(held) }
+    }
+}
+
 /// The connection of a WebSocket handshake the deployment answers with 101, and the request's
 /// slot among `max_ongoing_requests`, which the WebSocket holds until it ends.
 pub struct Upgrade {
     on_upgrade: hyper::upgrade::OnUpgrade,
-    slot: crate::server::Admission,
+    slot: RequestSlot,
 }
 
 impl Upgrade {
-    pub(crate) fn new(on_upgrade: hyper::upgrade::OnUpgrade, slot: crate::server::Admission) -> Self {
+    pub(crate) fn new(on_upgrade: hyper::upgrade::OnUpgrade, slot: RequestSlot) -> Self {
         Upgrade { on_upgrade, slot }
     }
 
     /// The upgraded connection (once the 101 has gone out), with the slot to keep while it is
     /// open.
-    pub async fn connect(self) -> Result<(hyper::upgrade::Upgraded, crate::server::Admission), hyper::Error> {
+    pub async fn connect(self) -> Result<(hyper::upgrade::Upgraded, RequestSlot), hyper::Error> {
         Ok((self.on_upgrade.await?, self.slot))
     }
 }

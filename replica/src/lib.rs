@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 
 pub use deployment::{
     call_handle, BuildContext, ChunkStream, Deployment, DeploymentError, Piece, Protocol, Reply, ReplyBody, Request,
-    Upgrade,
+    RequestSlot, Upgrade,
 };
 pub use registry::{AppDef, Constructor, DeploymentDef, FallbackBuilder, Registry};
 pub use samples::builtin_registry;
