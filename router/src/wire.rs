@@ -209,19 +209,21 @@ pub fn keep_websocket_upgrade(headers: &mut HeaderMap) {
     headers.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
 }
 
-/// The body of an [`Answer`].
+/// The body of an [`Answer`]. It holds the request's slot on its replica (the queue's permit,
+/// given back when dropped) until the body ends.
 pub struct AnswerBody {
     inner: hyper::body::Incoming,
-    permit: Option<crate::queue::Permit>,
+    slot: Option<Box<dyn Send + Sync>>,
 }
 
 impl AnswerBody {
     pub(crate) fn new(inner: hyper::body::Incoming) -> Self {
-        AnswerBody { inner, permit: None }
+        AnswerBody { inner, slot: None }
     }
 
-    pub(crate) fn hold(&mut self, permit: crate::queue::Permit) {
-        self.permit = Some(permit);
+    /// Keeps `slot` until the body ends or is dropped.
+    pub(crate) fn hold(&mut self, slot: impl Send + Sync + 'static) {
+        self.slot = Some(Box::new(slot));
     }
 
     /// Reads the whole body.
@@ -242,7 +244,7 @@ impl hyper::body::Body for AnswerBody {
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         if let std::task::Poll::Ready(None) = polled {
             // The stream ended: give the replica slot back now, not when the body is dropped.
-            self.permit = None;
+            self.slot = None;
         }
         polled
     }
