@@ -45,7 +45,7 @@ pub struct AppRoute {
 pub struct ReplicaEndpoint {
     /// Replica id (unique across the instance).
     pub replica_id: String,
-    /// `host:port` of its ReplicaService.
+    /// `host:port` of its data port (requests, HTTP/1.1; `wire`).
     pub address: String,
     /// Multiplexed model ids it holds or is loading.
     pub model_ids: Vec<String>,
