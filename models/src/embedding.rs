@@ -145,7 +145,11 @@ impl SentenceEmbedding {
     }
 
     fn loaded(&self) -> Result<Arc<Loaded>, DeploymentError> {
-        self.loaded.read().expect("lock").clone().ok_or_else(|| DeploymentError("no model is loaded".into()))
+        self.loaded
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| DeploymentError("no model is loaded".into()))
     }
 
     fn batcher(&self, options: &ModelOptions, worker: Arc<ModelWorker<Embedder>>) -> Batcher<String, Embedded> {
@@ -275,7 +279,7 @@ impl Deployment for SentenceEmbedding {
 
     async fn reconfigure(&self, user_config: Option<&Value>) -> Result<(), DeploymentError> {
         let options = options::parse(user_config, KEYS)?;
-        let current = self.loaded.read().expect("lock").clone();
+        let current = self.loaded.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let worker = match current {
             Some(c) if c.options.same_model(&options) => {
                 if c.options == options {
@@ -292,12 +296,17 @@ impl Deployment for SentenceEmbedding {
             }
         };
         let batcher = self.batcher(&options, worker.clone());
-        *self.loaded.write().expect("lock") = Some(Arc::new(Loaded { options, worker, batcher }));
+        *self.loaded.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(Arc::new(Loaded { options, worker, batcher }));
         Ok(())
     }
 
     async fn check_health(&self) -> Result<(), DeploymentError> {
-        self.loaded.read().expect("lock").as_ref().map_or(Ok(()), |l| l.worker.check())
+        self.loaded
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map_or(Ok(()), |l| l.worker.check())
     }
 }
 

@@ -399,7 +399,12 @@ impl TextGeneration {
         &self,
         completion: Completion,
     ) -> Result<Result<(usize, mpsc::Receiver<Event>, String), String>, DeploymentError> {
-        let loaded = self.loaded.read().expect("lock").clone().ok_or("no model is loaded")?;
+        let loaded = self
+            .loaded
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or("no model is loaded")?;
         let (tx, mut events) = mpsc::channel(64);
         let Completion { prompt, params, .. } = completion;
         loaded
@@ -525,7 +530,7 @@ impl Deployment for TextGeneration {
 
     async fn reconfigure(&self, user_config: Option<&Value>) -> Result<(), DeploymentError> {
         let options = options::parse(user_config, KEYS)?;
-        let current = self.loaded.read().expect("lock").clone();
+        let current = self.loaded.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let worker = match current {
             Some(c) if c.options.same_model(&options) => c.worker.clone(),
             _ => {
@@ -534,12 +539,17 @@ impl Deployment for TextGeneration {
                 Arc::new(ModelWorker::load(&name, 256, move || Generator::load(&path, &device.open()?)).await?)
             }
         };
-        *self.loaded.write().expect("lock") = Some(Arc::new(Loaded { options, worker }));
+        *self.loaded.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(Arc::new(Loaded { options, worker }));
         Ok(())
     }
 
     async fn check_health(&self) -> Result<(), DeploymentError> {
-        self.loaded.read().expect("lock").as_ref().map_or(Ok(()), |l| l.worker.check())
+        self.loaded
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map_or(Ok(()), |l| l.worker.check())
     }
 }
 
