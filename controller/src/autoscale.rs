@@ -121,6 +121,7 @@ impl Autoscaler {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests make their own instants
 mod tests {
     use super::*;
 

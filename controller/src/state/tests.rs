@@ -1,5 +1,7 @@
 //! Reconcile tests on the plain state, with a catalog written inline.
 
+#![allow(clippy::disallowed_methods)] // tests make their own instants
+
 use super::*;
 use photon_config::DeploymentOverride;
 
