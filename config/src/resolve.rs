@@ -91,8 +91,8 @@ pub struct ResolvedDeployment {
     pub replicas: ReplicaTarget,
     /// Requests executing in one replica.
     pub max_ongoing_requests: u32,
-    /// Requests waiting per caller; -1 = no limit.
-    pub max_queued_requests: i64,
+    /// Requests waiting per caller; `None`: no limit (Ray's -1).
+    pub max_queued_requests: Option<u64>,
     /// Status code and Retry-After of backpressure rejections.
     pub backpressure: BackpressureConfig,
     /// Passed to the deployment's `reconfigure`.
@@ -260,7 +260,7 @@ fn resolve_one(
         import_path: app.import_path.clone(),
         replicas,
         max_ongoing_requests: eff.max_ongoing_requests.unwrap_or(d::MAX_ONGOING_REQUESTS),
-        max_queued_requests: eff.max_queued_requests.unwrap_or(d::MAX_QUEUED_REQUESTS),
+        max_queued_requests: u64::try_from(eff.max_queued_requests.unwrap_or(d::MAX_QUEUED_REQUESTS)).ok(),
         backpressure: eff.backpressure_config.unwrap_or_default(),
         user_config: eff.user_config.clone().filter(|v| !v.is_null()),
         graceful_shutdown_wait_loop_s: eff.graceful_shutdown_wait_loop_s.unwrap_or(d::GRACEFUL_SHUTDOWN_WAIT_LOOP_S),

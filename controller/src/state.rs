@@ -1105,7 +1105,8 @@ fn deployment_config(d: &ResolvedDeployment) -> Value {
         }
     }
     m.insert("max_ongoing_requests".into(), serde_json::json!(d.max_ongoing_requests));
-    m.insert("max_queued_requests".into(), serde_json::json!(d.max_queued_requests));
+    // Ray's form: -1 is no limit.
+    m.insert("max_queued_requests".into(), serde_json::json!(d.max_queued_requests.map_or(-1, |q| q as i64)));
     m.insert("backpressure_config".into(), serde_json::to_value(d.backpressure).unwrap_or_default());
     m.insert("user_config".into(), d.user_config.clone().unwrap_or(Value::Null));
     m.insert("graceful_shutdown_wait_loop_s".into(), serde_json::json!(d.graceful_shutdown_wait_loop_s));

@@ -15,7 +15,7 @@ fn table(apps: usize, replicas: usize) -> RoutingTable {
             DeploymentId::new(format!("app{a}"), "D"),
             DeploymentTargets {
                 max_ongoing_requests: 1000,
-                max_queued_requests: -1,
+                max_queued_requests: None,
                 backpressure_status_code: 503,
                 retry_after_s: None,
                 replicas: (0..replicas)

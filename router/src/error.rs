@@ -12,7 +12,7 @@ pub enum RouterError {
         /// Requests waiting when this one arrived.
         num_queued: usize,
         /// The deployment's limit.
-        max_queued: i64,
+        max_queued: u64,
         /// HTTP status to answer with (503, or 429 by `backpressure_config`).
         status_code: u16,
         /// `Retry-After` seconds, if configured.

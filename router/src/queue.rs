@@ -49,7 +49,7 @@ struct State {
     slots: Vec<Slot>,
     in_flight_scratch: Vec<u32>,
     max_ongoing: u32,
-    max_queued: i64,
+    max_queued: Option<u64>,
     backpressure_status_code: u16,
     retry_after_s: Option<f64>,
     unavailable: bool,
@@ -86,7 +86,7 @@ impl DeploymentQueue {
             id,
             state: Mutex::new(State {
                 max_ongoing: 1,
-                max_queued: -1,
+                max_queued: None,
                 backpressure_status_code: 503,
                 ..Default::default()
             }),
@@ -227,12 +227,12 @@ impl DeploymentQueue {
                 drop(st);
                 return Ok(self.permit(replica_id, client));
             }
-            if st.max_queued >= 0 {
+            if let Some(max_queued) = st.max_queued {
                 st.waiters.retain(|w| !w.is_closed());
-                if st.waiters.len() as i64 >= st.max_queued {
+                if st.waiters.len() as u64 >= max_queued {
                     return Err(RouterError::BackPressure {
                         num_queued: st.waiters.len(),
-                        max_queued: st.max_queued,
+                        max_queued,
                         status_code: st.backpressure_status_code,
                         retry_after_s: st.retry_after_s,
                     });
@@ -361,7 +361,7 @@ mod tests {
     use super::*;
     use crate::table::ReplicaEndpoint;
 
-    fn targets(replicas: &[&str], max_ongoing: u32, max_queued: i64) -> DeploymentTargets {
+    fn targets(replicas: &[&str], max_ongoing: u32, max_queued: Option<u64>) -> DeploymentTargets {
         DeploymentTargets {
             max_ongoing_requests: max_ongoing,
             max_queued_requests: max_queued,
@@ -387,7 +387,7 @@ mod tests {
 
     #[tokio::test]
     async fn admits_up_to_capacity_then_queues_then_rejects() {
-        let q = queue_with(&targets(&["r1"], 2, 1));
+        let q = queue_with(&targets(&["r1"], 2, Some(1)));
         let p1 = q.acquire().await.unwrap();
         let _p2 = q.acquire().await.unwrap();
         let q2 = q.clone();
@@ -406,7 +406,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_waiter_does_not_leak_its_slot() {
-        let q = queue_with(&targets(&["r1"], 1, -1));
+        let q = queue_with(&targets(&["r1"], 1, None));
         let p1 = q.acquire().await.unwrap();
         let q2 = q.clone();
         let waiting = tokio::spawn(async move { q2.acquire().await.map(|_| ()) });
@@ -423,19 +423,19 @@ mod tests {
 
     #[tokio::test]
     async fn new_replicas_serve_waiting_requests() {
-        let q = queue_with(&targets(&[], 1, -1));
+        let q = queue_with(&targets(&[], 1, None));
         let q2 = q.clone();
         let waiting = tokio::spawn(async move { q2.acquire().await.map(|p| p.replica_id().to_string()) });
         while q.queued() == 0 {
             tokio::task::yield_now().await;
         }
-        q.update(Some(&targets(&["r2"], 1, -1)), |_, addr| ReplicaClient::new(addr));
+        q.update(Some(&targets(&["r2"], 1, None)), |_, addr| ReplicaClient::new(addr));
         assert_eq!(waiting.await.unwrap().unwrap(), "r2");
     }
 
     #[tokio::test]
     async fn unavailable_deployment_fails_fast() {
-        let mut t = targets(&[], 1, -1);
+        let mut t = targets(&[], 1, None);
         t.unavailable = true;
         let q = queue_with(&t);
         assert!(matches!(q.acquire().await, Err(RouterError::Unavailable { .. })));
@@ -443,7 +443,7 @@ mod tests {
 
     #[tokio::test]
     async fn multiplexed_requests_prefer_replicas_holding_their_model() {
-        let mut t = targets(&["a", "b", "c"], 4, -1);
+        let mut t = targets(&["a", "b", "c"], 4, None);
         t.replicas[1].model_ids = vec!["m1".into()];
         t.replicas[2].model_ids = vec!["m2".into(), "m3".into()];
         let q = queue_with(&t);

@@ -56,8 +56,8 @@ pub struct ReplicaEndpoint {
 pub struct DeploymentTargets {
     /// Requests executing per replica.
     pub max_ongoing_requests: u32,
-    /// Requests waiting per caller; -1 = no limit.
-    pub max_queued_requests: i64,
+    /// Requests waiting per caller; `None`: no limit.
+    pub max_queued_requests: Option<u64>,
     /// Status of backpressure rejections.
     pub backpressure_status_code: u16,
     /// `Retry-After` of backpressure rejections.
@@ -100,7 +100,8 @@ impl TryFrom<pb::RoutingTable> for RoutingTable {
             }
             let targets = DeploymentTargets {
                 max_ongoing_requests: d.max_ongoing_requests,
-                max_queued_requests: d.max_queued_requests,
+                // On the wire, as in Ray's config, a negative number is no limit.
+                max_queued_requests: u64::try_from(d.max_queued_requests).ok(),
                 backpressure_status_code: if d.backpressure_status_code == 0 {
                     503
                 } else {
@@ -140,7 +141,7 @@ impl From<&RoutingTable> for pb::RoutingTable {
                     app: id.app.clone(),
                     deployment: id.name.clone(),
                     max_ongoing_requests: d.max_ongoing_requests,
-                    max_queued_requests: d.max_queued_requests,
+                    max_queued_requests: d.max_queued_requests.map_or(-1, |q| i64::try_from(q).unwrap_or(i64::MAX)),
                     replicas: d
                         .replicas
                         .iter()
