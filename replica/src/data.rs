@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 
 use crate::deployment::{self, DeploymentError, Piece, Protocol, ReplyBody};
-use crate::server::ReplicaState;
+use crate::server::ServingState;
 
 type Body = UnsyncBoxBody<Bytes, DeploymentError>;
 
@@ -30,7 +30,7 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 /// Serves the data port until the task is dropped.
-pub async fn serve(listener: TcpListener, state: Arc<ReplicaState>) {
+pub async fn serve(listener: TcpListener, state: Arc<ServingState>) {
     // Routers keep idle connections for 60 s (`photon_router::new_pool`): the replica keeps them
     // longer, so that it is never the one closing a connection a router is about to reuse.
     let limits = ConnectionLimits::requests(DEFAULT_MAX_CONNECTIONS, Duration::from_secs(90));
@@ -90,7 +90,7 @@ fn header_string(headers: &mut http::HeaderMap, name: &http::HeaderName) -> Opti
     headers.remove(name).and_then(|v| v.to_str().ok().map(str::to_string))
 }
 
-async fn handle(state: &Arc<ReplicaState>, mut req: Request<Incoming>, max_message: usize) -> Response<Body> {
+async fn handle(state: &Arc<ServingState>, mut req: Request<Incoming>, max_message: usize) -> Response<Body> {
     // Only Photon's processes may call a replica; the deployment never sees the token.
     if !photon_router::cluster_auth::take(req.headers_mut()) {
         return outcome(StatusCode::UNAUTHORIZED, wire::OUTCOME_FAILED, "missing or wrong Photon cluster token");

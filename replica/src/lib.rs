@@ -29,7 +29,7 @@ pub use deployment::{
 };
 pub use registry::{AppDef, Constructor, DeploymentDef, FallbackBuilder, Registry};
 pub use samples::builtin_registry;
-pub use server::{user_config_json, Admission, ReplicaServer, ReplicaState};
+pub use server::{user_config_json, Admission, ReplicaServer, ServingState};
 
 /// Why a replica could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +105,7 @@ pub async fn run(
     built.check_health().await.map_err(startup)?;
 
     let metrics = metrics::ReplicaMetrics::new(&opts.app, &opts.deployment, &opts.replica_id);
-    let state = ReplicaState::new(built, opts.max_ongoing_requests, opts.user_config.clone(), metrics, opts.access_log);
+    let state = ServingState::new(built, opts.max_ongoing_requests, opts.user_config.clone(), metrics, opts.access_log);
     let listener = TcpListener::bind(&opts.bind).await?;
     let address = listener.local_addr()?;
     let data_listener = TcpListener::bind(&opts.bind).await?;

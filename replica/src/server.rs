@@ -15,8 +15,10 @@ use tonic::{Request, Response, Status};
 
 use crate::deployment::Deployment;
 
-/// Shared state of one replica's service.
-pub struct ReplicaState {
+/// What one replica process serves with: its deployment, admission counters, metrics and drain
+/// state, shared by the data port and the control service. (Not the replica state Ray reports,
+/// `photon_controller::status::ReplicaState`.)
+pub struct ServingState {
     deployment: Arc<dyn Deployment>,
     metrics: crate::metrics::ReplicaMetrics,
     access_log: bool,
@@ -27,7 +29,7 @@ pub struct ReplicaState {
     user_config: tokio::sync::Mutex<Option<Value>>,
 }
 
-impl ReplicaState {
+impl ServingState {
     /// State for a built and configured deployment.
     pub fn new(
         deployment: Arc<dyn Deployment>,
@@ -36,7 +38,7 @@ impl ReplicaState {
         metrics: crate::metrics::ReplicaMetrics,
         access_log: bool,
     ) -> Arc<Self> {
-        Arc::new(ReplicaState {
+        Arc::new(ServingState {
             deployment,
             metrics,
             access_log,
@@ -98,7 +100,7 @@ impl ReplicaState {
 }
 
 /// One admitted request; gives its slot back on drop (also when the call is cancelled).
-pub struct Admission(Arc<ReplicaState>);
+pub struct Admission(Arc<ServingState>);
 
 impl Drop for Admission {
     fn drop(&mut self) {
@@ -110,7 +112,7 @@ impl Drop for Admission {
 }
 
 /// The gRPC service over a replica's state.
-pub struct ReplicaServer(pub Arc<ReplicaState>);
+pub struct ReplicaServer(pub Arc<ServingState>);
 
 #[tonic::async_trait]
 impl ReplicaService for ReplicaServer {
