@@ -81,6 +81,23 @@ pub fn worker_command(root: &std::path::Path, interpreter: Option<&str>) -> toki
     cmd
 }
 
+/// Runs one of Photon's Python tools (`python -m photon_worker ARGS`: fetch, snapshot, pack)
+/// with the interpreter `python`: the last line it printed, or the last line of its error.
+pub async fn run_tool(python: &str, args: &[&str]) -> Result<String, String> {
+    let root = install().map_err(|e| format!("cannot write Photon's Python package: {e}"))?;
+    let out = worker_command(&root, Some(python))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_string());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -320,20 +320,10 @@ pub async fn fetch_archive(base_python: &str, url: &str) -> Result<PathBuf, Stri
     let dir = crate::embedded::cache_root().join("archives").join(key(&[&identity]));
     let root_file = dir.join(".root");
     once(&dir, async {
-        let root = crate::embedded::install().map_err(|e| format!("cannot write Photon's Python package: {e}"))?;
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let out = crate::embedded::worker_command(&root, Some(base_python))
-            .args(["fetch", url, &dir.to_string_lossy(), &package_limit().to_string()])
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|e| format!("cannot run {base_python}: {e}"))?;
-        if !out.status.success() {
-            let text = String::from_utf8_lossy(&out.stderr);
-            return Err(text.lines().last().unwrap_or("").to_string());
-        }
-        std::fs::write(&root_file, String::from_utf8_lossy(&out.stdout).trim()).map_err(|e| e.to_string())
+        let limit = package_limit().to_string();
+        let top = crate::embedded::run_tool(base_python, &["fetch", url, &dir.to_string_lossy(), &limit]).await?;
+        std::fs::write(&root_file, top).map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| format!("cannot fetch {url}: {e}"))?;
@@ -346,22 +336,11 @@ pub async fn fetch_archive(base_python: &str, url: &str) -> Result<PathBuf, Stri
 /// the copy's path, with the directory's own name. Replicas run from the copy, as Ray's run from
 /// the package uploaded at deploy time.
 pub async fn snapshot(base_python: &str, dir: &str, excludes: &[String]) -> Result<PathBuf, String> {
-    let root = crate::embedded::install().map_err(|e| format!("cannot write Photon's Python package: {e}"))?;
     let snapshots = crate::embedded::cache_root().join("snapshots");
-    let out = crate::embedded::worker_command(&root, Some(base_python))
-        .args(["snapshot", dir, &snapshots.to_string_lossy()])
-        .arg(serde_json::to_string(excludes).unwrap_or_else(|_| "[]".into()))
-        .arg(package_limit().to_string())
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| format!("cannot run {base_python}: {e}"))?;
-    if !out.status.success() {
-        let text = String::from_utf8_lossy(&out.stderr);
-        return Err(text.lines().last().unwrap_or("").to_string());
-    }
-    let copy = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let excludes = serde_json::to_string(excludes).unwrap_or_else(|_| "[]".into());
+    let limit = package_limit().to_string();
+    let args = ["snapshot", dir, &snapshots.to_string_lossy(), &excludes, &limit];
+    let copy = PathBuf::from(crate::embedded::run_tool(base_python, &args).await?);
     if let Some(made) = copy.parent() {
         evict(&snapshots, cache_bound(), made);
     }

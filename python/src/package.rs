@@ -54,18 +54,9 @@ pub async fn packed(name: &str) -> Result<PathBuf, String> {
     }
     std::fs::create_dir_all(out.parent().unwrap_or(&out))
         .map_err(|e| format!("cannot create the packed cache: {e}"))?;
-    let root = embedded::install().map_err(|e| format!("cannot write Photon's Python package: {e}"))?;
-    let python = embedded::python();
-    let done = embedded::worker_command(&root, Some(&python))
-        .args(["pack", &dir.to_string_lossy(), &out.to_string_lossy()])
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
+    embedded::run_tool(&embedded::python(), &["pack", &dir.to_string_lossy(), &out.to_string_lossy()])
         .await
-        .map_err(|e| format!("cannot run {python}: {e}"))?;
-    if !done.status.success() {
-        return Err(format!("packing {name:?} failed: {}", String::from_utf8_lossy(&done.stderr).trim()));
-    }
+        .map_err(|e| format!("packing {name:?} failed: {e}"))?;
     Ok(out)
 }
 
@@ -151,20 +142,10 @@ async fn fetch(name: &str, dir: &Path, controller: &str) -> Result<(), String> {
 
 /// Unpacks `archive` into `dest` with Photon's fetcher; the directory it holds.
 async fn unpack(archive: &Path, dest: &Path) -> Result<PathBuf, String> {
-    let root = embedded::install().map_err(|e| format!("cannot write Photon's Python package: {e}"))?;
-    let python = embedded::python();
     let url = format!("file://{}", archive.display());
-    let done = embedded::worker_command(&root, Some(&python))
-        .args(["fetch", &url, &dest.to_string_lossy(), &env::package_limit().to_string()])
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| format!("cannot run {python}: {e}"))?;
-    if !done.status.success() {
-        return Err(String::from_utf8_lossy(&done.stderr).lines().last().unwrap_or_default().to_string());
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&done.stdout).trim()))
+    let limit = env::package_limit().to_string();
+    let top = embedded::run_tool(&embedded::python(), &["fetch", &url, &dest.to_string_lossy(), &limit]).await?;
+    Ok(PathBuf::from(top))
 }
 
 #[cfg(test)]
