@@ -234,34 +234,13 @@ async fn with_ray_installed_ray_serve_is_photons_and_the_rest_is_rays() {
     assert_eq!(v, json!({"ray_version": "2.60.0", "ray_from": true, "serve_is_photon": true}));
 }
 
-/// Ray's names of gRPC status codes, by number.
-const GRPC_CODE_NAMES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
 /// What a gRPC call answered, in the shape `scripts/record-ray-grpc.py` records Ray's answers.
 fn grpc_answer(
     messages: Vec<(String, i64)>,
     status: Option<&tonic::Status>,
     metadata: &tonic::metadata::MetadataMap,
 ) -> Value {
-    let code = status.map_or(0, |s| s.code() as usize);
+    let code = status.map_or(0, |s| s.code() as u16);
     let trailing: serde_json::Map<String, Value> = metadata
         .iter()
         .filter_map(|entry| match entry {
@@ -275,7 +254,7 @@ fn grpc_answer(
         .collect();
     json!({
         "messages": messages.into_iter().map(|(g, n)| json!([g, n])).collect::<Vec<_>>(),
-        "code": GRPC_CODE_NAMES[code],
+        "code": photon_proxy::grpc_code_name(code),
         "details": status.map_or("", |s| s.message()),
         "trailing_metadata": trailing,
     })

@@ -52,8 +52,8 @@ impl Default for GrpcConfig {
     }
 }
 
-/// gRPC status code names, as Ray's metrics label them.
-fn code_name(code: u16) -> &'static str {
+/// gRPC status code names, as Ray's metrics label them (and grpcio's `StatusCode` names them).
+pub fn code_name(code: u16) -> &'static str {
     const NAMES: [&str; 17] = [
         "OK",
         "CANCELLED",

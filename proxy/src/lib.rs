@@ -9,5 +9,5 @@ mod http;
 mod metrics;
 pub mod respond;
 
-pub use crate::grpc::{serve as serve_grpc, GrpcConfig};
+pub use crate::grpc::{code_name as grpc_code_name, serve as serve_grpc, GrpcConfig};
 pub use crate::http::{serve, serve_on_threads, HttpConfig};
