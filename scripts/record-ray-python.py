@@ -13,25 +13,17 @@ import base64
 import http.client
 import json
 import os
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 import urllib.request
 
 import yaml
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ray_serving import free_port, serving  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APPS = os.path.join(ROOT, "tests", "python")
 OUT = os.path.join(ROOT, "tests", "fixtures", "python", "ray-2.60.json")
-BIN = os.path.dirname(sys.executable)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def request(port, case):
@@ -50,34 +42,13 @@ def request(port, case):
 
 
 def main():
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
-    dashboard, http_port = free_port(), free_port()
-    subprocess.run(
-        [os.path.join(BIN, "ray"), "start", "--head", "--num-cpus=64", f"--dashboard-port={dashboard}", "--include-dashboard=true"],
-        check=True,
-        env=env,
-    )
-    try:
-        config = yaml.safe_load(open(os.path.join(APPS, "serve.yaml")))
-        config["http_options"] = {"host": "127.0.0.1", "port": http_port}
-        for app in config["applications"]:
-            app["runtime_env"] = {"working_dir": "local://" + APPS}
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-            yaml.safe_dump(config, f)
-        address = f"http://127.0.0.1:{dashboard}"
-        subprocess.run([os.path.join(BIN, "serve"), "deploy", f.name, "--address", address], check=True, env=env)
-        deadline = time.time() + 600
-        while True:
-            status = subprocess.run(
-                [os.path.join(BIN, "serve"), "status", "--address", address], capture_output=True, text=True, env=env
-            ).stdout
-            apps = (yaml.safe_load(status) or {}).get("applications") or {}
-            states = {name: a.get("status") for name, a in apps.items()}
-            if len(states) == len(config["applications"]) and all(s == "RUNNING" for s in states.values()):
-                break
-            if any(s == "DEPLOY_FAILED" for s in states.values()) or time.time() > deadline:
-                sys.exit(f"Ray did not deploy the test applications:\n{status}")
-            time.sleep(1)
+    http_port = free_port()
+    config = yaml.safe_load(open(os.path.join(APPS, "serve.yaml")))
+    config["http_options"] = {"host": "127.0.0.1", "port": http_port}
+    for app in config["applications"]:
+        app["runtime_env"] = {"working_dir": "local://" + APPS}
+    # 64 logical CPUs: every replica fits on a small machine.
+    with serving(config, os.environ, num_cpus=64) as address:
         cases = json.load(open(os.path.join(APPS, "cases.json")))
         answers = {case["name"]: request(http_port, case) for case in cases}
         import ray
@@ -89,8 +60,6 @@ def main():
             json.dump(out, f, indent=1, sort_keys=True, ensure_ascii=False)
             f.write("\n")
         print(f"recorded {len(answers)} answers into {OUT}")
-    finally:
-        subprocess.run([os.path.join(BIN, "ray"), "stop", "--force"], env=env)
 
 
 if __name__ == "__main__":
