@@ -335,7 +335,7 @@ async fn python_deployments_serve_grpc_as_ray_does() {
         };
         let mut expected = recorded["answers"][name].clone();
         // An exception's details are its traceback, whose frames are Ray's own: the exception
-        // line, last, must be the same.
+        // line, last (all the recording keeps), must be the same.
         if expected["code"] == "INTERNAL" {
             let last_line = |v: &Value| v.as_str().unwrap_or_default().lines().last().unwrap_or_default().to_string();
             assert_eq!(last_line(&answer["details"]), last_line(&expected["details"]), "{name}: {answer}");
