@@ -99,3 +99,55 @@ pub fn router_error(e: &RouterError) -> Response<Body> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failure; its HTTP status, kind, body, whether the connection closes and its
+    /// `Retry-After`; its gRPC code and details.
+    type Expected = (RouterError, u16, &'static str, &'static str, bool, Option<&'static str>, u16, String);
+
+    /// Every routing failure, what each front door answers for it: HTTP status, kind, body,
+    /// whether the connection closes, `Retry-After`; gRPC code and details (spec/ray-serve.md
+    /// sections 5.4 and 6.4).
+    #[tokio::test]
+    async fn each_routing_failure_has_one_answer_per_front_door() {
+        let backpressure = |status_code, retry_after_s| RouterError::BackPressure {
+            num_queued: 4,
+            max_queued: 4,
+            status_code,
+            retry_after_s,
+        };
+        let queued = "Request dropped due to backpressure (num_queued_requests=4, max_queued_requests=4).";
+        let unavailable = "Deployment(name='D', app='a') is unavailable because it failed to deploy.";
+        let long = "x".repeat(5000);
+        #[rustfmt::skip]
+        let table: Vec<Expected> = vec![
+            (backpressure(503, None), 503, "backpressure", queued, false, None, grpc_code::RESOURCE_EXHAUSTED, queued.into()),
+            (backpressure(429, Some(1.2)), 429, "backpressure", queued, false, Some("2"), grpc_code::RESOURCE_EXHAUSTED, queued.into()),
+            (RouterError::Unavailable { app: "a".into(), deployment: "D".into() },
+             503, "deployment_unavailable", unavailable, false, None, grpc_code::UNAVAILABLE, unavailable.into()),
+            (RouterError::RetriesExhausted { deployment: "a#D".into(), attempts: 3 },
+             503, "retries_exhausted", "no replica of a#D accepted the request after 3 attempts", false, None,
+             grpc_code::UNAVAILABLE, "no replica of a#D accepted the request after 3 attempts".into()),
+            (RouterError::Deployment(long.clone()),
+             500, "deployment_error", "Internal Server Error", false, None, grpc_code::INTERNAL, "x".repeat(4096)),
+            (RouterError::BadResponse("not pickle".into()),
+             500, "bad_response", "Internal Server Error", false, None, grpc_code::INTERNAL, "bad response from deployment: not pickle".into()),
+            (RouterError::ReplicaFailed { replica_id: "r1".into(), reason: "reset".into() },
+             500, "replica_failed", "Internal Server Error", true, None,
+             grpc_code::INTERNAL, "replica r1 failed while handling the request: reset".into()),
+        ];
+        for (error, status, kind, body, closes, retry_after, code, details) in table {
+            let r = router_error(&error);
+            assert_eq!(r.status().as_u16(), status, "{error:?}");
+            assert_eq!(r.headers()["x-photon-error"], kind, "{error:?}");
+            assert_eq!(is_bare(&r), closes, "{error:?}");
+            assert_eq!(r.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap()), retry_after, "{error:?}");
+            let text = r.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(text, body.as_bytes(), "{error:?}");
+            assert_eq!(grpc_status(&error), (code, details), "{error:?}");
+        }
+    }
+}
