@@ -160,3 +160,58 @@ impl ReplicaService for ReplicaServer {
 pub fn user_config_json(user_config: Option<&Value>) -> String {
     user_config.map(Value::to_string).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deployment::{DeploymentError, Reply, Request};
+
+    struct Idle;
+
+    #[async_trait::async_trait]
+    impl Deployment for Idle {
+        async fn call(&self, _request: Request) -> Result<Reply, DeploymentError> {
+            Ok(Reply::text("ok"))
+        }
+    }
+
+    fn serving(max_ongoing: u32) -> Arc<ServingState> {
+        ServingState::new(Arc::new(Idle), max_ongoing, None, crate::metrics::ReplicaMetrics::new("a", "d", "r"), false)
+    }
+
+    /// Ray's drain on tokio's paused clock: new requests are refused at once; the drain waits one
+    /// `wait_loop` even when idle, then for the last request, and ends as soon as it ends.
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_refuses_new_requests_and_ends_with_the_last_one() {
+        let wait_loop = Duration::from_secs(2);
+        let idle = serving(2);
+        let started = tokio::time::Instant::now();
+        idle.drain(wait_loop).await;
+        assert_eq!(started.elapsed(), wait_loop, "an idle replica still waits one wait_loop");
+
+        let busy = serving(2);
+        let running = busy.admit().expect("a slot");
+        let drain = tokio::spawn({
+            let busy = busy.clone();
+            async move { busy.drain(wait_loop).await }
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(busy.admit().is_none(), "a draining replica admits nothing");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!drain.is_finished(), "the drain waits for the running request");
+        let released = tokio::time::Instant::now();
+        drop(running);
+        drain.await.unwrap();
+        assert!(released.elapsed() < wait_loop, "the drain ends when the last request ends, not a wait_loop later");
+    }
+
+    #[test]
+    fn admission_stops_at_max_ongoing_and_gives_the_slot_back_on_drop() {
+        let state = serving(1);
+        let first = state.admit().expect("a slot");
+        assert!(state.admit().is_none());
+        drop(first);
+        assert_eq!(state.ongoing(), 0);
+        assert!(state.admit().is_some());
+    }
+}
